@@ -1,0 +1,32 @@
+"""TATS: long video generation with a time-agnostic 3D VQGAN and a time-sensitive transformer.
+
+The public entry points are imported lazily so that ``import tats`` stays cheap::
+
+    vqgan = tats.load_vqgan("vqgan.ckpt")            # encode (B,C,T,H,W) -> (B,t,h,w), decode back
+    gpt = tats.load_transformer("gpt.ckpt")          # the transformer with its frozen VQGAN
+    codes = tats.sample_short(gpt, batch_size=4)     # (B,t,h,w) VQGAN codes
+    codes = tats.sample_long(gpt, n_latent_frames=32, batch_size=4)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "load_vqgan": "tats.vqgan.load",
+    "load_transformer": "tats.gpt.load",
+    "sample_short": "tats.sampling",
+    "sample_long": "tats.sampling",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'tats' has no attribute {name!r}")
+
+
+__all__ = list(_LAZY) + ["__version__"]

@@ -1,0 +1,1 @@
+"""Checkpoint, video and weight-file input/output."""

@@ -1,0 +1,113 @@
+"""Safe checkpoint loading and atomic saving.
+
+Every checkpoint this project reads goes through :func:`load_checkpoint`: ``torch.load`` with
+``weights_only=True`` and a minimal allow-list. The release's Lightning-1.5 files pickle an
+``argparse.Namespace`` of the training flags (REFERENCE.md, "Checkpoint files"), so that class is
+allowed; nothing that can run code is. A file that needs anything else is refused with an error that
+names the file and the global, and its payload never executes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+# Classes a checkpoint may contain besides tensors and plain containers. Namespace: the release's
+# hyper_parameters["args"]. Both are plain attribute bags that run no code when rebuilt.
+SAFE_GLOBALS: list[Any] = [argparse.Namespace]
+try:  # Lightning 2 stores save_hyperparameters() as an AttributeDict (a dict subclass)
+    from lightning_fabric.utilities.data import AttributeDict
+
+    SAFE_GLOBALS.append(AttributeDict)
+except ImportError:  # pragma: no cover - Lightning is a hard dependency, but keep loading usable
+    pass
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, unreadable, unsafe or of the wrong kind."""
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
+    """Load a checkpoint with weights-only unpickling and the :data:`SAFE_GLOBALS` allow-list.
+
+    Raises :class:`CheckpointError` naming ``path`` when the file is missing, truncated, or asks
+    for a global outside the allow-list (a pickled code payload is refused, never run).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"refusing to load {path}: it needs a Python object outside the weights-only allow-list "
+            f"({err.args[0].splitlines()[0] if err.args else err}). Only tensors, plain containers "
+            "and argparse.Namespace are accepted; the file was not executed."
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path} holds a {type(ckpt).__name__}, expected a checkpoint dict")
+    return ckpt
+
+
+def save_checkpoint(obj: Any, path: str | os.PathLike) -> None:
+    """Write ``obj`` with ``torch.save`` atomically: a temporary file in the same folder, flushed
+    and fsynced, then renamed over ``path``. A kill mid-save leaves the old file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def hparams_dict(ckpt: Mapping) -> dict:
+    """Flatten a checkpoint's hyper-parameters into one plain dict.
+
+    The release stores ``{"args": Namespace(...), ...}``; its Namespace fields are merged in at
+    the top level (unknown fields are kept; readers pick what they know).
+    """
+    hp = dict(ckpt.get("hyper_parameters") or {})
+    args = hp.pop("args", None)
+    if isinstance(args, argparse.Namespace):
+        args = vars(args)
+    if isinstance(args, Mapping):
+        hp = {**args, **hp}
+    return hp
+
+
+def checkpoint_kind(ckpt: Mapping) -> str:
+    """Return ``"transformer"``, ``"vqgan"`` or ``"unknown"`` from the state-dict keys."""
+    keys = ckpt.get("state_dict", {}).keys()
+    if any(k.startswith(("transformer.", "gpt.")) for k in keys):
+        return "transformer"
+    if any(k.startswith(("encoder.", "vqgan.encoder.")) for k in keys):
+        return "vqgan"
+    return "unknown"
+
+
+def expect_kind(ckpt: Mapping, expected: str, path: str | os.PathLike) -> None:
+    """Raise a :class:`CheckpointError` saying which kind ``path`` is when it is not ``expected``."""
+    kind = checkpoint_kind(ckpt)
+    if kind != expected:
+        hint = {
+            "vqgan": "it is a VQGAN checkpoint (pass it as --vqgan_ckpt / --vqvae)",
+            "transformer": "it is a transformer checkpoint (pass it as --gpt_ckpt)",
+            "unknown": "its state_dict has neither VQGAN nor transformer weights",
+        }[kind]
+        raise CheckpointError(f"{path} is not a {expected} checkpoint: {hint}")

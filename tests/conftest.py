@@ -1,0 +1,36 @@
+"""Shared test set-up: CPU only, few threads, deterministic seeds, paths to the reference files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+REFERENCE = SHARED / "reference"
+FIXTURES = REFERENCE / "fixtures"
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def fixtures_dir() -> Path:
+    """The release-written fixtures; tests that need them skip cleanly when shared/ is absent."""
+    if not FIXTURES.is_dir():
+        pytest.skip(f"release fixtures not found at {FIXTURES}")
+    return FIXTURES
+
+
+@pytest.fixture
+def reference_dir() -> Path:
+    if not REFERENCE.is_dir():
+        pytest.skip(f"reference layouts not found at {REFERENCE}")
+    return REFERENCE
