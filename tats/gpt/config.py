@@ -1,0 +1,91 @@
+"""Configuration of the time-sensitive transformer and of its token layout.
+
+One dataclass of primitives (STYLE.md rule 1): it is stored as a plain dict in our checkpoints
+(``hyper_parameters["config"]``) and rebuilt from the release's Namespace by :mod:`tats.gpt.load`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# The CLIP BPE vocabulary size: text ids come first and video codes are shifted by it
+# (REFERENCE.md, "Token ids").
+TEXT_VOCAB_SIZE = 49408
+
+COND_TYPES = ("none", "label", "text", "audio")
+
+
+@dataclass
+class GPTConfig:
+    """Architecture of the GPT plus the description of what its tokens mean.
+
+    Architecture (REFERENCE.md, "Transformer"): ``vocab_size`` = ``n_codes + n_cond_vocab``
+    (unconditional: ``n_codes``), ``block_size`` = the longest input (the full token sequence minus
+    its last token), ``n_unmasked`` > 0 selects the interpolation mask of the hierarchical model.
+
+    Token layout: a sequence is ``n_cond_tokens`` condition ids followed by the ``t*h*w`` video codes
+    flattened in (t, h, w) order and shifted by ``n_cond_vocab``:
+
+    - ``cond_type="none"``: one start token 0, ``n_cond_vocab=0`` (start and code 0 share id 0);
+    - ``"label"``: one class id, ``n_cond_vocab=n_classes``;
+    - ``"text"``: ``n_cond_tokens`` CLIP BPE ids, ``n_cond_vocab=49408``;
+    - ``"audio"``: ``n_cond_tokens`` audio-VQGAN codes, ``n_cond_vocab`` = the audio codebook size.
+
+    ``latent_shape`` is the (t, h, w) code grid of one training clip as the transformer sees it
+    (after keeping every ``sample_every_n_latent_frames``-th latent frame when that is > 0).
+    """
+
+    vocab_size: int = 16384
+    block_size: int = 1024
+    n_layer: int = 24
+    n_head: int = 16
+    n_embd: int = 1024
+    n_unmasked: int = 0
+    embd_pdrop: float = 0.0
+    resid_pdrop: float = 0.0
+    attn_pdrop: float = 0.0
+    cond_type: str = "none"
+    n_cond_vocab: int = 0
+    n_cond_tokens: int = 1
+    n_codes: int = 16384
+    latent_shape: tuple[int, int, int] = field(default=(4, 16, 16))
+    sample_every_n_latent_frames: int = 0
+
+    def __post_init__(self) -> None:
+        self.latent_shape = tuple(int(s) for s in self.latent_shape)  # type: ignore[assignment]
+        if len(self.latent_shape) != 3:
+            raise ValueError(f"GPTConfig.latent_shape must be (t, h, w), got {self.latent_shape}")
+        if self.cond_type not in COND_TYPES:
+            raise ValueError(f"GPTConfig.cond_type must be one of {COND_TYPES}, got {self.cond_type!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"GPTConfig.n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def n_latent_tokens(self) -> int:
+        """Video tokens of one training clip: ``t * h * w``."""
+        return math.prod(self.latent_shape)
+
+    @property
+    def tokens_per_frame(self) -> int:
+        """Video tokens of one latent frame: ``h * w``."""
+        return self.latent_shape[1] * self.latent_shape[2]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of primitives for ``hyper_parameters["config"]`` (tuples become lists)."""
+        d = dataclasses.asdict(self)
+        d["latent_shape"] = list(self.latent_shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> GPTConfig:
+        """Build from a mapping, ignoring keys that are not fields (checkpoints carry extras)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})

@@ -1,0 +1,304 @@
+"""Load a transformer checkpoint (the release's or ours) with its frozen VQGAN(s).
+
+Release files (REFERENCE.md, "Checkpoint files"): ``hyper_parameters = {"args": Namespace(...),
+...}`` with the training flags, the GPT under ``transformer.``, the whole video VQGAN under
+``first_stage_model.`` and, for audio conditioning, the audio VQGAN under ``cond_stage_model.``.
+The Namespace's ``vqvae`` path points at the author's machine and is ignored.
+
+Our files (written by :mod:`tats.gpt.lightning`): ``hyper_parameters["config"]`` = a
+:class:`GPTConfig` dict, optionally ``vqgan_config`` / ``cond_vqgan_config`` (VQGAN config dicts);
+the GPT under ``transformer.``, the VQGAN under ``vqgan.``, the audio VQGAN under
+``cond_stage_model.``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any, Union
+
+import torch
+import torch.nn as nn
+
+from tats.gpt.conditioning import Cond, codes_to_ids, cond_tokens, ids_to_codes
+from tats.gpt.config import TEXT_VOCAB_SIZE, GPTConfig
+from tats.gpt.model import GPT
+from tats.io.checkpoint import CheckpointError, expect_kind, hparams_dict, load_checkpoint
+
+CkptLike = Union[str, os.PathLike, Mapping[str, Any]]
+
+# The release's --cond_stage_key values -> our cond_type.
+_COND_KEYS = {"label": "label", "text": "text", "stft": "audio"}
+
+
+class VideoTransformer(nn.Module):
+    """A GPT over VQGAN codes plus the frozen VQGAN that encodes/decodes them.
+
+    Attributes:
+        transformer: the :class:`GPT`.
+        vqgan: the video VQGAN (eval mode, frozen), or None when none was found.
+        cond_vqgan: the audio VQGAN of audio-conditioned models (frozen), else None.
+        config: the GPT's :class:`GPTConfig` (token layout included).
+    """
+
+    def __init__(
+        self, transformer: GPT, vqgan: nn.Module | None = None, cond_vqgan: nn.Module | None = None
+    ) -> None:
+        super().__init__()
+        self.transformer = transformer
+        self.vqgan = vqgan
+        self.cond_vqgan = cond_vqgan
+        for m in (vqgan, cond_vqgan):
+            if m is not None:
+                m.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True) -> VideoTransformer:
+        super().train(mode)
+        for m in (self.vqgan, self.cond_vqgan):  # the first stage stays frozen in eval mode
+            if m is not None:
+                m.eval()
+        return self
+
+    @property
+    def config(self) -> GPTConfig:
+        return self.transformer.config
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """``(t, h, w)`` code grid of one training clip as the transformer sees it."""
+        return self.config.latent_shape
+
+    @property
+    def device(self) -> torch.device:
+        return self.transformer.pos_emb.device
+
+    def cond_tokens(self, cond: Cond, batch_size: int, device: torch.device | None = None) -> torch.Tensor:
+        """Condition ids ``(B, n_cond_tokens)``; see :func:`tats.gpt.conditioning.cond_tokens`."""
+        return cond_tokens(self.config, cond, batch_size, self.device if device is None else device)
+
+    def codes_to_ids(self, codes: torch.Tensor) -> torch.Tensor:
+        """VQGAN codes ``(B, t, h, w)`` -> shifted token ids ``(B, t*h*w)``."""
+        return codes_to_ids(self.config, codes)
+
+    def ids_to_codes(self, ids: torch.Tensor, latent_shape: Sequence[int] | None = None) -> torch.Tensor:
+        """Token ids ``(B, L)`` -> codes ``clamp(id - n_cond_vocab, 0, n_codes - 1)``."""
+        return ids_to_codes(self.config, ids, latent_shape)
+
+    def _need_vqgan(self) -> nn.Module:
+        if self.vqgan is None:
+            raise RuntimeError(
+                "this transformer has no VQGAN: its checkpoint holds none; "
+                "pass vqgan_ckpt= to load_transformer"
+            )
+        return self.vqgan
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """Video ``(B, C, T, H, W)`` in [-0.5, 0.5] -> codes ``(B, t, h, w)``, keeping every
+        ``sample_every_n_latent_frames``-th latent frame when that is > 0 (REFERENCE.md)."""
+        codes = self._need_vqgan().encode(video)
+        s = self.config.sample_every_n_latent_frames
+        return codes[:, ::s] if s > 0 else codes
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes ``(B, t, h, w)`` -> video ``(B, C, T, H, W)`` (whole; see tats.sampling.decode)."""
+        return self._need_vqgan().decode(codes)
+
+
+def _strip(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def _n_down_blocks(vq_sd: Mapping[str, torch.Tensor]) -> int:
+    return len({k.split(".")[2] for k in vq_sd if k.startswith("encoder.conv_blocks.")})
+
+
+def guess_downsample(
+    vq_sd: Mapping[str, torch.Tensor], sequence_length: int, resolution: int, n_latent_tokens: int, s: int = 0
+) -> tuple[int, int, int]:
+    """The VQGAN downsample ``(dt, dh, dh)`` that yields ``n_latent_tokens`` codes per clip.
+
+    Strides are not stored in a state dict, and the release's transformer Namespace has no
+    ``downsample`` flag; the encoder's depth gives ``max(log2 d)`` and the transformer's block size
+    gives the number of codes. Among the candidates, fully downsampled space is preferred.
+    """
+    n = _n_down_blocks(vq_sd)
+    full = 2**n
+    candidates = [(full, full)] + [(2**a, full) for a in range(n)] + [(full, 2**b) for b in range(n)]
+    for dt, dh in candidates:
+        if sequence_length % dt or resolution % dh:
+            continue
+        t = sequence_length // dt
+        t = math.ceil(t / s) if s > 0 else t
+        if t * (resolution // dh) ** 2 == n_latent_tokens:
+            return dt, dh, dh
+    raise CheckpointError(
+        f"cannot tell the VQGAN's downsample factors: no (dt, dh, dh) with max {full} gives "
+        f"{n_latent_tokens} codes for {sequence_length} frames at {resolution}px; pass vqgan_ckpt="
+    )
+
+
+def _vqgan_from_weights(vq_sd: dict, downsample: Sequence[int] | None, extra: Mapping[str, Any]) -> nn.Module:
+    from tats.vqgan.config import VQGANConfig
+    from tats.vqgan.load import infer_vqgan_config, vqgan_from_state_dict
+
+    known = {f.name for f in dataclasses.fields(VQGANConfig)} - {"downsample"}
+    overrides = {k: v for k, v in extra.items() if k in known and v is not None}
+    cfg = infer_vqgan_config(vq_sd, downsample=tuple(downsample) if downsample else None, **overrides)
+    return vqgan_from_state_dict(vq_sd, cfg)
+
+
+def release_gpt_config(
+    hp: Mapping[str, Any],
+    t_sd: Mapping[str, torch.Tensor],
+    n_codes: int | None,
+    latent_shape: Sequence[int] | None,
+    n_audio_codes: int | None = None,
+) -> GPTConfig:
+    """A :class:`GPTConfig` from the release's flattened Namespace and the ``transformer.`` weights.
+
+    Sizes come from the weights (vocab, block, width, depth); ``n_head`` and the conditioning
+    from the flags. ``latent_shape=None`` assumes one condition token (label/unconditional), so
+    ``t*h*w = block_size``, with the grid left as ``(block_size, 1, 1)``.
+    """
+    vocab, n_embd = t_sd["tok_emb.weight"].shape
+    block_size = t_sd["pos_emb"].shape[1]
+    n_layer = len({k.split(".")[1] for k in t_sd if k.startswith("blocks.")})
+    if "n_head" not in hp:
+        raise CheckpointError("the transformer checkpoint's hyper_parameters lack n_head")
+    cond_type = "none" if hp.get("unconditional") else _COND_KEYS.get(hp.get("cond_stage_key") or "label")
+    if cond_type is None:
+        raise CheckpointError(
+            f"unknown cond_stage_key {hp.get('cond_stage_key')!r}; expected label, text or stft"
+        )
+    n_cond_vocab = {
+        "none": 0,
+        "label": hp.get("class_cond_dim") or (vocab - n_codes if n_codes else 0),
+        "text": TEXT_VOCAB_SIZE,
+        "audio": n_audio_codes or 0,
+    }[cond_type]
+    if n_codes is None:
+        n_codes = vocab - n_cond_vocab
+    if latent_shape is None:
+        latent_shape = (block_size, 1, 1)
+    n_cond_tokens = 1 if cond_type in ("none", "label") else block_size + 1 - math.prod(latent_shape)
+    if n_cond_tokens < 1:
+        raise CheckpointError(f"latent grid {tuple(latent_shape)} does not fit the block size {block_size}")
+    return GPTConfig(
+        vocab_size=vocab,
+        block_size=block_size,
+        n_layer=n_layer,
+        n_head=int(hp["n_head"]),
+        n_embd=n_embd,
+        n_unmasked=int(hp.get("n_unmasked") or 0),
+        cond_type=cond_type,
+        n_cond_vocab=int(n_cond_vocab),
+        n_cond_tokens=int(n_cond_tokens),
+        n_codes=int(n_codes),
+        latent_shape=tuple(latent_shape),
+        sample_every_n_latent_frames=int(hp.get("sample_every_n_latent_frames") or 0),
+    )
+
+
+def gpt_from_state_dict(t_sd: Mapping[str, torch.Tensor], config: GPTConfig) -> GPT:
+    """Build a :class:`GPT` and load ``t_sd`` (keys without the ``transformer.`` prefix) strictly.
+
+    The stored ``attn.mask`` buffers are loaded as they are and decide the attention kind.
+    """
+    gpt = GPT(config)
+    result = gpt.load_state_dict(dict(t_sd), strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"transformer weights do not match {config}: missing {result.missing_keys[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}"
+        )
+    return gpt.eval()
+
+
+def load_transformer(
+    gpt_ckpt: CkptLike,
+    vqgan_ckpt: CkptLike | None = None,
+    device: Union[str, torch.device] = "cpu",
+    with_vqgan: bool = True,
+) -> VideoTransformer:
+    """Load a transformer checkpoint (release or ours) -> :class:`VideoTransformer` in eval mode.
+
+    Args:
+        gpt_ckpt: path to the transformer checkpoint, or the loaded dict.
+        vqgan_ckpt: a VQGAN checkpoint that replaces the one stored inside ``gpt_ckpt``.
+        device: where to put the models.
+        with_vqgan: False skips the VQGAN(s) (the transformer alone; ``latent_shape`` then comes
+            from the block size for release files).
+    """
+    path = "<checkpoint dict>" if isinstance(gpt_ckpt, Mapping) else str(gpt_ckpt)
+    ckpt = gpt_ckpt if isinstance(gpt_ckpt, Mapping) else load_checkpoint(gpt_ckpt)
+    expect_kind(ckpt, "transformer", path)
+    sd = ckpt["state_dict"]
+    hp = hparams_dict(ckpt)
+    t_sd = _strip(sd, "transformer.")
+    vq_sd = _strip(sd, "first_stage_model.") or _strip(sd, "vqgan.")
+    audio_sd = _strip(sd, "cond_stage_model.")
+
+    ours = isinstance(hp.get("config"), Mapping)
+    s_every = int(hp.get("sample_every_n_latent_frames") or 0)
+    data = {k: int(hp[k]) for k in ("sequence_length", "resolution") if hp.get(k)}
+    downsample = None
+    one_cond_token = hp.get("unconditional") or (hp.get("cond_stage_key") or "label") == "label"
+    if not ours and vq_sd and len(data) == 2 and one_cond_token:
+        # one condition token: t*h*w = block_size
+        downsample = guess_downsample(
+            vq_sd, data["sequence_length"], data["resolution"], t_sd["pos_emb"].shape[1], s_every
+        )
+    vqgan = cond_vqgan = None
+    if with_vqgan:
+        if vqgan_ckpt is not None:
+            from tats.vqgan.load import load_vqgan
+
+            vqgan = load_vqgan(vqgan_ckpt, device="cpu")
+            downsample = tuple(vqgan.config.downsample)
+        elif vq_sd:
+            if ours and isinstance(hp.get("vqgan_config"), Mapping):
+                from tats.vqgan.config import VQGANConfig
+                from tats.vqgan.load import vqgan_from_state_dict
+
+                vqgan = vqgan_from_state_dict(vq_sd, VQGANConfig.from_dict(hp["vqgan_config"]))
+            else:
+                vqgan = _vqgan_from_weights(vq_sd, downsample, data)
+            downsample = tuple(vqgan.config.downsample)
+        else:
+            warnings.warn(
+                f"{path} holds no VQGAN weights and no vqgan_ckpt was given: decoding is unavailable",
+                stacklevel=2,
+            )
+        if audio_sd and ours and isinstance(hp.get("cond_vqgan_config"), Mapping):
+            from tats.vqgan.config import VQGANConfig
+            from tats.vqgan.load import vqgan_from_state_dict
+
+            cond_vqgan = vqgan_from_state_dict(audio_sd, VQGANConfig.from_dict(hp["cond_vqgan_config"]))
+        elif audio_sd:
+            try:
+                cond_vqgan = _vqgan_from_weights(audio_sd, None, {})
+            except (ValueError, CheckpointError, RuntimeError) as err:
+                warnings.warn(f"{path}: cannot rebuild the audio VQGAN under cond_stage_model. ({err}); "
+                              "pass audio codes as cond", stacklevel=2)
+
+    if ours:
+        config = GPTConfig.from_dict(hp["config"])
+    else:
+        latent_shape = None
+        if downsample is not None and len(data) == 2:
+            dt, dh, dw = downsample
+            t = data["sequence_length"] // dt
+            latent_shape = (math.ceil(t / s_every) if s_every > 0 else t,
+                            data["resolution"] // dh, data["resolution"] // dw)
+        n_codes = vqgan.config.n_codes if vqgan is not None else (
+            vq_sd["codebook.embeddings"].shape[0] if "codebook.embeddings" in vq_sd else None
+        )
+        n_audio = audio_sd["codebook.embeddings"].shape[0] if "codebook.embeddings" in audio_sd else None
+        config = release_gpt_config(hp, t_sd, n_codes, latent_shape, n_audio)
+    gpt = gpt_from_state_dict(t_sd, config)
+    return VideoTransformer(gpt, vqgan, cond_vqgan).to(device).eval()

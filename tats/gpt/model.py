@@ -1,0 +1,307 @@
+"""The time-sensitive GPT of TATS: attention, blocks, a preallocated KV cache.
+
+Module and parameter names follow the release's state dict (REFERENCE.md, "Transformer";
+``gpt_*_state_dict.tsv`` under the ``transformer.`` prefix): ``tok_emb``, ``pos_emb``,
+``blocks.N.{ln1, ln2, attn.{key, query, value, proj, mask}, mlp.{0, 2}}``, ``ln_f``, ``head``.
+Those names are kept only for checkpoint compatibility (STYLE.md rule 8).
+
+Decoding uses an explicit :class:`KVCache` per block (STYLE.md rule 10): ``set_kv_cache`` allocates
+``(B, n_head, max_len, head_dim)`` key/value buffers once, and ``forward(idx, input_pos)`` writes the
+new keys/values at their absolute positions with ``index_copy_``; no per-token ``torch.cat``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+
+from tats.gpt.config import GPTConfig
+
+
+def build_mask(block_size: int, n_unmasked: int = 0) -> torch.Tensor:
+    """The attention mask a release block stores, float ``(1, 1, block, block)``, 1 = visible.
+
+    ``n_unmasked = 0``: the causal lower triangle. ``n = n_unmasked > 0`` (the interpolation
+    transformer, REFERENCE.md "Transformer"): on top of the causal triangle every query also sees
+    the first ``n + 1`` positions (the condition token and the first latent frame) and the last
+    ``n - 1`` positions (the last latent frame without its final token, which is never an input),
+    and the last ``n - 1`` queries see nothing of the middle, only those two ends.
+    """
+    mask = torch.tril(torch.ones(block_size, block_size))
+    n = n_unmasked
+    if n > 0:
+        if 2 * n > block_size:
+            raise ValueError(f"n_unmasked={n} leaves no middle in a block of {block_size}")
+        tail = block_size - (n - 1)  # first of the last n-1 positions
+        mask[:, : n + 1] = 1
+        mask[:, tail:] = 1
+        mask[tail:, n + 1 : tail] = 0
+    return mask.view(1, 1, block_size, block_size)
+
+
+class KVCache(nn.Module):
+    """Preallocated keys and values of one attention layer, indexed by absolute position.
+
+    Buffers ``k`` and ``v`` have shape ``(B, n_head, max_len, head_dim)``; they are
+    non-persistent so they never reach a checkpoint.
+    """
+
+    def __init__(
+        self,
+        batch_size: int,
+        n_head: int,
+        max_len: int,
+        head_dim: int,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        shape = (batch_size, n_head, max_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[2]
+
+    def update(
+        self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write ``k, v (B, nh, T, hd)`` at positions ``input_pos (T,)``; return the full buffers."""
+        if k.shape[0] != self.k.shape[0]:
+            raise ValueError(
+                f"KV cache was allocated for batch {self.k.shape[0]} but got batch {k.shape[0]}; "
+                "call set_kv_cache again"
+            )
+        self.k.index_copy_(2, input_pos, k.to(self.k.dtype))
+        self.v.index_copy_(2, input_pos, v.to(self.v.dtype))
+        return self.k, self.v
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention with separate key/query/value/proj Linear layers (release names).
+
+    The stored ``mask`` buffer decides visibility. When it is the plain causal triangle the fast
+    path is ``scaled_dot_product_attention(is_causal=True)``; otherwise the boolean mask is passed.
+    ``use_sdpa = False`` selects the explicit softmax path (kept for tests: both must agree).
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.key = nn.Linear(config.n_embd, config.n_embd)
+        self.query = nn.Linear(config.n_embd, config.n_embd)
+        self.value = nn.Linear(config.n_embd, config.n_embd)
+        self.proj = nn.Linear(config.n_embd, config.n_embd)
+        self.attn_drop = config.attn_pdrop
+        self.resid_drop = nn.Dropout(config.resid_pdrop)
+        self.register_buffer("mask", build_mask(config.block_size, config.n_unmasked))
+        self.kv_cache: KVCache | None = None
+        self.use_sdpa = True
+        self.is_causal = config.n_unmasked == 0
+        # The loaded mask, not the config, decides the kind (REFERENCE.md: read the stored mask).
+        self.register_load_state_dict_post_hook(lambda module, _incompatible: module.refresh_mask_kind())
+
+    def refresh_mask_kind(self) -> None:
+        """Recompute whether the stored mask is the plain causal triangle."""
+        m = self.mask[0, 0]
+        self.is_causal = bool(torch.equal(m, torch.tril(torch.ones_like(m))))
+
+    def forward(
+        self, x: torch.Tensor, input_pos: torch.Tensor | None = None, kv_len: int | None = None
+    ) -> torch.Tensor:
+        """``x (B, T, E)`` -> ``(B, T, E)``.
+
+        With ``input_pos (T,)`` (sorted absolute positions) the layer's KV cache is written and
+        read; ``kv_len`` = ``max(input_pos) + 1`` (computed once per step by :class:`GPT`), or None
+        for static shapes (the whole cache with the stored mask rows; for ``torch.compile``).
+        """
+        q = rearrange(self.query(x), "b t (nh hd) -> b nh t hd", nh=self.n_head)
+        k = rearrange(self.key(x), "b t (nh hd) -> b nh t hd", nh=self.n_head)
+        v = rearrange(self.value(x), "b t (nh hd) -> b nh t hd", nh=self.n_head)
+        T = x.shape[1]
+        mask: torch.Tensor | None = None  # (T, S) bool, True = visible; None = all visible
+        causal = False
+        if input_pos is None:
+            if self.is_causal:
+                causal = True
+            else:
+                mask = self.mask[0, 0, :T, :T] > 0.5
+        else:
+            if self.kv_cache is None:
+                raise RuntimeError("forward(input_pos=...) needs a KV cache: call gpt.set_kv_cache() first")
+            k, v = self.kv_cache.update(input_pos, k, v)  # (B, nh, max_len, hd)
+            if self.is_causal and kv_len is not None:
+                # Slots after the newest position are unwritten (or stale): attend to [0, last].
+                k, v = k[:, :, :kv_len], v[:, :, :kv_len]
+                if T > 1 and T == kv_len:
+                    causal = True  # a prefill of positions 0..T-1: the plain causal square
+                elif T > 1:
+                    mask = self.mask[0, 0, input_pos, :kv_len] > 0.5
+            else:
+                # Static shapes, or the interpolation mask (whose two ends must already be in the
+                # cache, see tats.sampling.hierarchical): the stored rows mask unwritten slots.
+                mask = self.mask[0, 0, input_pos, : k.shape[2]] > 0.5
+            q = q.to(k.dtype)
+        if self.use_sdpa:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=causal,
+                dropout_p=self.attn_drop if self.training else 0.0,
+            )
+        else:
+            y = self._explicit_attention(q, k, v, mask, causal)
+        y = rearrange(y, "b nh t hd -> b t (nh hd)")  # (B, T, E)
+        return self.resid_drop(self.proj(y))
+
+    def _explicit_attention(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, causal: bool
+    ) -> torch.Tensor:
+        """softmax(q k^T / sqrt(head_dim)) v with the same masking; ``(B, nh, T, hd)``."""
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(k.shape[-1])  # (B, nh, T, S)
+        if causal:
+            mask = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril()
+        if mask is not None:
+            att = att.masked_fill(~mask, float("-inf"))
+        att = F.dropout(att.softmax(dim=-1), self.attn_drop, self.training)
+        return att @ v
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: ``x + attn(ln1 x)``, then ``x + mlp(ln2 x)``; MLP uses exact GELU."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(config.n_embd)
+        self.ln2 = nn.LayerNorm(config.n_embd)
+        self.attn = CausalSelfAttention(config)
+        # Indices 0 and 2 carry weights, as in the release's `mlp.0` / `mlp.2` keys.
+        self.mlp = nn.Sequential(
+            nn.Linear(config.n_embd, 4 * config.n_embd),
+            nn.GELU(),
+            nn.Linear(4 * config.n_embd, config.n_embd),
+            nn.Dropout(config.resid_pdrop),
+        )
+
+    def forward(
+        self, x: torch.Tensor, input_pos: torch.Tensor | None = None, kv_len: int | None = None
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), input_pos, kv_len)
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    """Token + learned absolute position embeddings, ``n_layer`` blocks, ``ln_f``, bias-free head.
+
+    ``forward(idx (B, T)) -> logits (B, T, vocab)``; with ``last_only=True`` only the last
+    position's logits ``(B, 1, vocab)`` are computed (sampling never needs the others).
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
+        # Learned positions, absolute within the window (position 0 = first condition token).
+        self.pos_emb = nn.Parameter(torch.zeros(1, config.block_size, config.n_embd))
+        self.drop = nn.Dropout(config.embd_pdrop)
+        self.blocks = nn.Sequential(*[Block(config) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd)
+        self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.static_kv = False
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        # GPT-2 style initialisation, as the release trains from: N(0, 0.02), zero biases.
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    @property
+    def block_size(self) -> int:
+        return self.pos_emb.shape[1]
+
+    @property
+    def is_causal(self) -> bool:
+        """True when every block's stored mask is the plain causal triangle."""
+        return all(b.attn.is_causal for b in self.blocks)
+
+    def set_attention_impl(self, use_sdpa: bool) -> None:
+        """Choose scaled_dot_product_attention (default) or the explicit softmax path."""
+        for b in self.blocks:
+            b.attn.use_sdpa = use_sdpa
+
+    def set_kv_cache(
+        self,
+        batch_size: int,
+        max_len: int | None = None,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        static_shapes: bool | None = None,
+    ) -> None:
+        """Allocate one :class:`KVCache` per block, ``(B, n_head, max_len, head_dim)`` each.
+
+        ``max_len`` defaults to ``block_size``; device and dtype default to the parameters'.
+        ``static_shapes``: every step attends over the whole cache with the stored mask rows
+        instead of slicing ``[0, pos]``: no host sync and fixed shapes (for ``torch.compile`` and
+        CUDA graphs), at the cost of attending over ``max_len`` slots. None keeps the current
+        ``gpt.static_kv`` setting (False unless set), so samplers can be switched by one attribute.
+        """
+        if static_shapes is not None:
+            self.static_kv = static_shapes
+        max_len = self.block_size if max_len is None else max_len
+        if max_len > self.block_size:
+            raise ValueError(f"max_len={max_len} exceeds the block size {self.block_size}")
+        device = self.pos_emb.device if device is None else device
+        dtype = self.pos_emb.dtype if dtype is None else dtype
+        for b in self.blocks:
+            b.attn.kv_cache = KVCache(
+                batch_size, self.config.n_head, max_len, self.config.head_dim, device, dtype
+            )
+
+    def clear_kv_cache(self) -> None:
+        """Free the caches."""
+        for b in self.blocks:
+            b.attn.kv_cache = None
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        input_pos: torch.Tensor | None = None,
+        last_only: bool = False,
+    ) -> torch.Tensor:
+        """Logits of the next token.
+
+        Args:
+            idx: token ids ``(B, T)``.
+            input_pos: absolute positions ``(T,)`` of ``idx`` in the window; requires a KV cache
+                (``set_kv_cache``) and fills it. ``None``: positions ``0..T-1``, no cache.
+            last_only: compute the head for the last position only.
+
+        Returns:
+            logits ``(B, T, vocab)``, or ``(B, 1, vocab)`` with ``last_only``.
+        """
+        T = idx.shape[1]
+        if input_pos is None:
+            if T > self.block_size:
+                raise ValueError(f"input of {T} tokens exceeds the block size {self.block_size}")
+            pos = self.pos_emb[:, :T]  # (1, T, E)
+        else:
+            if input_pos.shape != (T,):
+                raise ValueError(f"input_pos must have shape ({T},), got {tuple(input_pos.shape)}")
+            pos = self.pos_emb[:, input_pos]  # (1, T, E)
+        # One host sync per step (not per layer) for the causal cache length.
+        kv_len = int(input_pos.max()) + 1 if input_pos is not None and not self.static_kv else None
+        x = self.drop(self.tok_emb(idx) + pos)  # (B, T, E)
+        for block in self.blocks:
+            x = block(x, input_pos, kv_len)
+        if last_only:
+            x = x[:, -1:]
+        return self.head(self.ln_f(x))  # (B, T or 1, vocab)

@@ -1,0 +1,38 @@
+"""Sampling: pure functions over a :class:`tats.gpt.load.VideoTransformer` with a static KV cache.
+
+- :func:`sample_short`: one training-length clip of codes ``(B, t, h, w)``.
+- :func:`sample_long`: the temporal (and optional spatial) sliding window, ``(B, n, H, W)``.
+- :func:`sample_hierarchical`: sparse AR frames, then the interpolation transformer.
+- :func:`predict_frames`: continue the first frames of real videos.
+- :func:`decode_codes`: VQGAN decoding of long code sequences in temporal chunks.
+- :func:`filter_logits` / :func:`sample_next`: temperature, top-k, top-p; ``release_compat=True``
+  reproduces the release's rule that ``top_k=None`` disables top-p too.
+
+Greedy sampling reproduces the release's greedy samplers token for token (tests/test_sampling_long.py).
+"""
+
+from tats.sampling.decode import decode_codes
+from tats.sampling.filtering import filter_logits, sample_next
+from tats.sampling.frames import encode_observed, observed_latent_frames, predict_frames
+from tats.sampling.hierarchical import interpolate_frames, interpolation_layout, sample_hierarchical
+from tats.sampling.long import context_frames, sample_long, spatial_origin
+from tats.sampling.short import SamplingOptions, generate_tokens, kv_cache, sample_short
+
+__all__ = [
+    "SamplingOptions",
+    "context_frames",
+    "decode_codes",
+    "encode_observed",
+    "filter_logits",
+    "generate_tokens",
+    "interpolate_frames",
+    "interpolation_layout",
+    "kv_cache",
+    "observed_latent_frames",
+    "predict_frames",
+    "sample_hierarchical",
+    "sample_long",
+    "sample_next",
+    "sample_short",
+    "spatial_origin",
+]

@@ -1,0 +1,138 @@
+"""Hierarchical long videos: a sparse AR transformer, then an interpolation transformer.
+
+Procedure (the release's TATS-hierarchical models, README of the TATS release):
+
+1. The AR transformer was trained with ``sample_every_n_latent_frames = s`` (it sees every s-th
+   latent frame). :func:`sample_long` with it gives K sparse latent frames (the sliding window
+   extends it beyond its training length).
+2. The interpolation transformer (``n_unmasked = n > 0``) was trained on windows of ``s + 1``
+   consecutive latent frames ``[first, s - 1 missing frames, last]``. Its mask (REFERENCE.md,
+   "Transformer") lets every query see the first ``n + 1`` positions, i.e. the condition token(s)
+   and the whole first frame (``n = n_cond + h*w - 1``), and the last ``n - 1`` positions, i.e.
+   the last frame without its final token (which is never an input). Those two ends attend only
+   to each other, so they are prefilled once into the KV cache at their absolute positions; the
+   missing frames are then decoded token by token, each seeing the ends and the middle so far.
+3. Every consecutive pair of sparse frames is filled with s - 1 frames: the result has
+   ``(K - 1) * s + 1`` latent frames.
+"""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from tats.gpt.conditioning import Cond
+from tats.sampling.long import sample_long
+from tats.sampling.short import SamplingOptions, kv_cache, precision
+
+__all__ = ["interpolate_frames", "interpolation_layout", "sample_hierarchical"]
+
+
+def interpolation_layout(config) -> tuple[int, int]:
+    """``(s, n)`` of an interpolation transformer: frames per step and its ``n_unmasked``.
+
+    Checks that the ends of its mask are exactly [condition + first frame] and [last frame
+    minus its final token].
+    """
+    n = config.n_unmasked
+    hw = config.tokens_per_frame
+    nc = config.n_cond_tokens
+    if n <= 0:
+        raise ValueError("the interpolation transformer needs n_unmasked > 0 (its mask sees both ends)")
+    if n != nc + hw - 1:
+        raise ValueError(f"n_unmasked={n} should be n_cond_tokens + h*w - 1 = {nc + hw - 1}")
+    t = config.latent_shape[0]
+    if config.block_size != nc + t * hw - 1:
+        raise ValueError(f"block_size={config.block_size} does not hold {t} latent frames of {hw} tokens")
+    return t - 1, n
+
+
+@torch.inference_mode()
+def interpolate_frames(
+    model,
+    first: torch.Tensor,
+    last: torch.Tensor,
+    cond: Cond = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    greedy: bool = False,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype | None = None,
+    release_compat: bool = False,
+) -> torch.Tensor:
+    """Fill the ``s - 1`` latent frames between ``first (B, h, w)`` and ``last (B, h, w)`` codes.
+
+    Returns codes ``(B, s - 1, h, w)``.
+    """
+    config = model.config
+    gpt = model.transformer
+    device = gpt.pos_emb.device
+    s, n = interpolation_layout(config)
+    B = first.shape[0]
+    block = gpt.block_size
+    head = torch.cat([model.cond_tokens(cond, B, device), model.codes_to_ids(first.to(device))], dim=1)
+    tail = model.codes_to_ids(last.to(device))[:, :-1]  # (B, n - 1): the final token is never an input
+    # Tail first so the last prefilled position is n, whose logits predict the first missing token.
+    ends = torch.cat([tail, head], dim=1)
+    positions = torch.arange(block, device=device)
+    ends_pos = torch.cat([positions[block - (n - 1) :], positions[: n + 1]])
+    n_mid = block - 2 * n  # = (s - 1) * h * w tokens at positions n+1 .. block-n
+    options = SamplingOptions(temperature, top_k, top_p, greedy, generator, release_compat)
+    out = head.new_empty(B, n_mid)
+    with precision(device, dtype), kv_cache(gpt, B, dtype):
+        logits = gpt(ends, input_pos=ends_pos, last_only=True)[:, -1]
+        for i in range(n_mid):
+            token = options.draw(logits)
+            out[:, i] = token
+            if i + 1 < n_mid:
+                p = n + 1 + i
+                logits = gpt(token[:, None], input_pos=positions[p : p + 1], last_only=True)[:, -1]
+    return model.ids_to_codes(out, (s - 1, *config.latent_shape[1:]))
+
+
+@torch.inference_mode()
+def sample_hierarchical(
+    ar_model,
+    interp_model,
+    n_sparse_frames: int,
+    batch_size: int,
+    cond: Cond = None,
+    temporal_sample_pos: int = 1,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    top_k_init: int | None = None,
+    top_p_init: float | None = None,
+    greedy: bool = False,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype | None = None,
+    progress: bool = False,
+    release_compat: bool = False,
+) -> torch.Tensor:
+    """Sparse frames from ``ar_model`` then interpolation -> codes ``(B, (K-1)*s + 1, h, w)``.
+
+    ``n_sparse_frames`` = K latent frames of the AR model's sparse grid; s comes from the
+    interpolation model (and must equal the AR model's ``sample_every_n_latent_frames`` when set).
+    """
+    s, _ = interpolation_layout(interp_model.config)
+    s_ar = ar_model.config.sample_every_n_latent_frames
+    if s_ar and s_ar != s:
+        raise ValueError(
+            f"the AR model keeps every {s_ar}-th latent frame but the interpolation model fills {s}"
+        )
+    if tuple(ar_model.latent_shape[1:]) != tuple(interp_model.latent_shape[1:]):
+        raise ValueError("AR and interpolation models have different latent frame sizes")
+    common = dict(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy, generator=generator,
+                  dtype=dtype, release_compat=release_compat)
+    # Within the AR model's training length the widest window is a plain short sample.
+    t_ar = ar_model.latent_shape[0]
+    p = t_ar - 1 if n_sparse_frames <= t_ar else temporal_sample_pos
+    sparse = sample_long(ar_model, n_sparse_frames, batch_size, cond, temporal_sample_pos=p,
+                         progress=progress, top_k_init=top_k_init, top_p_init=top_p_init, **common)
+    interp_cond = cond if interp_model.config.cond_type != "none" else None
+    frames = [sparse[:, :1]]
+    for k in tqdm(range(n_sparse_frames - 1), desc="interpolation", disable=not progress):
+        frames.append(interpolate_frames(interp_model, sparse[:, k], sparse[:, k + 1], interp_cond, **common))
+        frames.append(sparse[:, k + 1 : k + 2])
+    return torch.cat(frames, dim=1)

@@ -1,0 +1,87 @@
+"""Logit filtering rules: temperature, then top-k, then top-p; the release's top_k=None quirk."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tats.sampling import filter_logits, sample_next
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Token-by-token decoding is thousands of tiny ops: a second intra-op thread only adds
+    synchronisation (40x slower on a busy 2-core CI machine), so these tests use one."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+PROBS = torch.tensor([[0.05, 0.5, 0.15, 0.3]])  # sorted: 0.5 (1), 0.3 (3), 0.15 (2), 0.05 (0)
+LOGITS = PROBS.log()
+
+
+def kept(logits: torch.Tensor) -> list[int]:
+    return torch.isfinite(logits[0]).nonzero().flatten().tolist()
+
+
+def test_top_k():
+    assert kept(filter_logits(LOGITS, top_k=2)) == [1, 3]
+    assert kept(filter_logits(LOGITS, top_k=0)) == [0, 1, 2, 3]  # 0 disables
+    assert kept(filter_logits(LOGITS, top_k=None)) == [0, 1, 2, 3]
+    assert kept(filter_logits(LOGITS, top_k=100)) == [0, 1, 2, 3]  # clamped to the vocabulary
+    ties = torch.tensor([[1.0, 2.0, 2.0, 0.0]])
+    assert kept(filter_logits(ties, top_k=1)) == [1, 2]  # ties with the k-th value stay
+    out = filter_logits(LOGITS, top_k=2)
+    assert torch.equal(out[0, [1, 3]], LOGITS[0, [1, 3]]) and math.isinf(out[0, 0]) and out[0, 0] < 0
+
+
+def test_top_p_keeps_first_token_past_threshold():
+    # cumulative: 0.5, 0.8, 0.95, 1.0
+    assert kept(filter_logits(LOGITS, top_p=0.7)) == [1, 3]  # 0.3 crosses 0.7 and is kept
+    assert kept(filter_logits(LOGITS, top_p=0.5)) == [1, 3]  # 0.5 is not > 0.5, so 0.3 is the first past
+    assert kept(filter_logits(LOGITS, top_p=0.9)) == [1, 2, 3]
+    assert kept(filter_logits(LOGITS, top_p=0.1)) == [1]  # at least one token
+    assert kept(filter_logits(LOGITS, top_p=1.0)) == [0, 1, 2, 3]
+    assert kept(filter_logits(LOGITS, top_p=None)) == [0, 1, 2, 3]
+
+
+def test_top_k_then_top_p_renormalises():
+    # after top-k=3 the mass is 0.95: probabilities 0.526, 0.316, 0.158 -> cumulative 0.526, 0.842
+    assert kept(filter_logits(LOGITS, top_k=3, top_p=0.8)) == [1, 3]
+    assert kept(filter_logits(LOGITS, top_k=3, top_p=0.85)) == [1, 2, 3]
+    rows = torch.cat([LOGITS, LOGITS.flip(-1)])  # filtering is per row
+    out = filter_logits(rows, top_k=2)
+    assert kept(out[1:]) == [0, 2]
+
+
+def draws(logits, n=400, **kw) -> set[int]:
+    g = torch.Generator().manual_seed(0)
+    return set(sample_next(logits.expand(n, -1), generator=g, **kw).tolist())
+
+
+def test_temperature_applies_before_top_p():
+    # T=4 flattens 0.5/0.3/0.15/0.05 to about 0.31/0.27/0.23/0.18: top-p 0.7 then keeps three.
+    assert draws(LOGITS, top_k=0, top_p=0.7) == {1, 3}
+    assert draws(LOGITS, temperature=4.0, top_k=0, top_p=0.7) == {1, 2, 3}
+
+
+def test_release_compat_top_k_none_disables_top_p():
+    assert draws(LOGITS, top_p=0.5, top_k=None, release_compat=True) == {0, 1, 2, 3}
+    assert draws(LOGITS, top_p=0.5, top_k=0, release_compat=True) == {1, 3}  # 0 disables top-k only
+    assert draws(LOGITS, top_p=0.5, top_k=None, release_compat=False) == {1, 3}
+    assert draws(LOGITS, top_k=1, release_compat=True) == {1}
+
+
+def test_greedy_and_reproducible_draws():
+    logits = torch.randn(5, 11)
+    assert torch.equal(sample_next(logits, greedy=True, top_k=3), logits.argmax(-1))
+    a = sample_next(logits, generator=torch.Generator().manual_seed(3))
+    b = sample_next(logits, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and a.shape == (5,) and a.dtype == torch.long
+    assert draws(torch.tensor([[0.0, 0.0, -1e9]])) == {0, 1}
+    counts = torch.bincount(sample_next(LOGITS.expand(4000, -1), generator=torch.Generator().manual_seed(1)),
+                            minlength=4) / 4000
+    torch.testing.assert_close(counts, PROBS[0], atol=0.03, rtol=0)
