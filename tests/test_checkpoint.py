@@ -52,7 +52,8 @@ def test_plain_pickle_file_is_refused(tmp_path):
 def test_namespace_hparams_load_and_flatten(tmp_path):
     path = tmp_path / "release_like.ckpt"
     args = argparse.Namespace(n_codes=48, gpus=8, unknown_flag="kept")
-    torch.save({"state_dict": {"encoder.w": torch.zeros(1)}, "hyper_parameters": {"args": args, "pkeep": 1.0}}, path)
+    ckpt = {"state_dict": {"encoder.w": torch.zeros(1)}, "hyper_parameters": {"args": args, "pkeep": 1.0}}
+    torch.save(ckpt, path)
     ckpt = load_checkpoint(path)
     hp = hparams_dict(ckpt)
     assert hp == {"n_codes": 48, "gpus": 8, "unknown_flag": "kept", "pkeep": 1.0}

@@ -13,20 +13,26 @@ import argparse
 import os
 import pickle
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
-# Classes a checkpoint may contain besides tensors and plain containers. Namespace: the release's
-# hyper_parameters["args"]. Both are plain attribute bags that run no code when rebuilt.
-SAFE_GLOBALS: list[Any] = [argparse.Namespace]
-try:  # Lightning 2 stores save_hyperparameters() as an AttributeDict (a dict subclass)
-    from lightning_fabric.utilities.data import AttributeDict
 
-    SAFE_GLOBALS.append(AttributeDict)
-except ImportError:  # pragma: no cover - Lightning is a hard dependency, but keep loading usable
-    pass
+def safe_globals() -> list[Any]:
+    """Classes a checkpoint may contain besides tensors and plain containers: the release's
+    ``hyper_parameters["args"]`` Namespace and Lightning 2's AttributeDict (a dict subclass).
+    Both are plain attribute bags that run no code when rebuilt. Lightning is imported only here,
+    so reading a checkpoint does not pay for importing it up front."""
+    allowed: list[Any] = [argparse.Namespace]
+    try:
+        from lightning_fabric.utilities.data import AttributeDict
+
+        allowed.append(AttributeDict)
+    except ImportError:  # pragma: no cover - Lightning is a dependency; loading still works without it
+        pass
+    return allowed
 
 
 class CheckpointError(RuntimeError):
@@ -34,7 +40,7 @@ class CheckpointError(RuntimeError):
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
-    """Load a checkpoint with weights-only unpickling and the :data:`SAFE_GLOBALS` allow-list.
+    """Load a checkpoint with weights-only unpickling and the :func:`safe_globals` allow-list.
 
     Raises :class:`CheckpointError` naming ``path`` when the file is missing, truncated, or asks
     for a global outside the allow-list (a pickled code payload is refused, never run).
@@ -43,7 +49,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
+        with torch.serialization.safe_globals(safe_globals()):
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
@@ -69,6 +75,9 @@ def save_checkpoint(obj: Any, path: str | os.PathLike) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -111,3 +120,10 @@ def expect_kind(ckpt: Mapping, expected: str, path: str | os.PathLike) -> None:
             "unknown": "its state_dict has neither VQGAN nor transformer weights",
         }[kind]
         raise CheckpointError(f"{path} is not a {expected} checkpoint: {hint}")
+
+
+def __getattr__(name: str) -> Any:
+    # SAFE_GLOBALS is computed on first use so that importing this module does not import Lightning.
+    if name == "SAFE_GLOBALS":
+        return safe_globals()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
