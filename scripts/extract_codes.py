@@ -1,0 +1,87 @@
+"""Encode a video dataset once with a trained VQGAN into an HDF5 file of codes (both splits).
+
+    python scripts/extract_codes.py --vqgan_ckpt VQGAN.ckpt --data_path DATA --sequence_length 16 \
+        --resolution 128 --output codes.h5 [--sample_every_n_frames 1 --batch_size 16 --device cuda]
+
+Then train the transformer without a VQGAN forward per step:
+``python train_transformer.py --vtokens --data_path codes.h5 ...`` (layout: :mod:`tats.data.codes`).
+Without ``--data_path`` the built-in demo data is encoded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import h5py
+import torch
+
+from tats.data import VideoDataModule, add_data_args
+from tats.data.codes import FORMAT, CodesWriter, encode_split, file_sha256
+from tats.vqgan.load import load_vqgan
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--vqgan_ckpt", "--vqvae", dest="vqgan_ckpt", required=True,
+                        help="the trained VQGAN checkpoint (ours or the release's)")
+    parser.add_argument("--output", required=True, help="the codes file to write (.h5)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--clips_per_video", type=int, default=1,
+                        help="training clips drawn per video (random starts; test clips are fixed)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the training clips' random starts")
+    add_data_args(parser)
+    parser.set_defaults(batch_size=16, num_workers=0)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    args = build_parser().parse_args(argv)
+    torch.manual_seed(args.seed)
+    out = Path(args.output)
+    vqgan = load_vqgan(args.vqgan_ckpt, device=args.device).eval()
+    dm = VideoDataModule(args)
+    dm.setup()
+    dt, dh, dw = vqgan.config.downsample
+    if args.sequence_length % dt or args.resolution % dh or args.resolution % dw:
+        raise SystemExit(f"--sequence_length {args.sequence_length} / --resolution {args.resolution} are not "
+                         f"divisible by the VQGAN's downsample factors {(dt, dh, dw)}")
+    latent_shape = (args.sequence_length // dt, args.resolution // dh, args.resolution // dw)
+    with_text = bool(getattr(dm.train_dataset, "has_captions", False))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    start = time.perf_counter()
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs.update(
+                format=FORMAT, n_codes=vqgan.config.n_codes, latent_shape=list(latent_shape),
+                n_classes=int(dm.n_classes), vqgan_ckpt=str(Path(args.vqgan_ckpt).resolve()),
+                vqgan_sha256=file_sha256(args.vqgan_ckpt), vqgan_config=json.dumps(vqgan.config.to_dict()),
+                data_path=str(dm.data_path()), sequence_length=args.sequence_length,
+                resolution=args.resolution, sample_every_n_frames=args.sample_every_n_frames,
+                clips_per_video=args.clips_per_video,
+            )
+            counts = {}
+            for split, ds, passes in (("train", dm.train_dataset, args.clips_per_video),
+                                      ("test", dm.val_dataset, 1)):
+                writer = CodesWriter(f, split, latent_shape, vqgan.config.n_codes, with_text)
+                counts[split] = encode_split(vqgan, ds, writer, args.batch_size, args.device,
+                                             args.num_workers, passes, desc=f"encoding {split}")
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    print(f"wrote {out}: {counts['train']} train + {counts['test']} test clips of codes {latent_shape} "
+          f"in {time.perf_counter() - start:.1f}s", flush=True)
+    return out
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
