@@ -207,32 +207,63 @@ def _real_features(args: argparse.Namespace, extractor: Any, n_frames: int) -> n
     return real.compute()
 
 
+class NpyStreamWriter:
+    """Writes a uint8 ``.npy`` of a known ``shape`` batch by batch with plain file writes.
+
+    Unlike a memory map, whose written pages stay resident in the process (and count in its RSS),
+    written batches go to the OS page cache only, so memory stays flat however large the array.
+    The file is a regular ``.npy`` (``np.load`` reads it, ``mmap_mode="r"`` included) once
+    ``shape[0]`` rows have been written.
+    """
+
+    def __init__(self, path: Path, shape: Sequence[int]) -> None:
+        self.path, self.shape, self.rows = Path(path), tuple(int(s) for s in shape), 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "wb")  # closed in close()
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
+                  "shape": self.shape}
+        np.lib.format.write_array_header_1_0(self._file, header)
+
+    def write(self, rows: np.ndarray) -> None:
+        """Append uint8 rows ``(b, *shape[1:])``."""
+        if rows.dtype != np.uint8 or tuple(rows.shape[1:]) != self.shape[1:]:
+            raise ValueError(f"{self.path}: expected uint8 rows of shape {self.shape[1:]}, got {rows.dtype} "
+                             f"{tuple(rows.shape[1:])}")
+        if self.rows + len(rows) > self.shape[0]:
+            raise ValueError(f"{self.path}: {self.rows + len(rows)} rows exceed the declared {self.shape[0]}")
+        self._file.write(np.ascontiguousarray(rows).tobytes())
+        self.rows += len(rows)
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+            if self.rows != self.shape[0]:
+                raise ValueError(f"{self.path}: wrote {self.rows} of {self.shape[0]} rows")
+
+
 class SampleWriter:
     """Streams uint8 clips ``(b, T, H, W, C)`` to a results folder in bounded memory.
 
-    Writes ``samples.npy`` (memory-mapped uint8 ``(N, T, H, W, C)``, created at the first batch),
+    Writes ``samples.npy`` (uint8 ``(N, T, H, W, C)``, see :class:`NpyStreamWriter`),
     ``grid.mp4`` / ``grid.gif`` / ``contact_sheet.png`` of the first batch, and with ``save_videos``
     one ``videos/NNNNN.mp4`` per sample. Shared by the sampling scripts under ``scripts/``.
     """
 
     def __init__(self, out: Path, n_total: int, fps: float = 8, save_videos: bool = False) -> None:
         self.out, self.n_total, self.fps, self.save_videos = Path(out), n_total, fps, save_videos
-        self.samples: np.memmap | None = None
+        self.samples: NpyStreamWriter | None = None
         self.count = 0
 
     def add(self, clips: np.ndarray) -> None:
         """Append a batch of uint8 clips ``(b, T, H, W, C)``."""
         if self.samples is None:
             self.out.mkdir(parents=True, exist_ok=True)
-            self.samples = np.lib.format.open_memmap(self.out / "samples.npy", mode="w+", dtype=np.uint8,
-                                                     shape=(self.n_total, *clips.shape[1:]))
+            self.samples = NpyStreamWriter(self.out / "samples.npy", (self.n_total, *clips.shape[1:]))
             save_video_grid(clips, self.out / "grid.mp4", fps=self.fps)
             save_video_grid(clips, self.out / "grid.gif", fps=self.fps)
             save_contact_sheet(clips, self.out / "contact_sheet.png")
         start = self.count
-        if start + len(clips) > self.n_total:
-            raise ValueError(f"SampleWriter: {start + len(clips)} clips exceed the declared {self.n_total}")
-        self.samples[start : start + len(clips)] = clips
+        self.samples.write(clips)
         if self.save_videos:
             for i, clip in enumerate(clips):
                 write_frames(clip, self.out / "videos" / f"{start + i:05d}.mp4", fps=self.fps)
@@ -245,7 +276,7 @@ class SampleWriter:
 
     def close(self) -> None:
         if self.samples is not None:
-            self.samples.flush()
+            self.samples.close()
 
 
 def main(argv: Sequence[str] | None = None, long: bool = False) -> dict:
@@ -289,7 +320,7 @@ def main(argv: Sequence[str] | None = None, long: bool = False) -> dict:
         bar.update(size)
     bar.close()
     writer.close()
-    samples = writer.samples
+    samples = writer.samples  # its .shape is (N, T, H, W, C)
     elapsed = time.perf_counter() - t0
     summary: dict[str, Any] = {
         "gpt_ckpt": str(args.gpt_ckpt), "dataset": args.dataset, "mode": "long" if long else "short",
@@ -297,6 +328,8 @@ def main(argv: Sequence[str] | None = None, long: bool = False) -> dict:
         "tokens_per_s": round(n_tokens / elapsed, 1), "videos_per_s": round(args.n_sample / elapsed, 3),
         "settings": {k: v for k, v in vars(args).items() if v is None or isinstance(v, (int, float, str))},
     }
+    if args.text:
+        summary["captions"] = list(args.text)  # sample i got caption i % len(captions)
     if extractor is not None:
         from tats.metrics.fvd import fvd_kvd_trials
 

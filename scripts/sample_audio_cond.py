@@ -1,0 +1,150 @@
+"""Audio-to-video: videos sampled from the audio of real clips (AudioSet-Drums style), the release
+README's command::
+
+    python scripts/sample_audio_cond.py --gpt_ckpt GPT.ckpt --vqgan_ckpt VQGAN.ckpt \\
+        --stft_vqgan_ckpt STFT.ckpt --dataset drum --n_sample 10 --data_path DRUMS/
+
+``--data_path`` is a folder of videos with sound (``train/`` and ``test/``, class sub-folders). For
+each clip of the chosen split, STFT features of its own audio track (:mod:`tats.data.audio`,
+``(1, T, 64, 16)`` in [-1, 1]) are encoded by the STFT VQGAN (``--stft_vqgan_ckpt``, default: the one
+inside ``--gpt_ckpt``) into the audio tokens that condition the transformer (REFERENCE.md "Token
+ids": audio codes first, video codes shifted by the audio codebook size).
+
+Outputs in ``--save/--save_name``: ``samples.npy`` (generated) and ``real.npy`` (the clips whose audio
+was used), uint8 ``(N, T, H, W, C)``; ``grid.mp4`` / ``grid.gif`` / ``contact_sheet.png`` of the
+generated videos and ``side_by_side/`` with the same of ``real | generated`` (first batch);
+``sources.json`` (the file of every sample); ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tats.generate import (
+    NpyStreamWriter,
+    SampleWriter,
+    add_sampling_flags,
+    check_files,
+    check_sampling_flags,
+    sampling_kwargs,
+)
+from tats.io.video import to_uint8
+from tats.utils import pick_device, seed_everything
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tats.data.audio import add_audio_args
+
+    p = argparse.ArgumentParser(description="Sample videos conditioned on the audio of real clips.")
+    p.add_argument("--gpt_ckpt", required=True, help="audio-conditioned transformer checkpoint")
+    p.add_argument("--vqgan_ckpt", default=None, help="video VQGAN; default: the one inside --gpt_ckpt")
+    p.add_argument("--stft_vqgan_ckpt", default=None, help="STFT VQGAN; default: the one inside --gpt_ckpt")
+    p.add_argument("--data_path", required=True, help="folder of videos with audio (train/, test/)")
+    p.add_argument("--split", choices=("train", "test"), default="test")
+    p.add_argument("--resolution", type=int, default=None, help="frame size; default: the model's")
+    p.add_argument("--sample_every_n_frames", type=int, default=1)
+    add_audio_args(p)
+    add_sampling_flags(p, n_sample=10, batch_size=10)
+    p.set_defaults(save="results_audio")
+    return p
+
+
+def output_dir(args: argparse.Namespace) -> Path:
+    if args.save_name:
+        return Path(args.save) / args.save_name
+    sampling = "greedy" if args.greedy else f"topk{args.top_k}_topp{args.top_p}_temp{args.temperature}"
+    return Path(args.save) / (f"{Path(args.gpt_ckpt).stem}_audio_{args.split}_{sampling}_n{args.n_sample}"
+                              f"_seed{args.seed}_run{args.run}")
+
+
+def load_models(args: argparse.Namespace, device: torch.device):
+    """The transformer (with its video VQGAN) and the STFT VQGAN, checked against each other."""
+    from tats.gpt.load import load_transformer
+    from tats.vqgan.load import load_vqgan
+
+    model = load_transformer(args.gpt_ckpt, vqgan_ckpt=args.vqgan_ckpt, device=device)
+    cfg = model.config
+    if cfg.cond_type != "audio":
+        raise SystemExit(f"--gpt_ckpt {args.gpt_ckpt} is conditioned on {cfg.cond_type!r}, not on audio")
+    if model.vqgan is None:
+        raise SystemExit(f"{args.gpt_ckpt} holds no video VQGAN: pass --vqgan_ckpt")
+    stft_vqgan = load_vqgan(args.stft_vqgan_ckpt, device=device) if args.stft_vqgan_ckpt else model.cond_vqgan
+    if stft_vqgan is None:
+        raise SystemExit(f"{args.gpt_ckpt} holds no usable STFT VQGAN: pass --stft_vqgan_ckpt")
+    if stft_vqgan.config.n_codes != cfg.n_cond_vocab:
+        raise SystemExit(f"--stft_vqgan_ckpt has {stft_vqgan.config.n_codes} codes but the transformer "
+                         f"expects an audio codebook of {cfg.n_cond_vocab}")
+    return model, stft_vqgan.eval()
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Sample one video per real clip's audio for ``--n_sample`` clips; returns the summary."""
+    from tats.data.audio import AudioVideoFolderDataset, stft_config_from_args
+    from tats.sampling import sample_short
+
+    args = build_parser().parse_args(argv)
+    check_files(args, "gpt_ckpt", "vqgan_ckpt", "stft_vqgan_ckpt")
+    if not Path(args.data_path).is_dir():
+        raise SystemExit(f"--data_path {args.data_path}: not a folder of videos with audio")
+    device = pick_device(args.device)
+    seed_everything(args.seed + args.run)
+    model, stft_vqgan = load_models(args, device)
+    check_sampling_flags(args, model.config.vocab_size, args.gpt_ckpt)
+    (t, h, _), (dt, dh, _) = model.config.latent_shape, model.vqgan.config.downsample
+    resolution = args.resolution or h * dh
+    try:
+        dataset = AudioVideoFolderDataset(
+            args.data_path, train=args.split == "train", sequence_length=t * dt, resolution=resolution,
+            sample_every_n_frames=args.sample_every_n_frames, stft_config=stft_config_from_args(args))
+    except ValueError as err:
+        raise SystemExit(f"--data_path {args.data_path}: {err}") from None
+    if len(dataset) < args.n_sample:
+        raise SystemExit(f"--n_sample {args.n_sample}: --data_path {args.data_path} has only {len(dataset)} "
+                         f"{args.split} videos of at least {t * dt} frames")
+    common = sampling_kwargs(args, device)
+    out = output_dir(args)
+    writer = SampleWriter(out, args.n_sample, fps=args.fps, save_videos=args.save_videos)
+    real_all, sources = None, []
+    t0 = time.perf_counter()
+    for start in range(0, args.n_sample, args.batch_size):
+        items = [dataset[i] for i in range(start, min(start + args.batch_size, args.n_sample))]
+        stft = torch.stack([it["stft"] for it in items]).to(device)  # (b, 1, T, 64, 16)
+        with torch.inference_mode():
+            audio_codes = stft_vqgan.encode(stft).flatten(1)  # (b, n_cond_tokens)
+        if audio_codes.shape[1] != model.config.n_cond_tokens:
+            raise SystemExit(f"the STFT VQGAN gives {audio_codes.shape[1]} audio tokens per clip but the "
+                             f"transformer expects {model.config.n_cond_tokens}")
+        codes = sample_short(model, len(items), audio_codes, progress=not args.no_progress, **common)
+        with torch.inference_mode():
+            fake = to_uint8(model.vqgan.decode(codes).float())  # (b, T, H, W, C)
+        real = to_uint8(torch.stack([it["video"] for it in items]))
+        if real_all is None:  # grids of real | generated for the first batch
+            pairs = SampleWriter(out / "side_by_side", len(items), fps=args.fps)
+            pairs.add(np.concatenate([real, fake], axis=3))  # (b, T, H, 2W, C): real | generated
+            pairs.close()
+            real_all = NpyStreamWriter(out / "real.npy", (args.n_sample, *real.shape[1:]))
+        writer.add(fake)
+        real_all.write(real)
+        sources += [it["path"] for it in items]
+    writer.close()
+    real_all.close()
+    (out / "sources.json").write_text(json.dumps(sources, indent=2))
+    summary = {
+        "gpt_ckpt": str(args.gpt_ckpt), "dataset": args.dataset, "mode": "audio", "n_sample": args.n_sample,
+        "video_shape": writer.video_shape, "seconds": round(time.perf_counter() - t0, 2),
+        "settings": {k: v for k, v in vars(args).items() if v is None or isinstance(v, (int, float, str))},
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"wrote {args.n_sample} audio-conditioned videos {tuple(writer.video_shape)} to {out}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Text-to-video with a text-conditioned transformer (MUGEN-style models)::
+
+    python scripts/sample_text_cond.py --gpt_ckpt GPT.ckpt --vqgan_ckpt VQGAN.ckpt \\
+        --text "Mugen jumps over a gap" --text "Mugen walks to the right" --n_sample 4 \\
+        --top_k 2048 --top_p 0.8
+
+Each caption is tokenized with the CLIP BPE (REFERENCE.md "Token ids": text ids first, video codes
+shifted by 49408) and ``--n_sample`` videos are sampled for it. Outputs in ``--save/--save_name``:
+``samples.npy`` uint8 (n_captions * n_sample, T, H, W, C), caption-major; ``captions.json`` (the
+caption of every sample); grids and contact sheet of the first batch; ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from tats.generate import (
+    SampleWriter,
+    add_sampling_flags,
+    check_files,
+    check_sampling_flags,
+    sampling_kwargs,
+)
+from tats.io.video import to_uint8
+from tats.utils import pick_device, seed_everything
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Sample videos from captions with a text-conditioned TATS model.")
+    p.add_argument("--gpt_ckpt", required=True, help="text-conditioned transformer checkpoint")
+    p.add_argument("--vqgan_ckpt", default=None, help="VQGAN checkpoint; default: the one inside --gpt_ckpt")
+    p.add_argument("--text", action="append", required=True, help="a caption (repeat for several)")
+    add_sampling_flags(p, n_sample=4, batch_size=8)
+    p.set_defaults(save="results_text")
+    return p
+
+
+def output_dir(args: argparse.Namespace) -> Path:
+    if args.save_name:
+        return Path(args.save) / args.save_name
+    sampling = "greedy" if args.greedy else f"topk{args.top_k}_topp{args.top_p}_temp{args.temperature}"
+    return Path(args.save) / (f"{Path(args.gpt_ckpt).stem}_text{len(args.text)}_{sampling}_n{args.n_sample}"
+                              f"_seed{args.seed}_run{args.run}")
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Sample ``--n_sample`` videos per ``--text``; returns the summary written to ``summary.json``."""
+    from tats.gpt.load import load_transformer
+    from tats.sampling import sample_short
+
+    args = build_parser().parse_args(argv)
+    check_files(args, "gpt_ckpt", "vqgan_ckpt")
+    if any(not t.strip() for t in args.text):
+        raise SystemExit("--text: captions must not be empty")
+    device = pick_device(args.device)
+    seed_everything(args.seed + args.run)
+    model = load_transformer(args.gpt_ckpt, vqgan_ckpt=args.vqgan_ckpt, device=device)
+    if model.config.cond_type != "text":
+        raise SystemExit(f"--gpt_ckpt {args.gpt_ckpt} is conditioned on {model.config.cond_type!r}, not on "
+                         "text; use sample_short_videos.py")
+    if model.vqgan is None:
+        raise SystemExit(f"{args.gpt_ckpt} holds no VQGAN: pass --vqgan_ckpt")
+    check_sampling_flags(args, model.config.vocab_size, args.gpt_ckpt)
+    common = sampling_kwargs(args, device)
+    captions = [t for t in args.text for _ in range(args.n_sample)]  # caption-major
+    out = output_dir(args)
+    writer = SampleWriter(out, len(captions), fps=args.fps, save_videos=args.save_videos)
+    t0 = time.perf_counter()
+    for start in tqdm(range(0, len(captions), args.batch_size), desc="batches", disable=args.no_progress):
+        batch = captions[start : start + args.batch_size]
+        codes = sample_short(model, len(batch), batch, progress=not args.no_progress, **common)
+        with torch.inference_mode():
+            writer.add(to_uint8(model.vqgan.decode(codes).float()))  # (b, T, H, W, C)
+    writer.close()
+    (out / "captions.json").write_text(json.dumps(captions, indent=2))
+    summary = {
+        "gpt_ckpt": str(args.gpt_ckpt), "mode": "text", "captions": args.text, "n_sample": len(captions),
+        "video_shape": writer.video_shape, "seconds": round(time.perf_counter() - t0, 2),
+        "settings": {k: v for k, v in vars(args).items() if v is None or isinstance(v, (int, float, str))},
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"wrote {len(captions)} videos {tuple(writer.video_shape)} for {len(args.text)} caption(s) "
+          f"to {out}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,428 @@
+"""Smoke runs of the sampling command lines on tiny checkpoints (flags as the seed READMEs write them).
+
+``sample_short_videos.py`` / ``sample_long_videos.py`` are ``tats.generate.main(argv, long=...)``;
+the other scripts under ``scripts/`` are imported from their files and their ``main(argv)`` called.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tiny_models import CLIP_SHAPE, N_CLASSES, save_transformer, save_vqgan
+
+from tats.generate import main
+
+ROOT = Path(__file__).resolve().parents[1]
+N_FRAMES = CLIP_SHAPE[1]  # pixel frames of one training clip of the tiny models
+DT = 2  # the tiny VQGAN's temporal downsampling
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Token-by-token decoding is thousands of tiny ops: one intra-op thread is fastest on CI."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("ckpts")
+    out = {"vqgan": save_vqgan(d / "vqgan.ckpt"),
+           "vqgan_release": save_vqgan(d / "vqgan_rel.ckpt", "release")}
+    for kind in ("label", "none", "text", "ar", "interp"):
+        out[kind] = save_transformer(d / f"gpt_{kind}.ckpt", kind)
+    out["label_novq"] = save_transformer(d / "gpt_label_novq.ckpt", "label", with_vqgan=False)
+    return out
+
+
+def run(argv: list[str], long: bool = False) -> tuple[dict, Path]:
+    """``main`` with CPU and no progress bars; returns the summary and the output folder."""
+    summary = main([*argv, "--device", "cpu", "--no_progress"], long=long)
+    save = Path(argv[argv.index("--save") + 1])
+    if "--save_name" in argv:
+        return summary, save / argv[argv.index("--save_name") + 1]
+    folders = [p for p in save.iterdir() if (p / "summary.json").is_file()]
+    assert len(folders) == 1, folders
+    return summary, folders[0]
+
+
+def check_outputs(out: Path, n: int, t: int, hw: int = CLIP_SHAPE[2]) -> np.ndarray:
+    samples = np.load(out / "samples.npy")
+    assert samples.dtype == np.uint8 and samples.shape == (n, t, hw, hw, 3)
+    for name in ("grid.mp4", "grid.gif", "contact_sheet.png", "summary.json"):
+        assert (out / name).stat().st_size > 0, name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_sample"] == n and summary["video_shape"] == [t, hw, hw, 3]
+    return samples
+
+
+class _TinyI3D(torch.nn.Module):
+    """Random stand-in for I3D: (B, 3, T, 224, 224) in [-1, 1] -> (B, 400) features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(3 * 4 * 4, 400)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = torch.nn.functional.adaptive_avg_pool3d(x, (1, 4, 4)).flatten(1)  # (B, 48)
+        return self.proj(pooled)
+
+
+@pytest.fixture
+def tiny_fvd(monkeypatch, tmp_path):
+    """Random I3D instead of the fetched weights; the 'demo' data at 16 px with a few clips."""
+    import tats.data.demo
+    import tats.metrics.i3d
+
+    calls = []
+
+    def load_i3d(path=None, cache_dir=None, bn_eps=None, device="cpu"):
+        calls.append(path)
+        torch.manual_seed(0)
+        return _TinyI3D().eval().to(device)
+
+    real_make = tats.data.demo.make_demo_data
+
+    def make_demo_data(**kw):
+        return real_make(tmp_path / "demo.h5", n_train=6, n_test=2, sequence_length=kw["sequence_length"],
+                         resolution=16, progress=False)
+
+    monkeypatch.setattr(tats.metrics.i3d, "load_i3d", load_i3d)
+    monkeypatch.setattr(tats.data.demo, "make_demo_data", make_demo_data)
+    return calls
+
+
+# ------------------------------------------------------------------------------------ short videos
+def test_short_readme_command_with_fvd(ckpts, tmp_path, tiny_fvd):
+    # seed 004: --gpt_ckpt --vqgan_ckpt --class_cond --save --data_path --batch_size 16 --resolution 128
+    #           --top_k 2048 --top_p 0.8 --dataset --compute_fvd --save_videos (plus a small --n_sample)
+    with pytest.warns(UserWarning, match="--top_k 2048 exceeds the vocabulary size"):
+        summary, out = run([
+            "--gpt_ckpt", str(ckpts["label_novq"]), "--vqgan_ckpt", str(ckpts["vqgan"]), "--class_cond",
+            "--save", str(tmp_path / "res"), "--data_path", "demo", "--batch_size", "2", "--resolution", "16",
+            "--top_k", "2048", "--top_p", "0.8", "--dataset", "ucf101", "--compute_fvd", "--save_videos",
+            "--n_sample", "5",
+        ])
+    check_outputs(out, 5, N_FRAMES)
+    assert sorted(p.name for p in (out / "videos").iterdir()) == [f"{i:05d}.mp4" for i in range(5)]
+    fvd = summary["fvd"]
+    assert np.isfinite(fvd["fvd"]) and fvd["fvd"] > 0 and np.isfinite(fvd["kvd"])
+    assert json.loads((out / "summary.json").read_text())["fvd"]["fvd"] == pytest.approx(fvd["fvd"])
+    assert tiny_fvd == [None]  # one I3D, the default weights
+
+
+def test_short_seed002_command_unconditional(ckpts, tmp_path):
+    # seed 002: --gpt_ckpt --vqgan_ckpt --save_name --n_sample 64 --batch_size 16 --resolution 256
+    summary, out = run([
+        "--gpt_ckpt", str(ckpts["none"]), "--vqgan_ckpt", str(ckpts["vqgan_release"]),
+        "--save_name", "uncond", "--n_sample", "3", "--batch_size", "2", "--resolution", "256",
+        "--save", str(tmp_path),
+    ])
+    assert out == tmp_path / "uncond"
+    check_outputs(out, 3, N_FRAMES)
+    assert not (out / "videos").exists() and summary["tokens_per_s"] > 0
+
+
+def test_greedy_reproducible_and_seed_changes_samples(ckpts, tmp_path):
+    base = ["--gpt_ckpt", str(ckpts["label"]), "--n_sample", "4", "--batch_size", "4",
+            "--save", str(tmp_path)]
+    _, a = run([*base, "--greedy", "--save_name", "g1", "--seed", "0"])
+    _, b = run([*base, "--greedy", "--save_name", "g2", "--seed", "5"])
+    assert np.array_equal(np.load(a / "samples.npy"), np.load(b / "samples.npy"))
+    _, c = run([*base, "--save_name", "s0", "--seed", "0"])
+    _, d = run([*base, "--save_name", "s0b", "--seed", "0"])
+    _, e = run([*base, "--save_name", "s1", "--seed", "1"])
+    s0, s1 = np.load(c / "samples.npy"), np.load(e / "samples.npy")
+    assert np.array_equal(s0, np.load(d / "samples.npy"))  # same seed, same samples
+    assert not np.array_equal(s0, s1)
+
+
+def test_release_fixture_short(fixtures_dir, tmp_path):
+    """The release's transformer file (VQGAN inside) with the README's sampling flags, and greedy
+    decoding reproducing the release's greedy ids (labels cycle 0..4, the fixture used 1 and 4)."""
+    gpt = fixtures_dir / "gpt_label.ckpt"
+    with pytest.warns(UserWarning, match="--top_k 2048 exceeds the vocabulary size 53"):
+        _, out = run(["--gpt_ckpt", str(gpt), "--class_cond", "--top_k", "2048", "--top_p", "0.8",
+                      "--n_sample", "2", "--batch_size", "2", "--save", str(tmp_path / "a")])
+    check_outputs(out, 2, 8, 32)
+
+    _, out = run(["--gpt_ckpt", str(gpt), "--class_cond", "--greedy", "--n_sample", "5",
+                  "--batch_size", "5", "--save", str(tmp_path / "b")])
+    samples = check_outputs(out, 5, 8, 32)
+    from tats.gpt.load import load_transformer
+    from tats.io.video import to_uint8
+
+    io = torch.load(fixtures_dir / "gpt_label_io.pt")
+    assert io["cond"].flatten().tolist() == [1, 4]
+    model = load_transformer(gpt)
+    with torch.no_grad():
+        expected = to_uint8(model.decode(model.ids_to_codes(io["greedy_ids"], model.latent_shape)))
+    diff = np.abs(samples[[1, 4]].astype(int) - expected.astype(int))
+    assert diff.max() <= 1  # same codes; float rounding of the decode may move a pixel by one level
+
+
+# ------------------------------------------------------------------------------------- long videos
+def test_long_readme_command(ckpts, tmp_path):
+    # seed 004: --gpt_ckpt --vqgan_ckpt --dataset ucf101 --class_cond --sample_length 16
+    #           --temporal_sample_pos 1 --batch_size 5 --n_sample 5 --save_videos
+    summary, out = run([
+        "--gpt_ckpt", str(ckpts["label"]), "--vqgan_ckpt", str(ckpts["vqgan"]), "--dataset", "ucf101",
+        "--class_cond", "--sample_length", "16", "--temporal_sample_pos", "1", "--batch_size", "5",
+        "--n_sample", "5", "--save_videos", "--save", str(tmp_path),
+    ], long=True)
+    check_outputs(out, 5, 16 * DT)
+    assert len(list((out / "videos").glob("*.mp4"))) == 5 and summary["mode"] == "long"
+
+
+def test_long_seed002_command_spatial_window(ckpts, tmp_path):
+    # seed 002: --save_name --n_sample 64 --batch_size 16 --sample_length 64 --sample_resolution 16
+    #           --temporal_sample_pos 1 (latent sizes scaled down to the tiny model)
+    _, out = run([
+        "--gpt_ckpt", str(ckpts["none"]), "--vqgan_ckpt", str(ckpts["vqgan"]), "--save_name", "wide",
+        "--n_sample", "2", "--batch_size", "2", "--sample_length", "5", "--sample_resolution", "3",
+        "--temporal_sample_pos", "1", "--greedy", "--save", str(tmp_path),
+    ], long=True)
+    check_outputs(out, 2, 5 * DT, 3 * 8)  # 3x3 latent -> 24x24 pixels
+
+
+def test_npy_stream_writer(tmp_path):
+    from tats.generate import NpyStreamWriter
+
+    data = np.random.default_rng(0).integers(0, 256, (5, 2, 3, 3, 3), dtype=np.uint8)
+    w = NpyStreamWriter(tmp_path / "a.npy", data.shape)
+    w.write(data[:2])
+    w.write(data[2:])
+    w.close()
+    assert np.array_equal(np.load(tmp_path / "a.npy"), data)
+    assert np.array_equal(np.load(tmp_path / "a.npy", mmap_mode="r")[3], data[3])
+    w = NpyStreamWriter(tmp_path / "b.npy", data.shape)
+    with pytest.raises(ValueError, match="expected uint8 rows of shape"):
+        w.write(data[:, :1])
+    with pytest.raises(ValueError, match="exceed the declared 5"):
+        w.write(np.concatenate([data, data[:1]]))
+    w.write(data[:4])
+    with pytest.raises(ValueError, match="wrote 4 of 5 rows"):
+        w.close()
+
+
+# --------------------------------------------------------------------------------------- bad flags
+@pytest.mark.parametrize("extra, long, match", [
+    (["--top_k", "-1"], False, "--top_k must be >= 0"),
+    (["--top_p", "1.5"], False, "--top_p must lie in"),
+    (["--temporal_sample_pos", "4"], True, r"--temporal_sample_pos must lie in \[1, 3\]"),
+    (["--temporal_sample_pos", "0"], True, r"--temporal_sample_pos must lie in \[1, 3\]"),
+    (["--class_cond"], False, "--class_cond given but .* conditioned on 'none'"),
+    (["--text", "a digit"], False, "--text given but"),
+    (["--label", "25"], False, "--label must lie in"),
+])
+def test_bad_flags_fail_fast(ckpts, tmp_path, extra, long, match):
+    gpt = ckpts["label"] if "--label" in extra else ckpts["none"]
+    with pytest.raises(SystemExit, match=match):
+        main(["--gpt_ckpt", str(gpt), "--save", str(tmp_path), "--device", "cpu", *extra], long=long)
+    assert not any(tmp_path.iterdir())  # nothing was written
+
+
+@pytest.mark.parametrize("flag", ["--gpt_ckpt", "--vqgan_ckpt", "--i3d_path"])
+def test_missing_files_name_the_flag(ckpts, tmp_path, flag):
+    argv = {"--gpt_ckpt": str(ckpts["none"])}
+    argv[flag] = str(tmp_path / "missing.ckpt")
+    flat = [x for kv in argv.items() for x in kv]
+    with pytest.raises(SystemExit, match=f"{flag} .*missing.ckpt: file not found"):
+        main([*flat, "--save", str(tmp_path)])
+
+
+def test_fvd_needs_data_and_text_models_need_text(ckpts, tmp_path):
+    with pytest.raises(SystemExit, match="--compute_fvd needs --data_path"):
+        main(["--gpt_ckpt", str(ckpts["none"]), "--compute_fvd", "--save", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--data_path .*nowhere: no such file"):
+        main(["--gpt_ckpt", str(ckpts["none"]), "--compute_fvd", "--data_path", str(tmp_path / "nowhere"),
+              "--save", str(tmp_path)])
+    with pytest.raises(SystemExit, match="text-conditioned: pass --text"):
+        main(["--gpt_ckpt", str(ckpts["text"]), "--save", str(tmp_path), "--device", "cpu"])
+
+
+def test_text_model_through_generate(ckpts, tmp_path):
+    summary, out = run(["--gpt_ckpt", str(ckpts["text"]), "--text", "digit 3 is moving up and down",
+                        "--text", "digit 1 is moving left and right", "--n_sample", "2", "--greedy",
+                        "--save", str(tmp_path)])
+    samples = check_outputs(out, 2, N_FRAMES)
+    assert summary["n_sample"] == 2 and samples.std() > 0
+    assert N_CLASSES == 20  # the label model's classes = the demo data's (predict_frames uses them)
+
+
+# ------------------------------------------------------------------------------------ scripts/*.py
+def load_script(name: str):
+    """Import ``scripts/<name>.py`` as a module (scripts are not a package)."""
+    path = ROOT / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_script_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def demo_h5(tmp_path_factory) -> Path:
+    from tats.data.demo import make_demo_data
+
+    return make_demo_data(tmp_path_factory.mktemp("demo") / "digits.h5", n_train=4, n_test=3,
+                          sequence_length=16, resolution=16, progress=False)
+
+
+def test_predict_frames_script(ckpts, demo_h5, tmp_path):
+    predict = load_script("predict_frames")
+    # BAIR-style 1 -> 12 frames: 1 observed latent frame, the rest sampled, beyond the 8-frame window
+    metrics = predict.main([
+        "--gpt_ckpt", str(ckpts["label"]), "--vqgan_ckpt", str(ckpts["vqgan"]), "--data_path", str(demo_h5),
+        "--n_observed", "1", "--n_frames", "12", "--n_sample", "3", "--batch_size", "2", "--greedy",
+        "--save", str(tmp_path), "--save_name", "pred", "--device", "cpu", "--no_progress", "--no_lpips",
+    ])
+    out = tmp_path / "pred"
+    real, pred = np.load(out / "real.npy"), np.load(out / "predicted.npy")
+    assert real.shape == pred.shape == (3, 12, 16, 16, 3) and real.dtype == np.uint8
+    assert np.array_equal(real[:, :1], pred[:, :1])  # the observed frame is kept
+    assert not np.array_equal(real[:, 1:], pred[:, 1:])
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["predicted_frames"] == 11 and len(saved["per_clip"]["psnr"]) == 3
+    # the reported numbers are the metrics of the predicted frames only
+    from tats.metrics.recon import psnr, ssim
+
+    x = torch.from_numpy(real[:, 1:]).permute(0, 4, 1, 2, 3)
+    y = torch.from_numpy(pred[:, 1:]).permute(0, 4, 1, 2, 3)
+    assert metrics["psnr"] == pytest.approx(psnr(x, y).mean().item(), rel=1e-5)
+    assert metrics["ssim"] == pytest.approx(ssim(x, y).mean().item(), rel=1e-5)
+    assert "lpips" not in metrics and "--no_lpips" in metrics["lpips_note"]
+    for name in ("grid.mp4", "grid.gif", "contact_sheet.png"):
+        assert (out / name).stat().st_size > 0
+    # the conditioning is the clip's own label: a greedy rerun gives the same clips
+    predict.main(["--gpt_ckpt", str(ckpts["label"]), "--vqgan_ckpt", str(ckpts["vqgan"]), "--data_path",
+                  str(demo_h5), "--n_observed", "1", "--n_frames", "12", "--n_sample", "3", "--greedy",
+                  "--save", str(tmp_path), "--save_name", "pred2", "--device", "cpu", "--no_progress",
+                  "--no_lpips"])
+    assert np.array_equal(np.load(tmp_path / "pred2" / "predicted.npy"), pred)
+
+
+def test_predict_frames_bad_flags(ckpts, demo_h5, tmp_path):
+    predict = load_script("predict_frames")
+    base = ["--gpt_ckpt", str(ckpts["none"]), "--data_path", str(demo_h5), "--save", str(tmp_path)]
+    with pytest.raises(SystemExit, match="--n_observed must lie in"):
+        predict.main([*base, "--n_observed", "8", "--n_frames", "8"])
+    with pytest.raises(SystemExit, match="--resolution 32: the transformer was trained on 2x2"):
+        predict.main([*base, "--resolution", "32"])
+    with pytest.raises(SystemExit, match="sparse frame grid"):
+        predict.main([*base[:1], str(ckpts["ar"]), *base[2:]])
+
+
+def test_hierarchical_readme_command(ckpts, tmp_path):
+    hier = load_script("sample_hierarchical")
+    # release README: --ckpt1 --CKPT2 --vqgan --dataset sky --top_k_init 2048 --top_p_init 0.8
+    #                 --top_k 2048 --top_p 0.8 --temporal_sample_pos 1 (plus a small run)
+    with pytest.warns(UserWarning, match="exceeds the vocabulary"):
+        summary = hier.main([
+            "--ckpt1", str(ckpts["ar"]), "--CKPT2", str(ckpts["interp"]), "--vqgan", str(ckpts["vqgan"]),
+            "--dataset", "sky", "--top_k_init", "2048", "--top_p_init", "0.8", "--top_k", "2048",
+            "--top_p", "0.8", "--temporal_sample_pos", "1", "--sample_length", "3", "--n_sample", "3",
+            "--batch_size", "2", "--save", str(tmp_path), "--save_name", "h", "--device", "cpu",
+            "--no_progress",
+        ])
+    # K = 3 sparse latent frames, s = 2 -> 5 latent frames -> 10 pixel frames
+    assert summary["latent_frames"] == 5
+    check_outputs(tmp_path / "h", 3, 5 * DT)
+    # greedy: the script's videos are the package's hierarchical sample, decoded
+    from tats.gpt.load import load_transformer
+    from tats.io.video import to_uint8
+    from tats.sampling import decode_codes, sample_hierarchical
+
+    hier.main(["--ckpt1", str(ckpts["ar"]), "--ckpt2", str(ckpts["interp"]), "--sample_length", "3",
+               "--n_sample", "2", "--greedy", "--save", str(tmp_path), "--save_name", "g", "--device", "cpu",
+               "--no_progress"])
+    ar, interp = load_transformer(ckpts["ar"]), load_transformer(ckpts["interp"])
+    codes = sample_hierarchical(ar, interp, 3, 2, temporal_sample_pos=1, greedy=True)  # (2, 5, 2, 2)
+    with torch.no_grad():
+        expected = to_uint8(decode_codes(ar.vqgan, codes))  # (2, 10, 16, 16, 3)
+    got = np.load(tmp_path / "g" / "samples.npy")
+    assert got.shape == expected.shape == (2, 10, 16, 16, 3)
+    assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1  # decode rounding only
+
+
+def test_hierarchical_bad_flags(ckpts, tmp_path):
+    hier = load_script("sample_hierarchical")
+    base = ["--save", str(tmp_path), "--device", "cpu"]
+    with pytest.raises(SystemExit, match="--ckpt2 .* is not an interpolation transformer"):
+        hier.main(["--ckpt1", str(ckpts["ar"]), "--ckpt2", str(ckpts["none"]), *base])
+    with pytest.raises(SystemExit, match="--ckpt1 .* not trained on a sparse frame grid"):
+        hier.main(["--ckpt1", str(ckpts["none"]), "--ckpt2", str(ckpts["interp"]), *base])
+    with pytest.raises(SystemExit, match=r"--temporal_sample_pos must lie in \[1, 1\]"):
+        hier.main(["--ckpt1", str(ckpts["ar"]), "--ckpt2", str(ckpts["interp"]), "--sample_length", "5",
+                   "--temporal_sample_pos", "2", *base])
+    with pytest.raises(SystemExit, match="--ckpt2 .*nope.ckpt: file not found"):
+        hier.main(["--ckpt1", str(ckpts["ar"]), "--ckpt2", str(tmp_path / "nope.ckpt"), *base])
+
+
+def test_text_cond_script(ckpts, tmp_path):
+    text = load_script("sample_text_cond")
+    captions = ["digit 3 is moving up and down", "digit 1 is moving left and right"]
+    summary = text.main(["--gpt_ckpt", str(ckpts["text"]), "--text", captions[0], "--text", captions[1],
+                         "--n_sample", "2", "--batch_size", "3", "--greedy", "--save", str(tmp_path),
+                         "--save_name", "t", "--device", "cpu", "--no_progress"])
+    samples = check_outputs(tmp_path / "t", 4, N_FRAMES)
+    assert json.loads((tmp_path / "t" / "captions.json").read_text()) == [captions[0]] * 2 + [captions[1]] * 2
+    assert summary["n_sample"] == 4
+    # greedy: each video is the package's greedy sample for its own caption
+    from tats.gpt.load import load_transformer
+    from tats.io.video import to_uint8
+    from tats.sampling import sample_short
+
+    model = load_transformer(ckpts["text"])
+    for i, caption in enumerate([captions[0]] * 2 + [captions[1]] * 2):
+        with torch.no_grad():
+            expected = to_uint8(model.decode(sample_short(model, 1, caption, greedy=True)))[0]
+        assert np.abs(samples[i].astype(int) - expected.astype(int)).max() <= 1
+    with pytest.raises(SystemExit, match="not on text"):
+        text.main(["--gpt_ckpt", str(ckpts["label"]), "--text", "x", "--save", str(tmp_path)])
+
+
+def test_audio_cond_script(tmp_path):
+    from tats.data.audio import write_tone_video
+
+    ckpt = save_transformer(tmp_path / "gpt_audio.ckpt", "audio")
+    for split, names in (("train", ["a"]), ("test", ["b", "c"])):
+        (tmp_path / "drums" / split / "kick").mkdir(parents=True)
+        for i, name in enumerate(names):
+            write_tone_video(tmp_path / "drums" / split / "kick" / f"{name}.mp4", freq_hz=300.0 + 400 * i,
+                             seconds=1.5, fps=8, size=16)
+    audio = load_script("sample_audio_cond")
+    # release README: --gpt_ckpt --vqgan_ckpt --stft_vqgan_ckpt --dataset drum --n_sample 10
+    # (the STFT VQGAN here is the one stored inside the transformer checkpoint)
+    summary = audio.main(["--gpt_ckpt", str(ckpt), "--dataset", "drum", "--n_sample", "2",
+                          "--data_path", str(tmp_path / "drums"), "--greedy", "--save", str(tmp_path),
+                          "--save_name", "au", "--device", "cpu", "--no_progress"])
+    out = tmp_path / "au"
+    check_outputs(out, 2, N_FRAMES)
+    assert np.load(out / "real.npy").shape == (2, N_FRAMES, 16, 16, 3)
+    assert [Path(p).name for p in json.loads((out / "sources.json").read_text())] == ["b.mp4", "c.mp4"]
+    assert summary["mode"] == "audio" and (out / "side_by_side" / "grid.mp4").is_file()
+    # greedy: each video is the package's sample conditioned on the STFT codes of its clip's audio
+    from tats.data.audio import AudioVideoFolderDataset
+    from tats.gpt.load import load_transformer
+    from tats.io.video import to_uint8
+    from tats.sampling import sample_short
+
+    model = load_transformer(ckpt)
+    data = AudioVideoFolderDataset(tmp_path / "drums", train=False, sequence_length=N_FRAMES, resolution=16)
+    stft = torch.stack([data[i]["stft"] for i in range(2)])  # (2, 1, 8, 64, 16)
+    with torch.no_grad():
+        cond = model.cond_vqgan.encode(stft).flatten(1)  # (2, 4) audio tokens
+        expected = to_uint8(model.decode(sample_short(model, 2, cond, greedy=True)))
+    assert np.abs(np.load(out / "samples.npy").astype(int) - expected.astype(int)).max() <= 1
+    with pytest.raises(SystemExit, match="--n_sample 5: .* has only 2 test videos"):
+        audio.main(["--gpt_ckpt", str(ckpt), "--n_sample", "5", "--data_path", str(tmp_path / "drums"),
+                    "--save", str(tmp_path), "--device", "cpu"])
