@@ -135,8 +135,18 @@ def test_injected_distributed_hooks():
 
     cb = _toy(restart=True, all_reduce_fn=all_reduce, broadcast_fn=broadcast)
     cb(_z([1.0, 2.0, 11.0]))
-    assert calls == {"reduce": 2, "broadcast": 1}  # counts + sums; one restart draw
+    assert calls == {"reduce": 3, "broadcast": 1}  # non-finite flag, counts, sums; one restart draw
     torch.testing.assert_close(cb.N, torch.tensor([1.03, 1.01, 0.99]))  # doubled counts
+
+
+def test_nonfinite_batch_leaves_the_statistics_untouched():
+    cb = _toy(restart=True)
+    before = {k: v.clone() for k, v in cb.state_dict().items()}
+    cb(_z([1.0, float("nan"), 11.0]))
+    for k, v in cb.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    cb(_z([1.0, 2.0, 11.0]))  # a finite batch updates them again
+    assert not torch.equal(cb.N, before["N"])
 
 
 def test_straight_through_gradient():

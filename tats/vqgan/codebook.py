@@ -72,7 +72,10 @@ class Codebook(nn.Module):
 
     Distributed training: ``all_reduce_fn(t)`` sums in place over ranks (counts and sums of the
     EMA) and ``broadcast_fn(t, src)`` copies rank 0's random vectors for init/restart; by default
-    torch.distributed ops when a process group is initialised, else no-ops.
+    torch.distributed ops when a process group is initialised, else no-ops. The defaults decide at
+    CALL time (the model is built before Lightning creates the process group), so every rank of a DDP
+    run holds an identical codebook. A batch with non-finite encoder outputs (on any rank) leaves the
+    statistics untouched.
     """
 
     def __init__(
@@ -141,6 +144,12 @@ class Codebook(nn.Module):
         """EMA of counts and sums, Laplace-smoothed normalisation, then restart of rare codes.
         ``flat (N, D)``, ``idx (N,)`` its codes, ``counts (K,)`` = bincount of ``idx`` (summed in place
         over ranks here)."""
+        # A non-finite encoder output (a diverging step, which the trainer then skips) must not poison
+        # the running averages for good: skip the whole update, on every rank alike (counted over ranks).
+        nonfinite = (~torch.isfinite(flat)).any().float().reshape(1)
+        self.all_reduce_fn(nonfinite)
+        if nonfinite.item() > 0:
+            return
         sums = torch.zeros(self.n_codes, self.embedding_dim, device=flat.device)
         sums.index_add_(0, idx, flat)  # (K, D): sum of the vectors assigned to each code
         self.all_reduce_fn(counts)
