@@ -12,7 +12,6 @@ import argparse
 import json
 import math
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -66,10 +65,10 @@ def check_sampling_flags(args: argparse.Namespace, vocab_size: int, what: str) -
         if k is not None and k < 0:
             raise SystemExit(f"--{flag} must be >= 0 (0 disables top-k), got {k}")
         if k is not None and k > vocab_size:
-            # The release's filter clamps k to the vocabulary (so the README's --top_k 2048 works with
-            # any model); say so rather than silently sampling from everything.
-            warnings.warn(f"--{flag} {k} exceeds the vocabulary size {vocab_size} of {what}: "
-                          "top-k keeps every token", stacklevel=3)
+            # The release silently clamped k; a k beyond the vocabulary is almost always a flag meant
+            # for another model, so say so before any work.
+            raise SystemExit(f"--{flag} {k} exceeds the vocabulary size {vocab_size} of {what}: "
+                             f"use a value <= {vocab_size} (0 disables top-k)")
     for flag in ("top_p", "top_p_init"):
         p = getattr(args, flag, None)
         if p is not None and not 0 < p <= 1:

@@ -9,7 +9,6 @@ are skipped as expected failures until those calls are added (then they run as n
 from __future__ import annotations
 
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -197,11 +196,8 @@ def test_sampling_missing_and_swapped_checkpoints(files, tmp_path):
               "--device", "cpu"])
 
 
-def test_top_k_beyond_the_vocabulary_warns_by_name(files, tmp_path):
-    # The release clamps k to the vocabulary (its README's --top_k 2048 runs with any model), so this is a
-    # loud warning naming the flag rather than an error.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        summary = _sample(files, tmp_path, "--top_k", "5000")
-    assert any("--top_k 5000 exceeds the vocabulary size 36" in str(w.message) for w in caught)
-    assert summary["n_sample"] == 1
+def test_top_k_beyond_the_vocabulary_fails_by_name(files, tmp_path):
+    with pytest.raises(SystemExit, match="--top_k 5000 exceeds the vocabulary size 36"):
+        _sample(files, tmp_path, "--top_k", "5000")
+    assert not (tmp_path / "run").exists()  # nothing sampled or written
+    assert _sample(files, tmp_path, "--top_k", "36")["n_sample"] == 1  # the whole vocabulary is fine

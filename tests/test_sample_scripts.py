@@ -104,13 +104,13 @@ def tiny_fvd(monkeypatch, tmp_path):
 def test_short_readme_command_with_fvd(ckpts, tmp_path, tiny_fvd):
     # seed 004: --gpt_ckpt --vqgan_ckpt --class_cond --save --data_path --batch_size 16 --resolution 128
     #           --top_k 2048 --top_p 0.8 --dataset --compute_fvd --save_videos (plus a small --n_sample)
-    with pytest.warns(UserWarning, match="--top_k 2048 exceeds the vocabulary size"):
-        summary, out = run([
-            "--gpt_ckpt", str(ckpts["label_novq"]), "--vqgan_ckpt", str(ckpts["vqgan"]), "--class_cond",
-            "--save", str(tmp_path / "res"), "--data_path", "demo", "--batch_size", "2", "--resolution", "16",
-            "--top_k", "2048", "--top_p", "0.8", "--dataset", "ucf101", "--compute_fvd", "--save_videos",
-            "--n_sample", "5",
-        ])
+    # (--top_k 2048 is for a 16k vocabulary; the tiny model has 36 tokens)
+    summary, out = run([
+        "--gpt_ckpt", str(ckpts["label_novq"]), "--vqgan_ckpt", str(ckpts["vqgan"]), "--class_cond",
+        "--save", str(tmp_path / "res"), "--data_path", "demo", "--batch_size", "2", "--resolution", "16",
+        "--top_k", "30", "--top_p", "0.8", "--dataset", "ucf101", "--compute_fvd", "--save_videos",
+        "--n_sample", "5",
+    ])
     check_outputs(out, 5, N_FRAMES)
     assert sorted(p.name for p in (out / "videos").iterdir()) == [f"{i:05d}.mp4" for i in range(5)]
     fvd = summary["fvd"]
@@ -149,9 +149,12 @@ def test_release_fixture_short(fixtures_dir, tmp_path):
     """The release's transformer file (VQGAN inside) with the README's sampling flags, and greedy
     decoding reproducing the release's greedy ids (labels cycle 0..4, the fixture used 1 and 4)."""
     gpt = fixtures_dir / "gpt_label.ckpt"
-    with pytest.warns(UserWarning, match="--top_k 2048 exceeds the vocabulary size 53"):
-        _, out = run(["--gpt_ckpt", str(gpt), "--class_cond", "--top_k", "2048", "--top_p", "0.8",
-                      "--n_sample", "2", "--batch_size", "2", "--save", str(tmp_path / "a")])
+    with pytest.raises(SystemExit, match="--top_k 2048 exceeds the vocabulary size 53"):
+        run(["--gpt_ckpt", str(gpt), "--class_cond", "--top_k", "2048", "--top_p", "0.8",
+             "--n_sample", "2", "--batch_size", "2", "--save", str(tmp_path / "a")])
+    assert not (tmp_path / "a").exists()  # refused before any work
+    _, out = run(["--gpt_ckpt", str(gpt), "--class_cond", "--top_k", "40", "--top_p", "0.8",
+                  "--n_sample", "2", "--batch_size", "2", "--save", str(tmp_path / "a")])
     check_outputs(out, 2, 8, 32)
 
     _, out = run(["--gpt_ckpt", str(gpt), "--class_cond", "--greedy", "--n_sample", "5",
@@ -325,14 +328,14 @@ def test_hierarchical_readme_command(ckpts, tmp_path):
     hier = load_script("sample_hierarchical")
     # release README: --ckpt1 --CKPT2 --vqgan --dataset sky --top_k_init 2048 --top_p_init 0.8
     #                 --top_k 2048 --top_p 0.8 --temporal_sample_pos 1 (plus a small run)
-    with pytest.warns(UserWarning, match="exceeds the vocabulary"):
-        summary = hier.main([
-            "--ckpt1", str(ckpts["ar"]), "--CKPT2", str(ckpts["interp"]), "--vqgan", str(ckpts["vqgan"]),
-            "--dataset", "sky", "--top_k_init", "2048", "--top_p_init", "0.8", "--top_k", "2048",
-            "--top_p", "0.8", "--temporal_sample_pos", "1", "--sample_length", "3", "--n_sample", "3",
-            "--batch_size", "2", "--save", str(tmp_path), "--save_name", "h", "--device", "cpu",
-            "--no_progress",
-        ])
+    # (top-k values scaled down from 2048 to the tiny models' 16-token vocabulary)
+    summary = hier.main([
+        "--ckpt1", str(ckpts["ar"]), "--CKPT2", str(ckpts["interp"]), "--vqgan", str(ckpts["vqgan"]),
+        "--dataset", "sky", "--top_k_init", "16", "--top_p_init", "0.8", "--top_k", "12",
+        "--top_p", "0.8", "--temporal_sample_pos", "1", "--sample_length", "3", "--n_sample", "3",
+        "--batch_size", "2", "--save", str(tmp_path), "--save_name", "h", "--device", "cpu",
+        "--no_progress",
+    ])
     # K = 3 sparse latent frames, s = 2 -> 5 latent frames -> 10 pixel frames
     assert summary["latent_frames"] == 5
     check_outputs(tmp_path / "h", 3, 5 * DT)
