@@ -1,0 +1,351 @@
+"""Lightning wiring of stage 1: :class:`VQGANModule` (VQGAN + losses + two Adam optimizers).
+
+Manual optimization (Lightning 2 has no ``optimizer_idx``): each batch runs the VQGAN once, steps the
+autoencoder on :meth:`VQGANLoss.generator_loss` and then, from ``discriminator_iter_start`` on, the
+discriminators on :meth:`VQGANLoss.discriminator_loss` of the same (detached) reconstruction. The
+release (Lightning 1.5, automatic optimization with two optimizers) ran the VQGAN a second time for the
+discriminator step; reusing the reconstruction saves that forward pass.
+
+``global_step`` counts autoencoder steps only, as in the release (one step per accumulated batch):
+Lightning 2 counts every ``optimizer.step()`` of a manually optimized module, so the discriminator's
+step is taken without counting (see :func:`_step_uncounted`). ``--max_steps``,
+``--ckpt_every_n_steps`` and ``discriminator_iter_start`` therefore mean what they meant in the release.
+
+State-dict keys: ``vqgan.{encoder,decoder,pre_vq_conv,post_vq_conv,codebook}.*`` and
+``loss.{image_discriminator,video_discriminator,perceptual_model}.*``, i.e. the release's keys with a
+prefix (:func:`remap_release_state_dict`). ``hyper_parameters["config"]`` is the VQGANConfig as a dict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from tats.vqgan.config import VQGANConfig
+from tats.vqgan.losses import VQGANLoss, select_frames
+from tats.vqgan.model import VQGAN
+
+AUTOENCODER_PREFIXES = ("encoder.", "decoder.", "pre_vq_conv.", "post_vq_conv.", "codebook.")
+LOSS_PREFIXES = ("image_discriminator.", "video_discriminator.", "perceptual_model.")
+
+
+def remap_release_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Release VQGAN keys -> :class:`VQGANModule` keys (``encoder.*`` -> ``vqgan.encoder.*``,
+    ``image_discriminator.*`` -> ``loss.image_discriminator.*``, ...). Keys already in our layout are
+    kept; any other key is dropped."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        if key.startswith(("vqgan.", "loss.")):
+            out[key] = value
+        elif key.startswith(AUTOENCODER_PREFIXES):
+            out["vqgan." + key] = value
+        elif key.startswith(LOSS_PREFIXES):
+            out["loss." + key] = value
+    return out
+
+
+def _step_uncounted(optimizer: Any) -> None:
+    """``optimizer.step()`` on a LightningOptimizer without advancing ``trainer.global_step``.
+
+    Lightning 2's manual loop counts a global step in hooks it attaches to every LightningOptimizer
+    (``_on_before_step`` / ``_on_after_step``); they are detached for this call only, so the step still
+    goes through the strategy and precision plugin (AMP scaling) like any other.
+    """
+    before, after = getattr(optimizer, "_on_before_step", None), getattr(optimizer, "_on_after_step", None)
+    if before is None or after is None:  # not a LightningOptimizer (e.g. a bare call in a test)
+        optimizer.step()
+        return
+    optimizer._on_before_step = optimizer._on_after_step = lambda: None
+    try:
+        optimizer.step()
+    finally:
+        optimizer._on_before_step, optimizer._on_after_step = before, after
+
+
+class VQGANModule(pl.LightningModule):
+    """Trains a :class:`~tats.vqgan.model.VQGAN` (``self.vqgan``) with :class:`VQGANLoss` (``self.loss``).
+
+    ``config``: a :class:`VQGANConfig` or its dict (``config.lr`` is the learning rate actually used,
+    i.e. already scaled by the training script). ``gradient_clip_val`` / ``accumulate_grad_batches``: the
+    trainer flags, honoured here because Lightning 2 refuses them with manual optimization. Batches are
+    ``dict(video=(B, C, T, H, W) in [-0.5, 0.5], ...)``.
+    """
+
+    def __init__(
+        self,
+        config: VQGANConfig | Mapping[str, Any],
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str = "norm",
+        accumulate_grad_batches: int = 1,
+        allow_random_lpips: bool = False,
+        lpips_cache_dir: str | None = None,
+        train_args: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        cfg = config if isinstance(config, VQGANConfig) else VQGANConfig.from_dict(config)
+        self.save_hyperparameters({
+            "config": cfg.to_dict(),
+            "gradient_clip_val": gradient_clip_val,
+            "gradient_clip_algorithm": gradient_clip_algorithm,
+            "accumulate_grad_batches": int(accumulate_grad_batches),
+            "allow_random_lpips": bool(allow_random_lpips),
+            "lpips_cache_dir": lpips_cache_dir,
+            "train_args": dict(train_args) if train_args is not None else None,
+        })
+        self.automatic_optimization = False
+        self.config = cfg
+        self.vqgan = VQGAN(cfg)
+        self.loss = VQGANLoss(cfg, allow_random_lpips=allow_random_lpips, lpips_cache_dir=lpips_cache_dir)
+        self._last_batch_time: float | None = None
+
+    # ------------------------------------------------------------------------------- optimizers
+    def configure_optimizers(self):
+        """Adam(lr, betas (0.5, 0.9)) for the autoencoder and one for both discriminators (release)."""
+        lr = self.config.lr
+        opt_ae = torch.optim.Adam(self.vqgan.parameters(), lr=lr, betas=(0.5, 0.9))
+        disc_params = [*self.loss.image_discriminator.parameters(),
+                       *self.loss.video_discriminator.parameters()]
+        opt_disc = torch.optim.Adam(disc_params, lr=lr, betas=(0.5, 0.9))
+        return [opt_ae, opt_disc]
+
+    def _clip(self, optimizer: Any) -> None:
+        val = self.hparams.gradient_clip_val
+        if val:
+            self.clip_gradients(optimizer, gradient_clip_val=val,
+                                gradient_clip_algorithm=self.hparams.gradient_clip_algorithm)
+
+    # ---------------------------------------------------------------------------------- training
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor | None:
+        x = batch["video"]  # (B, C, T, H, W) in [-0.5, 0.5]
+        opt_ae, opt_disc = self.optimizers()
+        acc = max(int(self.hparams.accumulate_grad_batches), 1)
+        update = (batch_idx + 1) % acc == 0 or self.trainer.is_last_batch
+        step = self.global_step  # autoencoder steps so far (the release's global_step)
+
+        out = self.vqgan(x)
+        frame_idx = self.loss.random_frame_index(x)  # (B,) shared by both steps
+        self.toggle_optimizer(opt_ae)  # discriminator params frozen: no grads from the GAN terms
+        ae_loss, logs = self.loss.generator_loss(x, out["recon"], out["commitment_loss"], step, frame_idx)
+        # A non-finite loss on any rank skips the batch everywhere (decided together, so DDP stays in step);
+        # the codebook already refused the batch's statistics. Accumulated gradients are dropped with it.
+        if not self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(ae_loss)), all=True):
+            self.untoggle_optimizer(opt_ae)
+            opt_ae.zero_grad(set_to_none=True)
+            opt_disc.zero_grad(set_to_none=True)
+            self.log("train/skipped_nonfinite", 1.0, on_step=True, batch_size=x.shape[0])
+            return None
+        self.manual_backward(ae_loss / acc)
+        if update:
+            self._clip(opt_ae)
+            opt_ae.step()
+            opt_ae.zero_grad(set_to_none=True)
+        self.untoggle_optimizer(opt_ae)
+
+        if self.loss.discriminators_active(step):
+            self.toggle_optimizer(opt_disc)
+            d_loss, d_logs = self.loss.discriminator_loss(x, out["recon"], step, frame_idx)
+            self.manual_backward(d_loss / acc)
+            if update:
+                self._clip(opt_disc)
+                _step_uncounted(opt_disc)
+                opt_disc.zero_grad(set_to_none=True)
+            self.untoggle_optimizer(opt_disc)
+            logs.update(d_logs)
+
+        logs.update(perplexity=out["perplexity"], usage=out["usage"])
+        now = time.perf_counter()
+        if self._last_batch_time is not None:
+            logs["videos_per_sec"] = torch.tensor(x.shape[0] / max(now - self._last_batch_time, 1e-9))
+        self._last_batch_time = now
+        self.log_dict({f"train/{k}": v.float() for k, v in logs.items()}, on_step=True, on_epoch=False,
+                      batch_size=x.shape[0])
+        self.log("train/recon_loss_bar", logs["recon_loss"].float(), prog_bar=True, logger=False,
+                 batch_size=x.shape[0])
+        return ae_loss.detach()
+
+    def on_train_epoch_start(self) -> None:
+        self._last_batch_time = None
+
+    # -------------------------------------------------------------------------------- validation
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        x = batch["video"]
+        out = self.vqgan(x)
+        l1 = F.l1_loss(out["recon"], x)
+        frame_idx = self.loss.random_frame_index(x)
+        perceptual = self.loss.perceptual_loss(select_frames(x, frame_idx),
+                                               select_frames(out["recon"], frame_idx))
+        logs = dict(recon_loss=l1 * self.config.l1_weight, l1=l1, perceptual_loss=perceptual,
+                    commitment_loss=out["commitment_loss"], perplexity=out["perplexity"], usage=out["usage"])
+        self.log_dict({f"val/{k}": v.float() for k, v in logs.items()}, on_step=False, on_epoch=True,
+                      sync_dist=True, batch_size=x.shape[0], prog_bar=False)
+
+    @torch.no_grad()
+    def log_videos(self, batch: Mapping[str, Any], max_videos: int = 4) -> dict[str, torch.Tensor]:
+        """``{"inputs", "reconstructions"}``: ``(b, C, T, H, W)`` in [-0.5, 0.5] for the first ``max_videos``
+        clips of ``batch``, reconstructed in eval mode (no codebook update, BatchNorm running stats)."""
+        was_training = self.vqgan.training
+        self.vqgan.eval()
+        try:
+            x = batch["video"][:max_videos]
+            recon = self.vqgan(x)["recon"].clamp(-0.5, 0.5)
+        finally:
+            self.vqgan.train(was_training)
+        return {"inputs": x.detach(), "reconstructions": recon.detach()}
+
+    # ------------------------------------------------------------------------------- checkpoints
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Accept the release's key layout too (``encoder.*`` -> ``vqgan.encoder.*``, ...)."""
+        sd = checkpoint.get("state_dict", {})
+        if any(k.startswith(AUTOENCODER_PREFIXES + LOSS_PREFIXES) for k in sd):
+            checkpoint["state_dict"] = self._fit_state_dict(remap_release_state_dict(sd))
+
+    def _fit_state_dict(self, sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        # LPIPS weights are only wanted when this run uses a perceptual loss
+        own = self.state_dict().keys()
+        return {k: v for k, v in sd.items() if k in own or not k.startswith("loss.perceptual_model.")}
+
+    def load_weights(self, path_or_ckpt: str | Mapping[str, Any]) -> list[str]:
+        """Initialise from a VQGAN checkpoint (the release's or ours) for fine-tuning: weights only, no
+        optimizer or step. The codebook counts as initialised (release files lack our flag; see
+        :class:`~tats.vqgan.codebook.Codebook`). Returns the module keys the file did not provide."""
+        from tats.io.checkpoint import expect_kind, load_checkpoint
+
+        ckpt = load_checkpoint(path_or_ckpt) if not isinstance(path_or_ckpt, Mapping) else path_or_ckpt
+        expect_kind(ckpt, "vqgan", path_or_ckpt if not isinstance(path_or_ckpt, Mapping) else "checkpoint")
+        sd = self._fit_state_dict(remap_release_state_dict(ckpt["state_dict"]))
+        try:
+            result = self.load_state_dict(sd, strict=False)
+        except RuntimeError as err:
+            raise ValueError(f"--init_ckpt {path_or_ckpt}: weights do not fit this config: {err}") from None
+        if result.unexpected_keys:
+            raise ValueError(f"--init_ckpt {path_or_ckpt}: unexpected keys {result.unexpected_keys[:5]}")
+        return list(result.missing_keys)
+
+
+# ------------------------------------------------------------------------------------ command line
+def add_vqgan_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Model/loss flags of the release's ``train_vqgan.py`` (defaults: :class:`VQGANConfig`'s) plus ours
+    (``--init_ckpt``, ``--allow_random_lpips``, ``--lpips_cache_dir``, ``--log_videos_every_n_steps``)."""
+    d = VQGANConfig()
+    g = parser.add_argument_group("vqgan")
+    g.add_argument("--embedding_dim", type=int, default=d.embedding_dim, help="code width")
+    g.add_argument("--n_codes", type=int, default=d.n_codes, help="codebook size")
+    g.add_argument("--n_hiddens", type=int, default=d.n_hiddens, help="width of the first encoder conv")
+    g.add_argument("--downsample", type=int, nargs=3, default=list(d.downsample), metavar=("T", "H", "W"),
+                   help="downsampling factors (powers of two) of time, height, width")
+    g.add_argument("--image_channels", type=int, default=d.image_channels)
+    g.add_argument("--norm_type", type=str, default=d.norm_type, choices=("group", "batch"))
+    g.add_argument("--padding_type", type=str, default=d.padding_type,
+                   choices=("replicate", "constant", "reflect", "circular"))
+    g.add_argument("--no_random_restart", action="store_true", help="never restart unused codes")
+    g.add_argument("--restart_thres", type=float, default=d.restart_thres)
+    g.add_argument("--disc_channels", type=int, default=d.disc_channels)
+    g.add_argument("--disc_layers", type=int, default=d.disc_layers)
+    g.add_argument("--disc_loss_type", type=str, default=d.disc_loss_type, choices=("hinge", "vanilla"))
+    g.add_argument("--discriminator_iter_start", type=int, default=d.discriminator_iter_start,
+                   help="autoencoder step from which the GAN losses are on")
+    g.add_argument("--image_gan_weight", type=float, default=d.image_gan_weight)
+    g.add_argument("--video_gan_weight", type=float, default=d.video_gan_weight)
+    g.add_argument("--perceptual_weight", type=float, default=d.perceptual_weight, help="0: LPIPS not built")
+    g.add_argument("--gan_feat_weight", type=float, default=d.gan_feat_weight)
+    g.add_argument("--l1_weight", type=float, default=d.l1_weight)
+    g.add_argument("--lr", type=float, default=d.lr,
+                   help="base lr; used: accumulate * (devices/8) * (batch/4) * lr (the release's rule)")
+    g.add_argument("--init_ckpt", type=str, default=None,
+                   help="fine-tune: initial weights from a VQGAN checkpoint (the release's or ours)")
+    g.add_argument("--allow_random_lpips", action="store_true",
+                   help="perceptual loss without fetched LPIPS weights: random VGG (testing only)")
+    g.add_argument("--lpips_cache_dir", type=str, default=None, help="folder of the converted LPIPS weights")
+    g.add_argument("--log_videos_every_n_steps", type=int, default=1000,
+                   help="write input/reconstruction clips to TensorBoard every N steps (0: never)")
+    return parser
+
+
+def vqgan_config_from_args(args: argparse.Namespace) -> VQGANConfig:
+    """The :class:`VQGANConfig` of the flags; ``ValueError`` naming the flag when they cannot work
+    (e.g. ``--resolution`` not divisible by the ``--downsample`` factors)."""
+    return VQGANConfig.from_dict(vars(args))
+
+
+def _plain(value: Any) -> Any:
+    """Flag values as checkpoint-safe primitives (Paths and other objects become strings)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return str(value)
+
+
+def fit_vqgan(args: argparse.Namespace) -> tuple[pl.Trainer, VQGANModule]:
+    """Train (or resume) a VQGAN from parsed flags; returns the trainer and the trained module.
+
+    Order: validate the config, seed, build data and trainer, scale the lr by the number of devices,
+    build the module, resume from ``--default_root_dir`` (or ``--resume_from_checkpoint``) unless
+    ``--no_resume``, else initialise from ``--init_ckpt`` if given, then ``Trainer.fit``.
+    """
+    from tats.data import VideoDataModule
+    from tats.trainer import (
+        VideoLoggerCallback,
+        build_trainer,
+        rank_zero_print,
+        resolve_resume,
+        scale_vqgan_lr,
+        world_size,
+    )
+
+    config = vqgan_config_from_args(args)
+    pl.seed_everything(args.seed, workers=True)
+    datamodule = VideoDataModule(args)
+    trainer = build_trainer(args, monitor="val/recon_loss", ckpt_every_n_steps=3000, mode="min",
+                            callbacks=[VideoLoggerCallback(args.log_videos_every_n_steps)],
+                            manual_optimization=True, find_unused_parameters=True)
+    n_dev = world_size(trainer)
+    config.lr = scale_vqgan_lr(args.lr, args.accumulate_grad_batches, n_dev, args.batch_size)
+    rank_zero_print(f"learning rate {config.lr:.3e} = {args.accumulate_grad_batches} (accumulate)"
+                    f" * {n_dev}/8 (devices/8) * {args.batch_size}/4 (batch_size/4)"
+                    f" * {args.lr:.2e} (base lr)")
+    module = VQGANModule(config, gradient_clip_val=args.gradient_clip_val,
+                         gradient_clip_algorithm=args.gradient_clip_algorithm,
+                         accumulate_grad_batches=args.accumulate_grad_batches,
+                         allow_random_lpips=args.allow_random_lpips, lpips_cache_dir=args.lpips_cache_dir,
+                         train_args={k: _plain(v) for k, v in vars(args).items()})
+    ckpt_path = resolve_resume(args)
+    if ckpt_path is None and args.init_ckpt:
+        missing = module.load_weights(args.init_ckpt)
+        rank_zero_print(f"initialised from {args.init_ckpt}"
+                        + (f" (not in it: {len(missing)} keys)" if missing else ""))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    return trainer, module
+
+
+@torch.no_grad()
+def save_reconstructions(
+    vqgan: VQGAN, video: torch.Tensor, path_png: str, max_videos: int = 4
+) -> dict[str, float]:
+    """Write a contact sheet with each input clip above its reconstruction and return the numbers.
+
+    ``video (B, C, T, H, W)`` in [-0.5, 0.5]; the model runs in eval mode (no codebook update). Returns
+    ``l1`` (mean absolute error in [-0.5, 0.5] units), ``perplexity`` and ``usage`` of this batch.
+    """
+    from einops import rearrange
+
+    from tats.io.video import save_contact_sheet
+
+    was_training = vqgan.training
+    vqgan.eval()
+    try:
+        x = video[:max_videos]
+        out = vqgan(x)
+    finally:
+        vqgan.train(was_training)
+    recon = out["recon"].clamp(-0.5, 0.5)
+    pairs = rearrange(torch.stack([x, recon], dim=1), "b two c t h w -> (b two) c t h w")  # input, recon, ...
+    save_contact_sheet(pairs.float().cpu(), path_png, max_videos=2 * max_videos)
+    return dict(l1=float((recon - x).abs().mean()), perplexity=float(out["perplexity"]),
+                usage=float(out["usage"]))

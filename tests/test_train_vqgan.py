@@ -1,0 +1,306 @@
+"""Stage-1 training: VQGANLoss numbers, VQGANModule mechanics, and train_vqgan.py on the README commands."""
+
+from __future__ import annotations
+
+import importlib.util
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tats.io.checkpoint import load_checkpoint
+from tats.vqgan.config import VQGANConfig
+from tats.vqgan.lightning import VQGANModule, remap_release_state_dict
+from tats.vqgan.losses import (
+    VQGANLoss,
+    disc_factor,
+    feature_matching_loss,
+    hinge_d_loss,
+    select_frames,
+    vanilla_d_loss,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SEEDS = ROOT.parent / "shared" / "seeds"
+
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class StubDiscriminator(nn.Module):
+    """Counts calls; features f1 = w*x, f2 = channel mean of f1, logits = f2 + 1 (last)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(2.0))
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        f1 = x * self.w
+        f2 = f1.mean(dim=1, keepdim=True)
+        logits = f2 + 1
+        return logits, [f1, f2, logits]
+
+
+class StubLPIPS(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x, y):
+        self.seen.append((x.detach().clone(), y.detach().clone()))
+        return (x - y).pow(2).mean(dim=(1, 2, 3), keepdim=True)  # (N, 1, 1, 1)
+
+
+def _cfg(**kw) -> VQGANConfig:
+    base = dict(embedding_dim=8, n_codes=16, n_hiddens=16, downsample=(2, 4, 4), norm_type="batch",
+                sequence_length=4, resolution=16, disc_channels=8, disc_layers=2, perceptual_weight=0.0,
+                gan_feat_weight=0.0, discriminator_iter_start=0)
+    base.update(kw)
+    return VQGANConfig(**base)
+
+
+def _clips(b=2, t=4, s=8):
+    x = torch.rand(b, 3, t, s, s) - 0.5
+    return x, (x + 0.1 * torch.randn_like(x)).requires_grad_(True)
+
+
+def test_disc_losses_and_helpers():
+    real, fake = torch.tensor([2.0, 0.0]), torch.tensor([-2.0, 0.5])
+    assert hinge_d_loss(real, fake).item() == pytest.approx(0.5 * (0.5 + 0.75))
+    expected = 0.5 * (F.softplus(-real).mean() + F.softplus(fake).mean())
+    assert vanilla_d_loss(real, fake).item() == pytest.approx(expected.item())
+    assert disc_factor(9, 10) == 0.0 and disc_factor(10, 10) == 1.0
+    video = torch.arange(2 * 1 * 3 * 1 * 1.0).view(2, 1, 3, 1, 1)
+    assert select_frames(video, torch.tensor([2, 0])).flatten().tolist() == [2.0, 3.0]
+    a = [torch.zeros(2), torch.zeros(3), torch.zeros(1)]
+    b = [torch.ones(2), 2 * torch.ones(3), 9 * torch.ones(1)]
+    assert feature_matching_loss(a, b).item() == pytest.approx(3.0)  # last (logits) excluded, weight 1
+
+
+@pytest.mark.parametrize("image_w, video_w", [(1.0, 1.0), (0.0, 2.0), (0.5, 0.0)])
+def test_generator_loss_is_the_reference_formula(image_w, video_w):
+    cfg = _cfg(perceptual_weight=4.0, gan_feat_weight=4.0, l1_weight=3.0, image_gan_weight=image_w,
+               video_gan_weight=video_w, discriminator_iter_start=5)
+    d2, d3, lp = StubDiscriminator(), StubDiscriminator(), StubLPIPS()
+    loss = VQGANLoss(cfg, perceptual_model=lp, image_discriminator=d2, video_discriminator=d3)
+    x, rec = _clips()
+    commit = torch.tensor(0.125)
+    idx = torch.tensor([1, 3])
+    total, parts = loss.generator_loss(x, rec, commit, global_step=5, frame_idx=idx)
+    fr, frr = select_frames(x, idx), select_frames(rec, idx)
+    want = 3.0 * (rec - x).abs().mean() + 4.0 * (fr - frr).pow(2).mean() + commit
+    if image_w > 0:
+        want = want + image_w * -(frr * 2).mean(1).add(1).mean() + 4.0 * (
+            F.l1_loss(frr * 2, fr * 2) + F.l1_loss((frr * 2).mean(1), (fr * 2).mean(1)))
+    if video_w > 0:
+        want = want + video_w * -(rec * 2).mean(1).add(1).mean() + 4.0 * (
+            F.l1_loss(rec * 2, x * 2) + F.l1_loss((rec * 2).mean(1), (x * 2).mean(1)))
+    assert total.item() == pytest.approx(want.item(), rel=1e-5)
+    assert parts["ae_total"].item() == pytest.approx(want.item(), rel=1e-5)
+    assert (d2.calls > 0) == (image_w > 0) and (d3.calls > 0) == (video_w > 0)  # zero weight: not run
+    # LPIPS gets the chosen frames as they are, in [-0.5, 0.5] (the release's quirk), not rescaled
+    seen_x, seen_rec = lp.seen[0]
+    assert torch.equal(seen_x, fr) and torch.equal(seen_rec, frr.detach())
+    total.backward()
+    assert rec.grad is not None and torch.isfinite(rec.grad).all()
+
+
+def test_discriminators_are_skipped_before_they_start():
+    cfg = _cfg(gan_feat_weight=4.0, discriminator_iter_start=10)
+    d2, d3 = StubDiscriminator(), StubDiscriminator()
+    loss = VQGANLoss(cfg, image_discriminator=d2, video_discriminator=d3)
+    assert loss.perceptual_model is None  # perceptual_weight 0: LPIPS never built
+    x, rec = _clips()
+    total, parts = loss.generator_loss(x, rec, torch.tensor(0.0), global_step=9)
+    assert total.item() == pytest.approx(cfg.l1_weight * (rec - x).abs().mean().item(), rel=1e-6)
+    assert not loss.discriminators_active(9) and loss.discriminators_active(10)
+    d_loss, _ = loss.discriminator_loss(x, rec, global_step=9)
+    assert d_loss.item() == 0.0 and d2.calls == 0 and d3.calls == 0
+    d_loss, d_parts = loss.discriminator_loss(x, rec, global_step=10, frame_idx=torch.tensor([0, 1]))
+    want = hinge_d_loss((select_frames(x, torch.tensor([0, 1])) * 2).mean(1, keepdim=True) + 1,
+                        (select_frames(rec, torch.tensor([0, 1])).detach() * 2).mean(1, keepdim=True) + 1)
+    want = want + hinge_d_loss((x * 2).mean(1, keepdim=True) + 1,
+                               (rec.detach() * 2).mean(1, keepdim=True) + 1)
+    assert d_loss.item() == pytest.approx(want.item(), rel=1e-6) and d2.calls == 2 and d3.calls == 2
+
+
+def test_loss_modules_have_the_release_keys(reference_dir):
+    rows = [line.split("\t") for line in (reference_dir / "vqgan_state_dict.tsv").read_text().splitlines()
+            if line and not line.startswith("#")]
+    want = {k: v for k, v, _ in rows if k.startswith(("image_discriminator.", "video_discriminator."))}
+    cfg = _cfg(disc_channels=16, disc_layers=3, downsample=(4, 8, 8), resolution=64, sequence_length=16)
+    module = VQGANModule(cfg)
+    got = {k[len("loss."):]: str(tuple(v.shape)) for k, v in module.state_dict().items()
+           if k.startswith("loss.")}
+    assert got == want
+    assert remap_release_state_dict({"encoder.a": 1, "image_discriminator.b": 2, "perceptual_model.c": 3,
+                                     "vqgan.decoder.d": 4, "other": 5}) == {
+        "vqgan.encoder.a": 1, "loss.image_discriminator.b": 2, "loss.perceptual_model.c": 3,
+        "vqgan.decoder.d": 4}
+
+
+def test_release_checkpoint_initialises_the_module(fixtures_dir):
+    from tats.io.checkpoint import hparams_dict
+
+    ckpt = load_checkpoint(fixtures_dir / "vqgan.ckpt")
+    cfg = VQGANConfig.from_dict({**hparams_dict(ckpt), "perceptual_weight": 0.0})
+    module = VQGANModule(cfg)
+    assert not bool(module.vqgan.codebook.initialized)
+    missing = module.load_weights(fixtures_dir / "vqgan.ckpt")
+    assert missing == [] and bool(module.vqgan.codebook.initialized)  # a release codebook is trained
+    io = torch.load(fixtures_dir / "vqgan_io.pt", weights_only=True)
+    module.eval()
+    assert torch.equal(module.vqgan.encode(io["video"]), io["codes"])
+    # Lightning's resume path: on_load_checkpoint remaps release keys in place
+    ck = {"state_dict": dict(ckpt["state_dict"])}
+    module.on_load_checkpoint(ck)
+    assert "vqgan.encoder.conv_first.conv.weight" in ck["state_dict"]
+    assert not any(k.startswith("loss.perceptual_model.") for k in ck["state_dict"])  # not used here
+
+
+def test_manual_optimization_counts_autoencoder_steps_and_clips(tmp_path, monkeypatch):
+    """4 batches, accumulate 2, discriminators on from step 0: global_step 2 (autoencoder steps, as the
+    release), the discriminator Adam also stepped twice, both optimizers clipped before each step."""
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader
+
+    clips = [dict(video=torch.rand(3, 4, 16, 16) - 0.5) for _ in range(8)]
+    module = VQGANModule(_cfg(gan_feat_weight=1.0), gradient_clip_val=0.5, accumulate_grad_batches=2)
+    clipped = []
+    monkeypatch.setattr(module, "clip_gradients", lambda opt, gradient_clip_val, gradient_clip_algorithm:
+                        clipped.append(gradient_clip_val))
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=2, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(module, DataLoader(clips, batch_size=2))
+    assert trainer.global_step == 2 and trainer.fit_loop.epoch_loop.batch_progress.total.completed == 4
+    opt_ae, opt_disc = trainer.optimizers
+    disc_param = next(module.loss.video_discriminator.parameters())
+    assert int(opt_disc.state[disc_param]["step"]) == 2
+    assert int(opt_ae.state[next(module.vqgan.encoder.parameters())]["step"]) == 2
+    assert clipped == [0.5] * 4
+    assert bool(module.vqgan.codebook.initialized)
+
+
+def test_non_finite_batch_is_skipped():
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader
+
+    clips = [dict(video=torch.rand(3, 4, 16, 16) - 0.5) for _ in range(6)]
+    clips[2]["video"][0, 0, 0, 0] = float("nan")  # the second batch is broken (after the codebook init)
+    module = VQGANModule(_cfg())
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=2, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(module, DataLoader(clips, batch_size=2))
+    assert trainer.global_step == 2 and trainer.fit_loop.epoch_loop.batch_progress.total.completed == 3
+    assert all(torch.isfinite(p).all() for p in module.vqgan.parameters())
+    assert torch.isfinite(module.vqgan.codebook.embeddings).all()
+
+
+# ------------------------------------------------------------------------------ train_vqgan.py
+def _readme_vqgan_command(seed_glob: str) -> list[str]:
+    text = next(SEEDS.glob(seed_glob)).read_text()
+    start = text.index("python", text.index("train_vqgan.py") - 20)
+    block = text[start:text.index("```", start)]
+    argv = shlex.split(block.replace("\\\n", " "))
+    return argv[argv.index(next(a for a in argv if a.endswith("train_vqgan.py"))) + 1:]
+
+
+TINY = ["--gpus", "0", "--num_workers", "0", "--batch_size", "2", "--embedding_dim", "8", "--n_codes", "32",
+        "--n_hiddens", "16", "--downsample", "2", "4", "4", "--resolution", "16", "--sequence_length", "4",
+        "--accumulate_grad_batches", "2", "--max_steps", "2", "--discriminator_iter_start", "1",
+        "--disc_channels", "8", "--disc_layers", "2", "--limit_val_batches", "1",
+        "--progress_bar_refresh_rate", "0", "--log_videos_every_n_steps", "1"]
+
+
+@pytest.fixture
+def demo_h5(tmp_path_factory):
+    from tats.data.demo import make_demo_data
+
+    return make_demo_data(tmp_path_factory.mktemp("demo") / "digits.h5", n_train=8, n_test=2,
+                          sequence_length=4, resolution=16, progress=False)
+
+
+@pytest.mark.parametrize("seed, extra", [("004_*.txt", ["--allow_random_lpips"]),
+                                         ("002_*.txt", ["--perceptual_weight", "0"])])
+def test_readme_command_trains_and_resumes(seed, extra, demo_h5, tmp_path, monkeypatch, capsys):
+    if not SEEDS.is_dir():
+        pytest.skip("seed READMEs not found")
+    from tats.vqgan.codebook import Codebook
+
+    readme = _readme_vqgan_command(seed)
+    assert "--gpus" in readme and "--sync_batchnorm" in readme  # the command as the README has it
+    argv = readme + TINY + extra + ["--data_path", str(demo_h5), "--default_root_dir", str(tmp_path)]
+    train_vqgan = _load_script("train_vqgan")
+    trainer, module = train_vqgan.main(argv)
+    assert trainer.global_step == 2
+    last = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert last["global_step"] == 2 and bool(last["state_dict"]["vqgan.codebook.initialized"])
+    config = last["hyper_parameters"]["config"]
+    assert config["n_codes"] == 32 and config["downsample"] == [2, 4, 4]
+    base_lr = float(readme[readme.index("--lr") + 1])
+    assert config["lr"] == pytest.approx(2 * (1 / 8) * (2 / 4) * base_lr)  # accumulate 2, 1 device, batch 2
+    assert any(p.name.startswith("events.out") for p in (tmp_path / "lightning_logs").rglob("*"))
+    import tats
+
+    loaded = tats.load_vqgan(tmp_path / "checkpoints" / "last.ckpt")  # our files load with the public loader
+    assert loaded.config.to_dict() == config and bool(loaded.codebook.initialized)
+    if "--allow_random_lpips" not in extra:
+        return  # the resume check runs once (with LPIPS and both GAN losses on)
+
+    inits = []
+    original = Codebook._init_from
+    monkeypatch.setattr(Codebook, "_init_from", lambda self, flat: (inits.append(1), original(self, flat)))
+    argv += ["--max_steps", "3"]  # the last occurrence of a flag wins
+    capsys.readouterr()
+    trainer, module = train_vqgan.main(argv)
+    assert "resuming from" in capsys.readouterr().out
+    assert trainer.global_step == 3 and inits == []  # resumed at step 2; the codebook was not re-initialised
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 3
+
+
+def test_flags_are_validated_before_any_work(tmp_path, capsys):
+    train_vqgan = _load_script("train_vqgan")
+    with pytest.raises(SystemExit):
+        train_vqgan.main(["--resolution", "20", "--downsample", "4", "8", "8",
+                          "--default_root_dir", str(tmp_path)])
+    assert "--resolution 20" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_vqgan.main(["--sequence_length", "6", "--downsample", "4", "4", "4"])
+    assert "--sequence_length" in capsys.readouterr().err
+    assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("recipe", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_recipes_parse_for_both_scripts(recipe):
+    from tats.trainer import parse_args_with_config
+
+    vq = parse_args_with_config(_load_script("train_vqgan").build_parser(), ["--config", str(recipe)],
+                                section="vqgan")
+    VQGANConfig.from_dict(vars(vq))  # a valid model
+    tt = _load_script("train_transformer")
+    if hasattr(tt, "build_parser"):
+        parse_args_with_config(tt.build_parser(), ["--config", str(recipe)], section="transformer")
+
+
+def test_save_reconstructions_writes_input_above_reconstruction(tmp_path):
+    from PIL import Image
+
+    from tats.vqgan.lightning import save_reconstructions
+    from tats.vqgan.model import VQGAN
+
+    vqgan = VQGAN(_cfg()).train()
+    video = torch.rand(3, 3, 4, 16, 16) - 0.5
+    stats = save_reconstructions(vqgan, video, str(tmp_path / "grid.png"), max_videos=2)
+    assert vqgan.training and not bool(vqgan.codebook.initialized)  # eval pass: no codebook init or update
+    # 4 frames wide, 2 inputs + 2 reconstructions high, 16 px tiles with 1 px borders
+    assert Image.open(tmp_path / "grid.png").size == (1 + 4 * 17, 1 + 4 * 17)
+    assert 0 < stats["l1"] < 1 and 1 <= stats["perplexity"] <= 16 and 0 < stats["usage"] <= 1
