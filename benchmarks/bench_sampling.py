@@ -1,90 +1,189 @@
-"""Sampling throughput: our static-KV-cache sampler vs a concatenating-cache baseline.
+"""Sampling throughput: our static-KV-cache sampler vs the release's concatenating-cache sampler.
 
-The baseline, written here, decodes the way the release's sampler does: the past keys/values of
-every step are kept as a list, concatenated into one tensor at every step and concatenated again
-with the new key/value in every layer (``torch.cat``), and the head computes full-vocabulary logits
-at every input position (the whole window at each prefill). Both run the same weights in the same
-process, greedy, so their tokens must agree (checked).
+The baseline, written here, decodes the way the release's sampler does (same weights, same run):
+- step 0 feeds the whole condition window in one forward, with the causal mask, and the head
+  computes full-vocabulary logits at every window position;
+- every later step feeds the one new token; the past is a Python list holding one tensor per step,
+  ``(n_layer, 2, B, n_head, T_step, head_dim)`` (each step's per-layer keys/values stacked with
+  ``torch.stack``), concatenated into one tensor at every step, and every layer concatenates its
+  slice of it with the new key/value again (``torch.cat``); attention is explicit softmax;
+- the next token: ``logits[:, -1] / temperature``, then (only when top_k is given) the full-vocabulary
+  top-k / top-p filter (``topk``, boolean-index assignment, ``sort`` of the whole vocabulary, softmax,
+  cumsum, ``scatter``), a full-vocabulary softmax and a multinomial draw (greedy: top-1), and the
+  token appended to the sample with ``torch.cat``.
 
-    python benchmarks/bench_sampling.py                      # CPU: 4 layers x 256, 4x16x16 latents
+Ours: :func:`tats.sampling.sample_short` / :func:`tats.sampling.sample_long` (preallocated KV cache
+written with ``index_copy_``, last-position logits only, top-k/top-p on the k survivors).
+
+Timing: for every batch size the two samplers run interleaved (ours, baseline, ours, baseline, ...)
+``--repeats`` times in this process, so machine load hits both alike; the table shows the median wall
+time and the median process CPU time (with one thread the CPU time is insensitive to other
+processes on a shared machine). Greedy runs of both are compared token for token first.
+
+    python benchmarks/bench_sampling.py                                 # CPU, 4 x 256, 4x16x16, B 1 4 16
+    python benchmarks/bench_sampling.py --threads 1 2 --batch_sizes 16 --repeats 3
     python benchmarks/bench_sampling.py --device cuda --dtype bf16 --compile --n_layer 24 --n_embd 1024
-
-Prints tokens/s and latent/pixel frames/s of short (one 1024-token window) and long (sliding
-window, ``--long_frames`` latent frames with ``temporal_sample_pos`` 1) sampling, and the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 
 from tats.gpt import GPT, GPTConfig
 from tats.gpt.load import VideoTransformer
-from tats.sampling import sample_long, sample_short
-from tats.sampling.short import precision
+from tats.sampling import generate_tokens, kv_cache, sample_long, sample_short
+from tats.sampling.short import SamplingOptions, precision
+
+# ----------------------------------------------------------------------------- the release's way
 
 
-@torch.inference_mode()
-def baseline_forward(gpt: GPT, idx: torch.Tensor, past: list[torch.Tensor] | None, offset: int):
-    """One step of the concatenating sampler. ``past``: list of ``(L, 2, B, nh, T_i, hd)`` tensors."""
-    T = idx.shape[1]
-    x = gpt.tok_emb(idx) + gpt.pos_emb[:, offset : offset + T]
-    full_past = torch.cat(past, dim=-2) if past else None  # regrown every step
+def baseline_forward(gpt: GPT, idx: torch.Tensor, past: list[torch.Tensor] | None, past_length: int):
+    """One forward of the concatenating sampler.
+
+    ``idx (B, T)``; ``past``: list of ``(L, 2, B, nh, T_i, hd)`` per earlier step, or None at step 0.
+    Returns logits ``(B, T, V)`` (every position) and this step's ``(L, 2, B, nh, T, hd)``.
+    """
+    B, T = idx.shape
+    x = gpt.tok_emb(idx)
+    if past is not None:
+        stacked = torch.cat(past, dim=-2)  # (L, 2, B, nh, past_length, hd), regrown every step
+        x = x + gpt.pos_emb[:, past_length]
+    else:
+        stacked = None
+        x = x + gpt.pos_emb[:, :T]
     presents = []
     for i, block in enumerate(gpt.blocks):
         a = block.attn
         h = block.ln1(x)
-        q, k, v = (rearrange(m(h), "b t (nh hd) -> b nh t hd", nh=a.n_head)
-                   for m in (a.query, a.key, a.value))
+        nh = a.n_head
+        k = a.key(h).view(B, T, nh, -1).transpose(1, 2)  # (B, nh, T, hd)
+        q = a.query(h).view(B, T, nh, -1).transpose(1, 2)
+        v = a.value(h).view(B, T, nh, -1).transpose(1, 2)
         presents.append(torch.stack((k, v)))
-        if full_past is not None:
-            k = torch.cat((full_past[i, 0], k), dim=-2)
-            v = torch.cat((full_past[i, 1], v), dim=-2)
-        att = (q @ k.transpose(-2, -1)) / k.shape[-1] ** 0.5
-        if full_past is None and T > 1:
+        if stacked is not None:
+            k = torch.cat((stacked[i, 0], k), dim=-2)
+            v = torch.cat((stacked[i, 1], v), dim=-2)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / k.shape[-1] ** 0.5)
+        if stacked is None:
             att = att.masked_fill(a.mask[:, :, :T, :T] == 0, float("-inf"))
-        y = rearrange(F.softmax(att, dim=-1) @ v, "b nh t hd -> b t (nh hd)")
+        y = (F.softmax(att, dim=-1) @ v).transpose(1, 2).contiguous().view(B, T, -1)
         x = x + a.proj(y)
         x = x + block.mlp(block.ln2(x))
     logits = gpt.head(gpt.ln_f(x))  # (B, T, V): every position
     return logits, torch.stack(presents)
 
 
-@torch.inference_mode()
-def baseline_generate(gpt: GPT, prefix: torch.Tensor, steps: int) -> torch.Tensor:
-    past: list[torch.Tensor] = []
-    x, out = prefix, []
+def baseline_filter(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Full-vocabulary top-k then top-p, in place on ``logits (B, V)`` (REFERENCE.md "Sampling")."""
+    if top_k > 0:
+        k = min(max(top_k, 1), logits.shape[-1])
+        logits[logits < torch.topk(logits, k)[0][..., -1, None]] = float("-inf")
+    if top_p < 1.0:
+        sorted_logits, sorted_idx = torch.sort(logits, descending=True)
+        remove = torch.cumsum(F.softmax(sorted_logits, dim=-1), dim=-1) > top_p
+        remove[..., 1:] = remove[..., :-1].clone()
+        remove[..., 0] = False
+        logits[remove.scatter(1, sorted_idx, remove)] = float("-inf")
+    return logits
+
+
+def baseline_generate(gpt: GPT, prefix: torch.Tensor, steps: int, top_k: int | None = None,
+                      top_p: float = 1.0, temperature: float = 1.0, greedy: bool = False) -> torch.Tensor:
+    """``steps`` new tokens after ``prefix (B, P)``, the release's loop; returns ``(B, steps)``."""
+    sample, x, past = prefix, prefix, None
     for n in range(steps):
-        logits, present = baseline_forward(gpt, x, past, 0 if n == 0 else prefix.shape[1] + n - 1)
-        past.append(present)
-        x = logits[:, -1].argmax(-1, keepdim=True)
-        out.append(x)
-    return torch.cat(out, dim=1)
+        logits, present = baseline_forward(gpt, x, past, n + prefix.shape[1] - 1)
+        past = [present] if past is None else past + [present]
+        logits = logits[:, -1, :] / temperature
+        if top_k is not None:
+            logits = baseline_filter(logits, top_k, top_p)
+        probs = F.softmax(logits, dim=-1)
+        x = torch.topk(probs, k=1, dim=-1)[1] if greedy else torch.multinomial(probs, num_samples=1)
+        sample = torch.cat((sample, x), dim=1)
+    return sample[:, prefix.shape[1] :]
 
 
-@torch.inference_mode()
-def baseline_long(gpt: GPT, cond: torch.Tensor, n_frames: int, hw: int, p: int = 1) -> torch.Tensor:
-    ids = baseline_generate(gpt, cond, p * hw)
+def baseline_long(gpt: GPT, cond: torch.Tensor, n_frames: int, hw: int, p: int = 1, **kw) -> torch.Tensor:
+    """The release's fast sliding window: the first p frames, then one frame per window."""
+    ids = baseline_generate(gpt, cond, p * hw, **kw)
     for f in range(p, n_frames):
         window = torch.cat([cond, ids[:, (f - p) * hw : f * hw]], dim=1)
-        ids = torch.cat([ids, baseline_generate(gpt, window, hw)], dim=1)
+        ids = torch.cat([ids, baseline_generate(gpt, window, hw, **kw)], dim=1)
     return ids
 
 
-def timed(fn, device: torch.device):
+# ----------------------------------------------------------------------------- timing
+
+
+def timed(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[torch.Tensor, float, float]:
+    """Run ``fn``; return its output, wall seconds and process CPU seconds."""
     if device.type == "cuda":
         torch.cuda.synchronize()
-    t0 = time.perf_counter()
+    w0, c0 = time.perf_counter(), time.process_time()
     out = fn()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return out, time.perf_counter() - t0
+    return out, time.perf_counter() - w0, time.process_time() - c0
 
 
+def interleaved(
+    ours: Callable, base: Callable | None, repeats: int, device: torch.device
+) -> dict[str, float]:
+    """Median wall / CPU seconds of the two samplers, run alternately ``repeats`` times."""
+    times: dict[str, list[float]] = {"ours_wall": [], "ours_cpu": [], "base_wall": [], "base_cpu": []}
+    for _ in range(repeats):
+        for name, fn in (("ours", ours), ("base", base)):
+            if fn is None:
+                continue
+            _, wall, cpu = timed(fn, device)
+            times[f"{name}_wall"].append(wall)
+            times[f"{name}_cpu"].append(cpu)
+    return {k: statistics.median(v) if v else float("nan") for k, v in times.items()}
+
+
+def build_model(args: argparse.Namespace, device: torch.device) -> VideoTransformer:
+    t, h, w = args.latent
+    cfg = GPTConfig(vocab_size=args.n_codes + args.n_classes, block_size=t * h * w, n_layer=args.n_layer,
+                    n_head=args.n_head, n_embd=args.n_embd, cond_type="label", n_cond_vocab=args.n_classes,
+                    n_codes=args.n_codes, latent_shape=(t, h, w))
+    torch.manual_seed(0)
+    return VideoTransformer(GPT(cfg).to(device).eval()).eval()
+
+
+@torch.inference_mode()
+def check_greedy(model: VideoTransformer, gpt: GPT, B: int, n: int, dtype) -> bool:
+    """Greedy tokens of both samplers over the first ``n`` tokens after the label token."""
+    device = gpt.pos_emb.device
+    cond = torch.zeros(B, 1, dtype=torch.long, device=device)
+    with precision(device, dtype), kv_cache(model.transformer, B, dtype):
+        ours = generate_tokens(model.transformer, cond, n, SamplingOptions(greedy=True))
+    with precision(device, dtype):
+        base = baseline_generate(gpt, cond, n, greedy=True)
+    return bool(torch.equal(ours, base))
+
+
+def runners(args: argparse.Namespace, model: VideoTransformer, gpt: GPT, B: int, mode: str, dtype):
+    """``(ours, baseline, tokens per sample, latent frames per sample)`` for one setting."""
+    t, h, w = args.latent
+    hw, top_k = h * w, None if args.top_k < 0 else args.top_k
+    kw = dict(temperature=1.0, top_k=top_k, top_p=args.top_p, greedy=args.greedy)
+    base_kw = dict(top_k=top_k, top_p=args.top_p, greedy=args.greedy)
+    cond = torch.zeros(B, 1, dtype=torch.long, device=gpt.pos_emb.device)
+    if mode == "short":
+        return (lambda: sample_short(model, B, cond=0, dtype=dtype, **kw),
+                lambda: baseline_generate(gpt, cond, t * hw, **base_kw), t * hw, t)
+    n = args.long_frames
+    return (lambda: sample_long(model, n, B, cond=0, dtype=dtype, **kw),
+            lambda: baseline_long(gpt, cond, n, hw, **base_kw), n * hw, n)
+
+
+@torch.inference_mode()
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n_layer", type=int, default=4)
@@ -94,60 +193,80 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n_classes", type=int, default=101)
     ap.add_argument("--latent", type=int, nargs=3, default=(4, 16, 16), metavar=("T", "H", "W"))
     ap.add_argument("--dt", type=int, default=4, help="pixel frames per latent frame (for frames/s)")
-    ap.add_argument("--batch_size", type=int, default=1)
-    ap.add_argument("--long_frames", type=int, default=6, help="latent frames of the long sample (0: skip)")
+    ap.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--threads", type=int, nargs="+", default=[0],
+                    help="torch intra-op thread counts to run (0 = the default)")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved repetitions (the median is shown)")
+    ap.add_argument("--modes", nargs="+", default=["short", "long"], choices=["short", "long"])
+    ap.add_argument("--long_frames", type=int, default=6, help="latent frames of the long sample")
+    ap.add_argument("--top_k", type=int, default=2048, help="the README's sampling settings (-1: none)")
+    ap.add_argument("--top_p", type=float, default=0.8)
+    ap.add_argument("--greedy", action="store_true", help="time greedy decoding instead of sampling")
+    ap.add_argument("--check_tokens", type=int, default=64, help="greedy tokens compared before timing")
     ap.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, mps")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
-    ap.add_argument("--compile", action="store_true", help="torch.compile the GPT (static-shape KV cache)")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile our GPT (static-shape KV cache; compile time reported apart)")
     ap.add_argument("--skip_baseline", action="store_true")
-    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    top_k = None if args.top_k < 0 else args.top_k
+    model = build_model(args, device)
+    gpt = model.transformer  # the eager module: the baseline always runs it
     t, h, w = args.latent
-    cfg = GPTConfig(vocab_size=args.n_codes + args.n_classes, block_size=t * h * w, n_layer=args.n_layer,
-                    n_head=args.n_head, n_embd=args.n_embd, cond_type="label", n_cond_vocab=args.n_classes,
-                    n_codes=args.n_codes, latent_shape=(t, h, w))
-    torch.manual_seed(0)
-    gpt = GPT(cfg).to(device).eval()
-    model = VideoTransformer(gpt).eval()
-    B, L, hw = args.batch_size, t * h * w, h * w
-    print(f"device={device} dtype={args.dtype} compile={args.compile} threads={torch.get_num_threads()} "
-          f"model={args.n_layer}x{args.n_embd} vocab={cfg.vocab_size} latent={t}x{h}x{w} batch={B}")
+    sampling = "greedy" if args.greedy else f"top_k={top_k} top_p={args.top_p}"
+    print(f"device={device} dtype={args.dtype} compile={args.compile} model={args.n_layer}x{args.n_embd} "
+          f"heads={args.n_head} vocab={gpt.config.vocab_size} latent={t}x{h}x{w} sampling={sampling} "
+          f"repeats={args.repeats} (median)")
     if args.compile:
-        gpt.static_kv = True  # fixed shapes: no recompilation per position
+        gpt.static_kv = True  # fixed shapes for every step: one graph per input length
         model.transformer = torch.compile(gpt)
-        # Warm-up: one graph per input length (1-token steps, the short and the long prefill).
-        sample_short(model, B, cond=0, greedy=True, dtype=dtype)
-        if args.long_frames:
-            sample_long(model, 2, B, cond=0, greedy=True, dtype=dtype)
+    rows = []
+    for threads in args.threads:
+        if threads:
+            torch.set_num_threads(threads)
+        for B in args.batch_sizes:
+            if args.compile:  # warm-up: every graph (prefill lengths, 1-token step) is compiled here
+                warm = [runners(args, model, gpt, B, mode, dtype)[0] for mode in args.modes]
+                _, wall, _ = timed(lambda: [fn() for fn in warm][0], device)  # noqa: B023
+                print(f"compile + warm-up (B={B}, threads={torch.get_num_threads()}): {wall:.1f} s")
+            n_check = min(args.check_tokens, gpt.block_size)
+            equal = None if args.skip_baseline else check_greedy(model, gpt, B, n_check, dtype)
+            for mode in args.modes:
+                ours, base, n_tok, n_frames = runners(args, model, gpt, B, mode, dtype)
+                with precision(device, dtype):
+                    r = interleaved(ours, None if args.skip_baseline else base, args.repeats, device)
+                rows.append(dict(threads=torch.get_num_threads(), B=B, mode=mode, n_tok=n_tok,
+                                 frames=n_frames, equal=equal, **r))
+                print_row(rows[-1], args.dt)  # as it comes, then the whole table at the end
+    print()
+    print_table(rows, args.dt)
 
-    cond = torch.zeros(B, 1, dtype=torch.long, device=device)
-    ours, t_ours = timed(lambda: sample_short(model, B, cond=0, greedy=True, dtype=dtype, return_ids=True),
-                         device)
-    print(f"short ours:     {B * L / t_ours:9.1f} tokens/s  {B * t / t_ours:7.2f} latent frames/s  "
-          f"{B * t * args.dt / t_ours:7.2f} frames/s  ({t_ours:.2f} s)")
-    if not args.skip_baseline:
-        with precision(device, dtype):
-            base, t_base = timed(lambda: baseline_generate(gpt, cond, L), device)
-        print(f"short baseline: {B * L / t_base:9.1f} tokens/s  ({t_base:.2f} s)  "
-              f"speed-up x{t_base / t_ours:.1f}  tokens equal: {torch.equal(base, ours)}")
-    if args.long_frames:
-        n = args.long_frames
-        ours, t_ours = timed(
-            lambda: sample_long(model, n, B, cond=0, greedy=True, dtype=dtype, return_ids=True), device
-        )
-        print(f"long ours:      {B * n * hw / t_ours:9.1f} tokens/s  {B * n / t_ours:7.2f} latent frames/s  "
-              f"{B * n * args.dt / t_ours:7.2f} frames/s  ({t_ours:.2f} s, {n} latent frames)")
-        if not args.skip_baseline:
-            with precision(device, dtype):
-                base, t_base = timed(lambda: baseline_long(gpt, cond, n, hw), device)
-            print(f"long baseline:  {B * n * hw / t_base:9.1f} tokens/s  ({t_base:.2f} s)  "
-                  f"speed-up x{t_base / t_ours:.1f}  tokens equal: {torch.equal(base, ours.flatten(1))}")
+
+def print_table(rows: list[dict], dt: int) -> None:
+    """One line per (threads, batch, mode): throughput of ours, the baseline's, and the ratios."""
+    head = (f"{'thr':>3} {'B':>3} {'mode':<5} {'tokens':>6} | {'ours tok/s':>10} {'frames/s':>8} "
+            f"{'wall s':>7} {'cpu s':>7} | {'base tok/s':>10} {'wall s':>7} {'cpu s':>7} | "
+            f"{'x wall':>6} {'x cpu':>6} {'greedy==':>8}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print_row(r, dt)
+    print("frames/s = pixel frames (latent frames x dt) per second; x = baseline time / our time.")
+
+
+def print_row(r: dict, dt: int) -> None:
+    """One table line: throughput of ours, the baseline's, and the ratios."""
+    n = r["B"] * r["n_tok"]
+    fps = r["B"] * r["frames"] * dt / r["ours_wall"]
+    print(f"{r['threads']:>3} {r['B']:>3} {r['mode']:<5} {n:>6} | {n / r['ours_wall']:>10.1f} "
+          f"{fps:>8.2f} {r['ours_wall']:>7.2f} {r['ours_cpu']:>7.2f} | "
+          f"{n / r['base_wall']:>10.1f} {r['base_wall']:>7.2f} {r['base_cpu']:>7.2f} | "
+          f"{r['base_wall'] / r['ours_wall']:>6.2f} {r['base_cpu'] / r['ours_cpu']:>6.2f} "
+          f"{str(r['equal']):>8}", flush=True)
 
 
 if __name__ == "__main__":

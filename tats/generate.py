@@ -102,7 +102,7 @@ def build_parser(long: bool) -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, default=128, help="resolution of the real clips for FVD")
     p.add_argument("--fvd_protocol", choices=("tats", "styleganv"), default="tats")
     p.add_argument("--i3d_path", default=None, help="I3D weights (default: the fetched TF-hub weights)")
-    p.add_argument("--n_trials", type=int, default=1, help="FVD trials (mean and std)")
+    p.add_argument("--n_trials", type=int, default=1, help="FVD trials over random halves (mean and std)")
     if long:
         p.add_argument("--sample_length", type=int, default=16, help="number of latent frames to generate")
         p.add_argument("--temporal_sample_pos", type=int, default=1,
@@ -195,15 +195,19 @@ def _fvd_extractor(args: argparse.Namespace, device: torch.device):
 
 
 def _real_features(args: argparse.Namespace, extractor: Any, n_frames: int) -> np.ndarray:
-    from tats.metrics.fvd import I3DFeatureExtractor, iter_video_batches
+    """I3D features of ``--n_sample`` real clips, cached under ``$TATS_CACHE/fvd`` (keyed by the data,
+    protocol, frames, resolution and weights checksum) so repeated runs pay for them once. An I3D
+    without a weights checksum (not loaded from a file) is never cached."""
+    from tats.io.fetch import cache_dir
+    from tats.metrics.fvd import source_features
 
-    real = I3DFeatureExtractor(extractor.model, args.fvd_protocol, 16, not args.no_progress, desc="I3D real")
-    real.update_from(iter_video_batches(
-        args.data_path, n_frames=n_frames, max_videos=args.n_sample, batch_size=16,
+    cache = Path(cache_dir()) / "fvd" if getattr(extractor.model, "weights_sha256", None) else None
+    feats, _ = source_features(
+        args.data_path, extractor.model, args.fvd_protocol, n_frames=n_frames, max_videos=args.n_sample,
         resolution=args.resolution, sample_every_n_frames=args.sample_every_n_frames, split="train",
-        image_folder=args.image_folder,
-    ))
-    return real.compute()
+        image_folder=args.image_folder, cache=cache, progress=not args.no_progress,
+    )
+    return feats
 
 
 class NpyStreamWriter:
@@ -334,8 +338,9 @@ def main(argv: Sequence[str] | None = None, long: bool = False) -> dict:
 
         fake = extractor.compute()
         real = _real_features(args, extractor, n_frames=samples.shape[1])
-        summary["fvd"] = fvd_kvd_trials(real, fake, args.fvd_protocol, n_trials=args.n_trials,
-                                        sample_size=None if args.n_trials == 1 else min(len(real), len(fake)))
+        # One trial uses every clip; several trials draw random halves so that their spread means something.
+        size = None if args.n_trials == 1 else min(len(real), len(fake)) // 2
+        summary["fvd"] = fvd_kvd_trials(real, fake, args.fvd_protocol, args.n_trials, sample_size=size)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"wrote {args.n_sample} videos {tuple(samples.shape[1:])} to {out} "
           f"({summary['tokens_per_s']} tokens/s)")

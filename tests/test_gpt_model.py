@@ -172,3 +172,27 @@ def test_config_round_trip_and_errors():
         gpt(torch.zeros(1, 25, dtype=torch.long))
     with pytest.raises(RuntimeError, match="set_kv_cache"):
         gpt(torch.zeros(1, 1, dtype=torch.long), input_pos=torch.tensor([0]))
+
+
+def test_decoding_copies_follow_the_weights_and_stay_out_of_the_state_dict():
+    """Fused QKV and the transposed head exist only while a cache is set, built from current weights."""
+    gpt = randomized(GPT(tiny_config()))
+    keys = set(gpt.state_dict())
+    idx = torch.randint(0, 21, (2, 6))
+    pos = torch.arange(24)
+    with torch.no_grad():
+        gpt.set_kv_cache(2)
+        attn = gpt.blocks[0].attn
+        w, b = attn.fused_qkv
+        assert torch.equal(w, torch.cat([attn.query.weight, attn.key.weight, attn.value.weight]))
+        assert torch.equal(b, torch.cat([attn.query.bias, attn.key.bias, attn.value.bias]))
+        assert torch.equal(gpt.head_t, gpt.head.weight.t())
+        assert set(gpt.state_dict()) == keys
+        gpt.clear_kv_cache()
+        assert attn.fused_qkv is None and gpt.head_t is None
+        for p in gpt.parameters():  # new weights: a new cache must use them
+            p.mul_(0.5)
+        full = gpt(idx)
+        gpt.set_kv_cache(2)
+        cached = gpt(idx, input_pos=pos[:6])
+    torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-5)

@@ -429,3 +429,40 @@ def test_audio_cond_script(tmp_path):
     with pytest.raises(SystemExit, match="--n_sample 5: .* has only 2 test videos"):
         audio.main(["--gpt_ckpt", str(ckpt), "--n_sample", "5", "--data_path", str(tmp_path / "drums"),
                     "--save", str(tmp_path), "--device", "cpu"])
+
+
+def test_fvd_real_features_are_cached_by_weights(ckpts, tmp_path, tiny_fvd, monkeypatch):
+    """--compute_fvd pays for the real clips' I3D features once per (data, protocol, weights)."""
+    import tats.metrics.fvd
+
+    monkeypatch.setenv("TATS_CACHE", str(tmp_path / "cache"))
+    real_iter = tats.metrics.fvd.iter_video_batches
+    reads = []
+
+    def counting_iter(*a, **k):
+        reads.append(a[0])
+        return real_iter(*a, **k)
+
+    monkeypatch.setattr(tats.metrics.fvd, "iter_video_batches", counting_iter)
+    argv = ["--gpt_ckpt", str(ckpts["label"]), "--n_sample", "3", "--batch_size", "3", "--greedy",
+            "--compute_fvd", "--data_path", "demo", "--resolution", "16"]
+    first, _ = run([*argv, "--save", str(tmp_path / "a")])
+    second, _ = run([*argv, "--save", str(tmp_path / "b")])
+    assert reads == ["demo", "demo"]  # a random I3D has no weights checksum: never cached
+    assert not (tmp_path / "cache" / "fvd").exists()
+
+    import tats.metrics.i3d
+
+    random_i3d = tats.metrics.i3d.load_i3d
+
+    def checksummed(*a, **k):
+        model = random_i3d(*a, **k)
+        model.weights_sha256 = "0" * 64
+        return model
+
+    monkeypatch.setattr(tats.metrics.i3d, "load_i3d", checksummed)
+    third, _ = run([*argv, "--save", str(tmp_path / "c")])
+    fourth, _ = run([*argv, "--save", str(tmp_path / "d")])
+    assert reads == ["demo"] * 3  # the fourth run read the cache, not the data
+    assert len(list((tmp_path / "cache" / "fvd").glob("*.npz"))) == 1
+    assert third["fvd"]["fvd"] == fourth["fvd"]["fvd"] == first["fvd"]["fvd"]

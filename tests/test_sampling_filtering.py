@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tats.sampling import filter_logits, sample_next
+from tats.sampling.filtering import top_k_top_p_probs
 
 
 @pytest.fixture(autouse=True)
@@ -85,3 +86,30 @@ def test_greedy_and_reproducible_draws():
     counts = torch.bincount(sample_next(LOGITS.expand(4000, -1), generator=torch.Generator().manual_seed(1)),
                             minlength=4) / 4000
     torch.testing.assert_close(counts, PROBS[0], atol=0.03, rtol=0)
+
+
+@pytest.mark.parametrize("top_k,top_p", [(1, None), (7, None), (40, 0.8), (40, 0.3), (500, 0.95), (40, 1.0)])
+def test_top_k_fast_path_is_the_full_vocabulary_rule(top_k, top_p):
+    """The draw among the k survivors uses exactly the distribution of the full-vocabulary filter."""
+    logits = torch.randn(6, 500, generator=torch.Generator().manual_seed(top_k)) * 3
+    probs, ids = top_k_top_p_probs(logits, top_k, top_p)
+    assert probs.shape == ids.shape == (6, min(top_k, 500))
+    fast = torch.zeros_like(logits).scatter(-1, ids, probs)  # back to (B, V)
+    full = filter_logits(logits, top_k, top_p).softmax(-1)
+    assert torch.equal(fast > 0, full > 0)  # the same kept set
+    torch.testing.assert_close(fast, full, atol=1e-6, rtol=1e-5)
+    # the draws land in the kept set, and the fast draw's frequencies follow the same probabilities
+    g = torch.Generator().manual_seed(0)
+    rows = logits[:1].expand(4000, -1)
+    tokens = sample_next(rows, top_k=top_k, top_p=top_p, generator=g)
+    assert bool((full[0, tokens] > 0).all())
+    counts = torch.bincount(tokens, minlength=500) / 4000
+    torch.testing.assert_close(counts, full[0], atol=0.03, rtol=0)
+
+
+def test_top_k_fast_path_ties_fall_back_to_the_full_rule():
+    ties = torch.tensor([[1.0, 2.0, 2.0, 0.0]])
+    assert top_k_top_p_probs(ties, 1) is None  # the release keeps both tied tokens
+    assert draws(ties, top_k=1) == {1, 2}
+    assert top_k_top_p_probs(ties, 3) is not None
+    assert draws(LOGITS, top_k=3, top_p=0.8) == {1, 3}

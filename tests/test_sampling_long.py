@@ -141,6 +141,27 @@ def test_benchmark_smoke(capsys):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     bench.main(["--n_layer", "1", "--n_embd", "16", "--n_head", "2", "--n_codes", "12", "--n_classes", "3",
-                "--latent", "2", "2", "3", "--long_frames", "3", "--device", "cpu"])
+                "--latent", "2", "2", "3", "--long_frames", "3", "--device", "cpu", "--batch_sizes", "1", "2",
+                "--repeats", "1", "--top_k", "5", "--top_p", "0.9", "--threads", "1"])
     out = capsys.readouterr().out
-    assert out.count("tokens equal: True") == 2 and "speed-up" in out
+    lines = [line.split() for line in out[out.index("thr ") :].splitlines()]  # the final table
+    rows = [r for r in lines if len(r) > 3 and r[2] in ("short", "long")]
+    assert [(r[1], r[2]) for r in rows] == [("1", "short"), ("1", "long"), ("2", "short"), ("2", "long")]
+    assert all(r[-1] == "True" for r in rows)  # greedy tokens of both samplers agree
+    assert all(float(r[5]) > 0 and float(r[-3]) > 0 for r in rows)  # throughput and ratio printed
+
+
+def test_baseline_filter_is_the_reference_rule():
+    """The benchmark's release-style in-place filter keeps what filter_logits keeps."""
+    import importlib.util
+    from pathlib import Path
+
+    from tats.sampling import filter_logits
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_sampling.py"
+    spec = importlib.util.spec_from_file_location("bench_sampling", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(0)) * 2
+    for k, p in ((5, 1.0), (20, 0.7), (0, 0.5)):
+        assert torch.equal(bench.baseline_filter(logits.clone(), k, p), filter_logits(logits, k or None, p))

@@ -8,13 +8,21 @@ Release quirk (``release_compat=True``, the CLI default so published settings re
 release's sampler runs the filter only when ``top_k`` is given, so ``top_k=None`` disables top-p as
 well, while ``top_k=0`` disables only top-k. With ``release_compat=False`` the two are independent:
 ``top_k`` None/0 skips top-k, ``top_p`` None or >= 1 skips top-p.
+
+Speed (:func:`sample_next`): when top-k is active the draw works on the k survivors only
+(``torch.topk``, already sorted descending, then top-p on those k, then a multinomial over k
+probabilities) instead of cloning, sorting and renormalising the whole vocabulary every step. This
+is the same distribution as :func:`filter_logits` on the full vocabulary: the filtered-out tokens
+have probability 0 there, so the survivors' softmax, their descending order and hence their
+cumulative sums are the same (tests/test_sampling_filtering.py compares the two). When the k-th
+value is tied with tokens outside the k (the release keeps such ties) the full path is used.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["filter_logits", "sample_next"]
+__all__ = ["filter_logits", "sample_next", "top_k_top_p_probs"]
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
@@ -41,6 +49,34 @@ def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float |
     return logits
 
 
+def _top_p_mask(sorted_logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Boolean ``remove`` mask for logits sorted descending: cumulative probability past ``top_p``,
+    shifted right so the first token past the threshold (and position 0) stays."""
+    cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+    remove = torch.zeros_like(cum, dtype=torch.bool)
+    remove[..., 1:] = cum[..., :-1] > top_p
+    return remove
+
+
+def top_k_top_p_probs(
+    logits: torch.Tensor, top_k: int, top_p: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The filtered distribution restricted to the top-k survivors.
+
+    ``logits (B, V)`` (temperature already applied) -> ``(probs (B, k), token ids (B, k))`` sorted
+    by descending logit, probabilities 0 for tokens top-p removes; or None when a tie at the k-th
+    value reaches outside the k (the caller then filters the full vocabulary).
+    """
+    k = min(max(int(top_k), 1), logits.shape[-1])
+    values, ids = torch.topk(logits, k, dim=-1)  # (B, k), descending
+    # Every one of the k is >= the k-th value, so more such tokens means a tie outside the k.
+    if k < logits.shape[-1] and bool((logits >= values[..., -1:]).sum(-1).gt(k).any()):
+        return None
+    if top_p is not None and top_p < 1.0:
+        values = values.masked_fill(_top_p_mask(values, top_p), float("-inf"))
+    return values.softmax(dim=-1), ids
+
+
 def sample_next(
     logits: torch.Tensor,
     temperature: float = 1.0,
@@ -61,8 +97,14 @@ def sample_next(
         raise ValueError(f"temperature must be > 0 (use greedy=True for argmax), got {temperature}")
     logits = logits.float() / temperature
     if release_compat and top_k is None:
-        pass  # the release filters only when top_k is given: top_p is ignored too
-    elif top_k or (top_p is not None and top_p < 1.0):
+        top_p = None  # the release filters only when top_k is given: top_p is ignored too
+    if top_k:
+        survivors = top_k_top_p_probs(logits, top_k, top_p)
+        if survivors is not None:  # the fast path: a draw among the k survivors
+            probs, ids = survivors
+            choice = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
+            return ids.gather(-1, choice).squeeze(-1)
+    if top_k or (top_p is not None and top_p < 1.0):
         logits = filter_logits(logits, top_k, top_p)
     probs = logits.softmax(dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
