@@ -26,16 +26,17 @@ import pytorch_lightning as pl
 
 from tats.data.audio import AudioVideoDataModule, add_audio_args, stft_config_from_args
 from tats.data.codes import CodesDataModule, file_sha256
+from tats.faults import add_fault_args, check_data_flags, check_file_flag, check_transformer_budget
 from tats.gpt.config import TEXT_VOCAB_SIZE, GPTConfig
 from tats.gpt.lightning import BASE_LR, TransformerModule
 from tats.trainer import (
     add_trainer_args,
     build_trainer,
+    devices_per_node,
     parse_args_with_config,
     rank_zero_print,
     resolve_resume,
     scale_transformer_lr,
-    world_size,
 )
 from tats.vqgan.load import load_vqgan
 from tats.vqgan.model import VQGAN
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_args(parser)
     add_transformer_args(parser)
     add_audio_args(parser)
+    add_fault_args(parser)
     return parser
 
 
@@ -182,8 +184,11 @@ def _codes_setup(args: argparse.Namespace) -> tuple[CodesDataModule, VQGAN, tupl
 
 def main(argv: Sequence[str] | None = None) -> pl.Trainer:
     args = parse_args_with_config(build_parser(), argv, section="transformer")
-    pl.seed_everything(args.seed, workers=True)
     kind = cond_type_of(args)
+    check_file_flag("vqvae", args.vqvae)
+    check_file_flag("stft_vqvae", args.stft_vqvae)
+    check_data_flags(args)
+    pl.seed_everything(args.seed, workers=True)
     if kind == "audio":
         args.stft_data = True
         if args.stft_vqvae is None:
@@ -193,11 +198,13 @@ def main(argv: Sequence[str] | None = None) -> pl.Trainer:
 
     if args.vtokens:
         dm, vqgan, full_shape = _codes_setup(args)
+        check_transformer_budget(args, kind, full_shape)
     else:
         if args.vqvae is None:
             raise SystemExit("--vqvae is required: the trained VQGAN checkpoint")
         vqgan = load_vqgan(args.vqvae)
         full_shape = latent_shape_of(vqgan, args.sequence_length, args.resolution)
+        check_transformer_budget(args, kind, full_shape)  # before the (demo) data is generated
         if args.stft_data:
             dm = AudioVideoDataModule(args, stft_config_from_args(args))
         else:
@@ -218,10 +225,11 @@ def main(argv: Sequence[str] | None = None) -> pl.Trainer:
                               cond_vqgan.config.n_codes if cond_vqgan is not None else 0)
 
     trainer = build_trainer(args, monitor="val/loss", ckpt_every_n_steps=10000)
-    n_dev = world_size(trainer)
+    n_dev = devices_per_node(trainer)  # the release's --gpus: GPUs per node, not the world size
     lr = scale_transformer_lr(args.base_lr, args.accumulate_grad_batches, n_dev, args.batch_size)
     module = TransformerModule.from_vqgan(
         config, vqgan, cond_vqgan, learning_rate=lr, base_lr=args.base_lr, weight_decay=args.weight_decay,
+        max_nonfinite_steps=args.max_nonfinite_steps,
         activation_checkpointing=args.activation_checkpointing, compile=args.compile,
         cond_stage_key={"none": None, "label": "label", "text": "text", "audio": "stft"}[kind],
     )
@@ -229,8 +237,8 @@ def main(argv: Sequence[str] | None = None) -> pl.Trainer:
     rank_zero_print(
         f"transformer: {n_params / 1e6:.2f}M parameters, cond={kind}, tokens/clip "
         f"{config.n_cond_tokens}+{config.n_latent_tokens}, latent grid {config.latent_shape}, vocab "
-        f"{config.vocab_size}, lr {lr:.3g} (= {args.accumulate_grad_batches} x {n_dev} x "
-        f"{args.batch_size} x {args.base_lr:g})"
+        f"{config.vocab_size}, lr {lr:.3g} (= {args.accumulate_grad_batches} accumulate x "
+        f"{n_dev} devices/node x {args.batch_size} batch x {args.base_lr:g} base_lr)"
     )
     trainer.fit(module, datamodule=dm, ckpt_path=resolve_resume(args))
     return trainer

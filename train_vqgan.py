@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 def build_parser() -> argparse.ArgumentParser:
     from tats.data import add_data_args
+    from tats.faults import add_fault_args
     from tats.trainer import add_trainer_args
     from tats.vqgan.lightning import add_vqgan_args
 
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_vqgan_args(parser)
     add_data_args(parser)
     add_trainer_args(parser)
+    add_fault_args(parser)
     if not any(a.dest == "frame_rate" for a in parser._actions):
         # The fork's README (seeds/002) passes --frame_rate 16: there it resamples decoded videos to that
         # many frames per second. Here clips are taken in the file's own frame rate and thinned with
@@ -40,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None):
     """Parse ``argv`` (default ``sys.argv[1:]``), train; returns ``(trainer, module)``."""
+    from tats.faults import check_data_flags
     from tats.trainer import parse_args_with_config
     from tats.vqgan.lightning import fit_vqgan, vqgan_config_from_args
 
@@ -49,6 +52,7 @@ def main(argv: Sequence[str] | None = None):
         vqgan_config_from_args(args)
     except ValueError as err:
         parser.error(str(err))
+    check_data_flags(args)  # before any demo data is generated or the model built
     if getattr(args, "frame_rate_ignored", False) and args.frame_rate is not None:
         print("note: --frame_rate is accepted for compatibility and ignored; clips keep the files' own "
               "frame rate (thin them with --sample_every_n_frames)", file=sys.stderr)

@@ -10,7 +10,11 @@ release flag                           Lightning 2
 ``--gpus 0`` / absent                  ``accelerator="cpu"`` (absent: ``"auto"``), ``devices=1``
 ``--gpus N`` (N > 0), ``--gpus 0,1``   ``accelerator="gpu"``, ``devices=N`` (or the id list)
 ``--gpus -1``                          ``accelerator="gpu"``, ``devices=-1`` (all)
-devices * num_nodes > 1                ``strategy="ddp"`` (``ddp_find_unused_parameters_true`` if asked)
+``--gpus N --accelerator cpu``         an error (it would otherwise train on GPUs)
+devices * num_nodes > 1                ``strategy="ddp"``; when the module has unused parameters every
+                                       DDP flavour becomes ``<name>_find_unused_parameters_true``
+                                       (``--devices auto`` / ``--gpus -1`` count the visible GPUs)
+``--terminate_on_nan``                 ``--max_nonfinite_steps 0`` (stop at the first NaN/inf loss)
 ``--precision 16`` / ``bf16`` / ``32``  ``"16-mixed"`` / ``"bf16-mixed"`` / ``"32-true"``
 ``--progress_bar_refresh_rate 0``      ``enable_progress_bar=False``
 ``--progress_bar_refresh_rate N``      ``TQDMProgressBar(refresh_rate=N)``
@@ -42,6 +46,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from tats.io.checkpoint import SAFE_GLOBALS, CheckpointError, load_checkpoint, save_checkpoint
 
 CHECKPOINT_DIR = "checkpoints"
+DDP_STRATEGIES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
 CONFIG_SECTIONS = ("vqgan", "transformer")
 
 # Lightning-1.5 Trainer flags that have no Lightning 2 equivalent (or no effect here). The release's
@@ -144,6 +149,12 @@ def parse_args_with_config(
     if known.config:
         parser.set_defaults(**load_config_defaults(parser, known.config, section))
     args = parser.parse_args(argv)
+    nan_flag = getattr(args, "terminate_on_nan", None)
+    if nan_flag is not None and hasattr(args, "max_nonfinite_steps"):
+        # Lightning 1.5's --terminate_on_nan stopped at the first NaN loss: the guard's limit 0 does that
+        if nan_flag is True or _str_to_bool(str(nan_flag)):
+            args.max_nonfinite_steps = 0
+        args.terminate_on_nan = None
     ignored = [n for n in LEGACY_IGNORED_FLAGS if getattr(args, n, None) is not None]
     if ignored:
         warnings.warn(f"ignoring Lightning-1.5 flags with no effect in Lightning 2: {ignored}", stacklevel=2)
@@ -222,10 +233,13 @@ def trainer_kwargs(args: argparse.Namespace, find_unused_parameters: bool = Fals
     if gpus is not None:
         if devices is not None:
             raise SystemExit("give either --gpus (release flag) or --devices (Lightning 2), not both")
-        if accelerator not in (None, "gpu", "cuda", "cpu"):
+        if accelerator not in (None, "gpu", "cuda", "cpu", "auto"):
             raise SystemExit(f"--gpus {args.gpus} conflicts with --accelerator {accelerator}")
         if gpus == 0 or gpus == []:
             accelerator, devices = "cpu", 1
+        elif accelerator == "cpu":  # would silently train on GPUs otherwise
+            raise SystemExit(f"--gpus {args.gpus} asks for GPUs but --accelerator cpu for the CPU; drop one "
+                             "(CPU: --gpus 0 or --accelerator cpu --devices N)")
         else:
             accelerator, devices = accelerator if accelerator in ("gpu", "cuda") else "gpu", gpus
     else:
@@ -237,11 +251,20 @@ def trainer_kwargs(args: argparse.Namespace, find_unused_parameters: bool = Fals
         raise SystemExit("--precision 16 (fp16 mixed) is unsupported on the CPU; use --precision bf16-mixed")
     strategy = getattr(args, "strategy", None) or "auto"
     n = device_count(devices)
-    multi = num_nodes > 1 or n is None and devices != "auto" or (n is not None and n > 1)
+    if n is None:  # "auto" / -1: Lightning takes every visible GPU (one process on the CPU)
+        if accelerator == "cpu":
+            n = 1
+        elif torch.cuda.is_available():
+            n = torch.cuda.device_count()
+        else:  # GPUs asked for but none visible here (e.g. a login node): assume several, DDP
+            n = 1 if accelerator == "auto" else 2
+    multi = num_nodes > 1 or n > 1
     if strategy == "auto" and multi:
         strategy = "ddp"
-    if strategy == "ddp" and find_unused_parameters:
-        strategy = "ddp_find_unused_parameters_true"
+    if find_unused_parameters and strategy in DDP_STRATEGIES:
+        # e.g. the VQGAN's discriminators get no gradient before discriminator_iter_start: plain DDP would
+        # fail waiting for their all-reduce (ddp, ddp_spawn, ddp_fork, ddp_notebook alike)
+        strategy = f"{strategy}_find_unused_parameters_true"
     return dict(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
                 precision=precision, sync_batchnorm=bool(getattr(args, "sync_batchnorm", False)))
 
@@ -357,6 +380,12 @@ def world_size(trainer) -> int:
     return max(int(trainer.num_devices), 1) * max(int(trainer.num_nodes), 1)
 
 
+def devices_per_node(trainer) -> int:
+    """Devices per node (at least 1): the release's ``--gpus``, which its lr rules multiply by (not the
+    world size: the release's multi-node runs kept the per-node rule)."""
+    return max(int(trainer.num_devices), 1)
+
+
 # ------------------------------------------------------------------------------------ learning rate
 def scale_vqgan_lr(base_lr: float, accumulate: int, n_devices: int, batch_size: int) -> float:
     """The release's VQGAN rule ``lr = accumulate * (gpus / 8) * (batch / 4) * base_lr``.
@@ -411,9 +440,29 @@ def find_resume_checkpoint(default_root_dir: str | os.PathLike) -> Path | None:
     return max(ranked, key=lambda r: r[:3])[3]
 
 
+def remove_torn_temp_files(default_root_dir: str | os.PathLike, log: Callable[..., None] = rank_zero_print
+                           ) -> list[Path]:
+    """Delete the ``.<name>.ckpt.*.tmp`` files of :func:`tats.io.checkpoint.save_checkpoint` that a kill
+    during a checkpoint save left in ``<default_root_dir>/checkpoints``; returns the deleted paths.
+    Called when a run starts, before any save can be in flight (the target files were never touched)."""
+    ckpt_dir = Path(default_root_dir) / CHECKPOINT_DIR
+    removed = []
+    for tmp in sorted(ckpt_dir.glob(".*.ckpt.*.tmp")) if ckpt_dir.is_dir() else []:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:  # another rank of the same job removed it first
+            continue
+        removed.append(tmp)
+    if removed:
+        log(f"removed {len(removed)} partial checkpoint file(s) left by an interrupted save in {ckpt_dir}")
+    return removed
+
+
 def resolve_resume(args: argparse.Namespace, log: Callable[..., None] = rank_zero_print) -> str | None:
     """``ckpt_path`` for ``Trainer.fit``: ``--resume_from_checkpoint``, else (unless ``--no_resume``) the
-    newest checkpoint of ``--default_root_dir``, else None (fresh run)."""
+    newest checkpoint of ``--default_root_dir``, else None (fresh run). Torn temporary files of an
+    interrupted save are removed first (:func:`remove_torn_temp_files`)."""
+    remove_torn_temp_files(args.default_root_dir, log)
     explicit = getattr(args, "resume_from_checkpoint", None)
     if explicit:
         if not Path(explicit).is_file():

@@ -128,11 +128,6 @@ def test_too_many_nonfinite_steps_stop_the_run(cls):
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _wired(path: str, name: str):
-    return pytest.mark.xfail(name not in (ROOT / path).read_text(), run=False,
-                             reason=f"{path} does not use NonFiniteGuard yet")
-
-
 def _poison(real, calls: list[int], bad: set[int]):
     """Wrap a loss method returning ``(loss, extra)`` so that its calls number ``bad`` return NaN."""
 
@@ -159,7 +154,6 @@ VQ_ARGV = ("--gpus 0 --num_workers 0 --batch_size 2 --embedding_dim 8 --n_codes 
            "--progress_bar_refresh_rate 0").split()
 
 
-@_wired("tats/vqgan/lightning.py", "NonFiniteGuard")
 def test_vqgan_script_skips_and_stops_on_nonfinite_losses(demo, tmp_path, monkeypatch):
     from tats.vqgan.losses import VQGANLoss
 
@@ -180,7 +174,6 @@ def test_vqgan_script_skips_and_stops_on_nonfinite_losses(demo, tmp_path, monkey
         train_vqgan.main([*argv[:-1], str(tmp_path / "b"), "--max_nonfinite_steps", "2"])
 
 
-@_wired("tats/gpt/lightning.py", "NonFiniteGuard")
 def test_transformer_script_skips_nonfinite_losses(demo, tmp_path, monkeypatch):
     from tats.gpt.lightning import TransformerModule
     from tests.tiny_models import save_vqgan

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import shlex
 from pathlib import Path
@@ -13,7 +14,7 @@ from torch import nn
 
 from tats.io.checkpoint import load_checkpoint
 from tats.vqgan.config import VQGANConfig
-from tats.vqgan.lightning import VQGANModule, remap_release_state_dict
+from tats.vqgan.lightning import VQGANModule, remap_release_state_dict, sync_batchnorm_if_needed
 from tats.vqgan.losses import (
     VQGANLoss,
     disc_factor,
@@ -201,8 +202,97 @@ def test_non_finite_batch_is_skipped():
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
     trainer.fit(module, DataLoader(clips, batch_size=2))
     assert trainer.global_step == 2 and trainer.fit_loop.epoch_loop.batch_progress.total.completed == 3
+    assert module.nonfinite_ae.total == 1 and module.nonfinite_ae.consecutive == 0  # tats.faults guard
     assert all(torch.isfinite(p).all() for p in module.vqgan.parameters())
     assert torch.isfinite(module.vqgan.codebook.embeddings).all()
+
+
+def test_fp16_gradients_are_clipped_after_unscaling():
+    """Manual optimization unscales inside ``opt.step()``: clipping must see UNSCALED gradients (clipping
+    before the step clipped gradients still multiplied by the loss scale, 2**16 here)."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.plugins.precision import MixedPrecision
+    from torch.utils.data import DataLoader
+
+    module = VQGANModule(_cfg(), gradient_clip_val=1e9)
+    stages = []
+
+    def record(opt, gradient_clip_val, gradient_clip_algorithm):
+        stages.append(module.trainer.precision_plugin.scaler._per_optimizer_states[id(opt)]["stage"].name)
+
+    module.clip_gradients = record
+    class ScalerOnly(MixedPrecision):  # fp16 loss scaling without fp16 autocast (slow on CPU)
+        def forward_context(self):
+            return contextlib.nullcontext()
+
+    clips = [dict(video=torch.rand(3, 4, 16, 16) - 0.5) for _ in range(2)]
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                         plugins=[ScalerOnly("16-mixed", "cpu", scaler=scaler)])
+    trainer.fit(module, DataLoader(clips, batch_size=2))
+    assert stages == ["UNSCALED"] * 2  # the autoencoder's step and the discriminator's
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--precision", "16", "--accumulate_grad_batches", "2"], "bf16-mixed"),
+    (["--precision", "bf16-true"], "bf16-mixed"),
+    (["--precision", "16-true"], "bf16-mixed"),
+])
+def test_precisions_the_vqgan_cannot_train_with_are_refused(argv, message, tmp_path, capsys):
+    train_vqgan = _load_script("train_vqgan")
+    with pytest.raises(SystemExit):
+        train_vqgan.main([*argv, "--default_root_dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "--precision" in err and message in err
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_codebook_buffers_stay_fp32_under_half_casts():
+    from tats.vqgan.codebook import Codebook
+
+    cb = Codebook(8, 4)
+    cb.N.fill_(300.0)
+    emb = cb.embeddings.clone()
+    for cast in (torch.bfloat16, torch.float16):
+        cb = cb.to(cast)
+        assert {cb.N.dtype, cb.z_avg.dtype, cb.embeddings.dtype} == {torch.float32}
+    assert torch.equal(cb.embeddings, emb)  # values not rounded through half
+    cb.N.mul_(0.99).add_(torch.ones(8), alpha=0.01)
+    assert cb.N[0].item() == pytest.approx(297.01, abs=1e-4)  # bf16 would round this to 297
+    from tats.vqgan.model import VQGAN
+
+    model = VQGAN(_cfg()).to(torch.bfloat16)
+    assert model.codebook.embeddings.dtype == torch.float32
+    assert next(model.encoder.parameters()).dtype == torch.bfloat16  # the rest is cast as asked
+
+
+def test_codebook_init_skips_a_non_finite_batch():
+    from tats.vqgan.codebook import Codebook
+
+    cb = Codebook(8, 4).train()
+    z = torch.randn(2, 4, 1, 2, 2)
+    bad = z.clone()
+    bad[0, 0, 0, 0, 0] = float("nan")
+    cb(bad)
+    assert not bool(cb.initialized) and torch.isfinite(cb.embeddings).all()
+    cb(z)
+    assert bool(cb.initialized) and torch.isfinite(cb.embeddings).all()
+
+
+def test_batchnorm_becomes_sync_batchnorm_on_several_devices():
+    module = VQGANModule(_cfg())
+    logs = []
+    assert sync_batchnorm_if_needed(module, 1, logs.append) is module and not logs
+    assert not any(isinstance(m, nn.SyncBatchNorm) for m in module.modules())
+    module = sync_batchnorm_if_needed(module, 2, logs.append)
+    assert any(isinstance(m, nn.SyncBatchNorm) for m in module.modules())
+    assert not any(type(m) is nn.BatchNorm3d or type(m) is nn.BatchNorm2d for m in module.modules())
+    assert "SyncBatchNorm" in logs[0]
+    group = VQGANModule(_cfg(norm_type="group", n_hiddens=32, disc_channels=8))
+    n_bn = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in group.modules())  # discriminators
+    assert (n_bn > 0) == any(isinstance(m, nn.SyncBatchNorm)
+                             for m in sync_batchnorm_if_needed(group, 2, logs.append).modules())
 
 
 # ------------------------------------------------------------------------------ train_vqgan.py

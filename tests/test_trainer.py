@@ -15,6 +15,7 @@ from tats.trainer import (
     StepCheckpoint,
     add_trainer_args,
     build_trainer,
+    devices_per_node,
     find_resume_checkpoint,
     parse_args_with_config,
     progress_bar_kwargs,
@@ -61,10 +62,46 @@ def test_release_flags_map_to_lightning2(argv, find_unused, expected):
 
 
 @pytest.mark.parametrize("argv", [["--gpus", "0", "--precision", "16"], ["--gpus", "2", "--devices", "2"],
-                                  ["--precision", "8"]])
+                                  ["--precision", "8"], ["--gpus", "2", "--accelerator", "cpu"]])
 def test_bad_flag_combinations_fail_with_a_message(argv):
     with pytest.raises(SystemExit, match="--"):
         trainer_kwargs(_args(*argv))
+
+
+@pytest.mark.parametrize("argv, cuda, expected", [
+    (["--devices", "auto"], 4, "ddp_find_unused_parameters_true"),  # Lightning would pick DDP over 4 GPUs
+    (["--devices", "auto"], 1, "auto"),
+    (["--devices", "auto", "--accelerator", "cpu"], 4, "auto"),
+    (["--gpus", "-1"], 2, "ddp_find_unused_parameters_true"),
+    (["--gpus", "2", "--strategy", "ddp_spawn"], 2, "ddp_spawn_find_unused_parameters_true"),
+    (["--gpus", "2", "--strategy", "ddp_fork"], 2, "ddp_fork_find_unused_parameters_true"),
+    (["--gpus", "2", "--strategy", "ddp_find_unused_parameters_true"], 2, "ddp_find_unused_parameters_true"),
+])
+def test_unused_parameters_are_tolerated_by_every_ddp_flavour(argv, cuda, expected, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: cuda)
+    assert trainer_kwargs(_args(*argv), find_unused_parameters=True)["strategy"] == expected
+
+
+def test_terminate_on_nan_means_stop_at_the_first_nonfinite_loss():
+    from tats.faults import DEFAULT_MAX_NONFINITE_STEPS, add_fault_args
+
+    def parse(*argv):
+        return parse_args_with_config(add_fault_args(add_trainer_args(argparse.ArgumentParser())), list(argv))
+
+    assert parse().max_nonfinite_steps == DEFAULT_MAX_NONFINITE_STEPS
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # mapped, so not in the "ignored flags" warning
+        assert parse("--terminate_on_nan").max_nonfinite_steps == 0
+        assert parse("--terminate_on_nan", "true").max_nonfinite_steps == 0
+        assert parse("--terminate_on_nan", "false").max_nonfinite_steps == DEFAULT_MAX_NONFINITE_STEPS
+
+
+def test_lr_uses_devices_per_node_as_the_release():
+    from types import SimpleNamespace
+
+    assert devices_per_node(SimpleNamespace(num_devices=4, num_nodes=2)) == 4  # the release's --gpus 4
+    assert devices_per_node(SimpleNamespace(num_devices=1, num_nodes=1)) == 1
 
 
 def test_progress_bar_and_val_interval_flags():
@@ -157,6 +194,22 @@ def test_find_resume_checkpoint_picks_the_newest(tmp_path):
         assert resolve_resume(explicit, log=lambda *a: None).endswith("step00000002.ckpt")
     with pytest.raises(CheckpointError, match="--resume_from_checkpoint"):
         resolve_resume(_args("--resume_from_checkpoint", str(tmp_path / "missing.ckpt")))
+
+
+def test_torn_temp_files_of_a_killed_save_are_removed_at_start(tmp_path):
+    ckpt_dir = tmp_path / "checkpoints"
+    ckpt_dir.mkdir()
+    _fake_ckpt(ckpt_dir / "last.ckpt", 5)
+    torn = [ckpt_dir / ".last.ckpt.k2j3h4.tmp", ckpt_dir / ".step00000006.ckpt.abc.tmp"]
+    for path in torn:
+        path.write_bytes(b"PK\x03\x04 half a zip")
+    other = ckpt_dir / "notes.tmp"
+    other.write_text("not ours")
+    logs = []
+    args = argparse.Namespace(default_root_dir=str(tmp_path), resume_from_checkpoint=None, no_resume=True)
+    assert resolve_resume(args, log=logs.append) is None  # --no_resume cleans up too
+    assert not any(p.exists() for p in torn) and other.exists() and (ckpt_dir / "last.ckpt").exists()
+    assert "removed 2 partial checkpoint" in logs[0]
 
 
 def test_atomic_save_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch):

@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from tats.faults import DEFAULT_MAX_NONFINITE_STEPS, NonFiniteGuard
 from tats.gpt.conditioning import codes_to_ids, cond_tokens
 from tats.gpt.config import GPTConfig
 from tats.gpt.model import GPT
@@ -114,6 +115,7 @@ class TransformerModule(pl.LightningModule):
         activation_checkpointing: bool = False,
         compile: bool = False,
         cond_stage_key: str | None = None,
+        max_nonfinite_steps: int = DEFAULT_MAX_NONFINITE_STEPS,
     ) -> None:
         super().__init__()
         gpt_config = config if isinstance(config, GPTConfig) else GPTConfig.from_dict(config)
@@ -139,8 +141,10 @@ class TransformerModule(pl.LightningModule):
                 "weight_decay": weight_decay,
                 "activation_checkpointing": activation_checkpointing,
                 "compile": compile,
+                "max_nonfinite_steps": max_nonfinite_steps,
             }
         )
+        self.nonfinite = NonFiniteGuard(max_nonfinite_steps)
         self.config = gpt_config
         self.transformer = GPT(gpt_config)
         self.vqgan = _frozen(VQGAN(vq_config))
@@ -238,10 +242,15 @@ class TransformerModule(pl.LightningModule):
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._step_start = time.perf_counter()
 
-    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor | None:
         loss, n_tokens = self.loss(batch)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n_tokens)
         self._n_tokens = n_tokens
+        if self.nonfinite.check(loss, self.global_step):
+            # Lightning 2: returning None skips backward and the optimizer update (global_step still
+            # advances); the guard decided over all ranks, so every DDP rank skips together
+            self.log("train/nonfinite_steps", float(self.nonfinite.total), on_step=True, on_epoch=False)
+            return None
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n_tokens)
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:

@@ -23,6 +23,7 @@ from torch import nn
 EMA_DECAY = 0.99
 LAPLACE_EPS = 1e-7
 COMMITMENT_COST = 0.25
+FP32_BUFFERS = ("embeddings", "N", "z_avg")
 
 
 def default_all_reduce(tensor: torch.Tensor) -> torch.Tensor:
@@ -112,6 +113,18 @@ class Codebook(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
 
+    def _apply(self, fn, recurse: bool = True):  # noqa: D401 - torch hook behind .to() / .half() / ...
+        """Moves follow ``fn``, but the codebook buffers stay fp32: a ``bf16-true``/``16-true`` cast would
+        freeze the EMA (300 + 0.01 == 300 in bf16) and round the code vectors."""
+        keep = {name: buf for name, buf in self._buffers.items()
+                if name in FP32_BUFFERS and buf is not None and buf.dtype == torch.float32}
+        super()._apply(fn, recurse)
+        for name, old in keep.items():
+            new = self._buffers[name]
+            if new is not None and new.dtype != torch.float32:
+                self._buffers[name] = old.to(device=new.device)  # the fp32 values, on the new device
+        return self
+
     # ----------------------------------------------------------------------------------- helpers
     def random_vectors(self, flat: torch.Tensor, count: int) -> torch.Tensor:
         """``count`` distinct rows drawn at random from this rank's encoder outputs ``flat (N, D)``.
@@ -133,7 +146,14 @@ class Codebook(nn.Module):
         return picked
 
     def _init_from(self, flat: torch.Tensor) -> None:
-        """Data-dependent init from the first training batch: codes = random encoder outputs."""
+        """Data-dependent init from the first training batch: codes = random encoder outputs.
+
+        A batch with non-finite encoder outputs (on any rank) is no init: the codebook stays
+        uninitialised and the next finite batch initialises it."""
+        nonfinite = (~torch.isfinite(flat)).any().float().reshape(1)
+        self.all_reduce_fn(nonfinite)
+        if nonfinite.item() > 0:
+            return
         vectors = self.random_vectors(flat, self.n_codes)
         self.embeddings.copy_(vectors)
         self.z_avg.copy_(vectors)

@@ -6,6 +6,20 @@ discriminators on :meth:`VQGANLoss.discriminator_loss` of the same (detached) re
 release (Lightning 1.5, automatic optimization with two optimizers) ran the VQGAN a second time for the
 discriminator step; reusing the reconstruction saves that forward pass.
 
+Deliberate difference: because the release's training forward ran twice per batch (Lightning 1.5 called
+``training_step`` once per optimizer, both in training mode), its codebook EMA (counts ``N``, sums
+``z_avg``), random restarts and BatchNorm running statistics were updated TWICE per batch with the same
+data. Here they are updated once per batch: the EMA decay 0.99 then means what it says per batch, the
+restart threshold counts each clip once, and training is faster. A run reproducing the release's
+dynamics exactly would see its EMA move about twice as fast per step.
+
+Mixed precision: gradients are clipped in :meth:`VQGANModule.on_before_optimizer_step`, which Lightning
+calls after the AMP plugin has unscaled them. ``16-mixed`` with gradient accumulation and
+``16-true``/``bf16-true`` are refused (:func:`check_vqgan_training_flags`); ``bf16-mixed`` works on CPU
+and GPU. Non-finite losses are skipped and counted by :class:`tats.faults.NonFiniteGuard`
+(``--max_nonfinite_steps``). On several devices BatchNorm always becomes SyncBatchNorm
+(:func:`sync_batchnorm_if_needed`), as the release's norm was.
+
 ``global_step`` counts autoencoder steps only, as in the release (one step per accumulated batch):
 Lightning 2 counts every ``optimizer.step()`` of a manually optimized module, so the discriminator's
 step is taken without counting (see :func:`_step_uncounted`). ``--max_steps``,
@@ -27,6 +41,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from tats.faults import DEFAULT_MAX_NONFINITE_STEPS, NonFiniteGuard
 from tats.vqgan.config import VQGANConfig
 from tats.vqgan.losses import VQGANLoss, select_frames
 from tats.vqgan.model import VQGAN
@@ -86,6 +101,7 @@ class VQGANModule(pl.LightningModule):
         allow_random_lpips: bool = False,
         lpips_cache_dir: str | None = None,
         train_args: Mapping[str, Any] | None = None,
+        max_nonfinite_steps: int = DEFAULT_MAX_NONFINITE_STEPS,
     ) -> None:
         super().__init__()
         cfg = config if isinstance(config, VQGANConfig) else VQGANConfig.from_dict(config)
@@ -97,7 +113,11 @@ class VQGANModule(pl.LightningModule):
             "allow_random_lpips": bool(allow_random_lpips),
             "lpips_cache_dir": lpips_cache_dir,
             "train_args": dict(train_args) if train_args is not None else None,
+            "max_nonfinite_steps": int(max_nonfinite_steps),
         })
+        # one guard per loss: each counts its own run of non-finite steps (tats.faults)
+        self.nonfinite_ae = NonFiniteGuard(max_nonfinite_steps)
+        self.nonfinite_disc = NonFiniteGuard(max_nonfinite_steps)
         self.automatic_optimization = False
         self.config = cfg
         self.vqgan = VQGAN(cfg)
@@ -114,7 +134,11 @@ class VQGANModule(pl.LightningModule):
         opt_disc = torch.optim.Adam(disc_params, lr=lr, betas=(0.5, 0.9))
         return [opt_ae, opt_disc]
 
-    def _clip(self, optimizer: Any) -> None:
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        """Clip here, not before ``opt.step()``: Lightning calls this hook inside the step, AFTER the AMP
+        plugin unscaled the gradients (``MixedPrecision.optimizer_step`` -> ``scaler.unscale_`` ->
+        ``_after_closure``), in manual optimization too. Clipping before ``opt.step()`` would clip the
+        still-scaled fp16 gradients and shrink every update by about the loss scale."""
         val = self.hparams.gradient_clip_val
         if val:
             self.clip_gradients(optimizer, gradient_clip_val=val,
@@ -132,27 +156,32 @@ class VQGANModule(pl.LightningModule):
         frame_idx = self.loss.random_frame_index(x)  # (B,) shared by both steps
         self.toggle_optimizer(opt_ae)  # discriminator params frozen: no grads from the GAN terms
         ae_loss, logs = self.loss.generator_loss(x, out["recon"], out["commitment_loss"], step, frame_idx)
-        # A non-finite loss on any rank skips the batch everywhere (decided together, so DDP stays in step);
-        # the codebook already refused the batch's statistics. Accumulated gradients are dropped with it.
-        if not self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(ae_loss)), all=True):
-            self.untoggle_optimizer(opt_ae)
+        # A non-finite loss on any rank skips the batch everywhere (NonFiniteGuard decides over all ranks, so
+        # DDP stays in step; too many in a row stop the run): no backward, no step, global_step does not
+        # advance. The codebook already refused the batch's statistics; gradients accumulated in this
+        # window are dropped too, so a bad batch never leaks into an update.
+        if self.nonfinite_ae.check(ae_loss, step, "autoencoder loss"):
             opt_ae.zero_grad(set_to_none=True)
             opt_disc.zero_grad(set_to_none=True)
-            self.log("train/skipped_nonfinite", 1.0, on_step=True, batch_size=x.shape[0])
+            self.untoggle_optimizer(opt_ae)
+            self.log("train/nonfinite_steps", float(self.nonfinite_ae.total), on_step=True, on_epoch=False,
+                     batch_size=x.shape[0])
             return None
         self.manual_backward(ae_loss / acc)
         if update:
-            self._clip(opt_ae)
-            opt_ae.step()
+            opt_ae.step()  # gradient clipping: on_before_optimizer_step (after AMP unscaling)
             opt_ae.zero_grad(set_to_none=True)
         self.untoggle_optimizer(opt_ae)
 
         if self.loss.discriminators_active(step):
             self.toggle_optimizer(opt_disc)
             d_loss, d_logs = self.loss.discriminator_loss(x, out["recon"], step, frame_idx)
-            self.manual_backward(d_loss / acc)
-            if update:
-                self._clip(opt_disc)
+            d_bad = self.nonfinite_disc.check(d_loss, step, "discriminator loss")
+            if d_bad:
+                opt_disc.zero_grad(set_to_none=True)  # drop this window's discriminator gradients
+            else:
+                self.manual_backward(d_loss / acc)
+            if update and not d_bad:  # (an fp16 GradScaler refuses a step without any gradient)
                 _step_uncounted(opt_disc)
                 opt_disc.zero_grad(set_to_none=True)
             self.untoggle_optimizer(opt_disc)
@@ -269,8 +298,48 @@ def add_vqgan_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def vqgan_config_from_args(args: argparse.Namespace) -> VQGANConfig:
     """The :class:`VQGANConfig` of the flags; ``ValueError`` naming the flag when they cannot work
-    (e.g. ``--resolution`` not divisible by the ``--downsample`` factors)."""
-    return VQGANConfig.from_dict(vars(args))
+    (e.g. ``--resolution`` not divisible by the ``--downsample`` factors, or a precision the VQGAN
+    cannot train with: :func:`check_vqgan_training_flags`)."""
+    config = VQGANConfig.from_dict(vars(args))
+    check_vqgan_training_flags(args)
+    return config
+
+
+def check_vqgan_training_flags(args: argparse.Namespace) -> None:
+    """Precision settings the VQGAN cannot train with: ``ValueError`` naming the flag.
+
+    * ``16-true`` / ``bf16-true`` cast every buffer to half, the codebook's EMA counts included: a count
+      of 300 plus 0.01 stays 300 in bf16, so the EMA freezes (the Codebook keeps its buffers fp32 anyway,
+      but the rest of the model would run without fp32 master weights). Use ``bf16-mixed``.
+    * ``16-mixed`` with ``--accumulate_grad_batches > 1``: the autoencoder and the discriminator share
+      Lightning's one GradScaler, updated at every ``opt.step()``, so the discriminator's accumulated
+      micro-batches would mix loss scales. bf16 needs no scaler.
+    """
+    from tats.trainer import _precision
+
+    precision = _precision(getattr(args, "precision", "32"))
+    if precision.endswith("-true") and precision.startswith(("16", "bf16")):
+        raise ValueError(f"--precision {args.precision}: pure half precision keeps no fp32 master weights "
+                         "(small EMA and Adam updates round away); use --precision bf16-mixed (or 16-mixed)")
+    if precision == "16-mixed" and int(getattr(args, "accumulate_grad_batches", 1) or 1) > 1:
+        raise ValueError(f"--precision {args.precision} with --accumulate_grad_batches "
+                         f"{args.accumulate_grad_batches}: the two optimizers share one fp16 loss scaler, "
+                         "which changes between accumulated micro-batches; use --precision bf16-mixed "
+                         "(no scaler) or --accumulate_grad_batches 1")
+
+
+def sync_batchnorm_if_needed(module: pl.LightningModule, world: int, log: Any = print) -> pl.LightningModule:
+    """BatchNorm -> SyncBatchNorm when ``world`` (devices x nodes) > 1: the release's norm was always
+    SyncBatchNorm, and per-device statistics of one or two clips differ from the global ones. Says so via
+    ``log``; returns the module (converted in place; Lightning's ``--sync_batchnorm`` does the same)."""
+    has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                 and not isinstance(m, torch.nn.SyncBatchNorm) for m in module.modules())
+    if world <= 1 or not has_bn:
+        return module
+    module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    log(f"note: BatchNorm layers converted to SyncBatchNorm across the {world} devices, as the release "
+        "(--sync_batchnorm is implied for the VQGAN)")
+    return module
 
 
 def _plain(value: Any) -> Any:
@@ -293,6 +362,7 @@ def fit_vqgan(args: argparse.Namespace) -> tuple[pl.Trainer, VQGANModule]:
     from tats.trainer import (
         VideoLoggerCallback,
         build_trainer,
+        devices_per_node,
         rank_zero_print,
         resolve_resume,
         scale_vqgan_lr,
@@ -305,16 +375,20 @@ def fit_vqgan(args: argparse.Namespace) -> tuple[pl.Trainer, VQGANModule]:
     trainer = build_trainer(args, monitor="val/recon_loss", ckpt_every_n_steps=3000, mode="min",
                             callbacks=[VideoLoggerCallback(args.log_videos_every_n_steps)],
                             manual_optimization=True, find_unused_parameters=True)
-    n_dev = world_size(trainer)
+    n_dev = devices_per_node(trainer)  # the release's --gpus: per node, not the world size
     config.lr = scale_vqgan_lr(args.lr, args.accumulate_grad_batches, n_dev, args.batch_size)
     rank_zero_print(f"learning rate {config.lr:.3e} = {args.accumulate_grad_batches} (accumulate)"
-                    f" * {n_dev}/8 (devices/8) * {args.batch_size}/4 (batch_size/4)"
+                    f" * {n_dev}/8 (devices per node/8) * {args.batch_size}/4 (batch_size/4)"
                     f" * {args.lr:.2e} (base lr)")
     module = VQGANModule(config, gradient_clip_val=args.gradient_clip_val,
                          gradient_clip_algorithm=args.gradient_clip_algorithm,
                          accumulate_grad_batches=args.accumulate_grad_batches,
                          allow_random_lpips=args.allow_random_lpips, lpips_cache_dir=args.lpips_cache_dir,
-                         train_args={k: _plain(v) for k, v in vars(args).items()})
+                         train_args={k: _plain(v) for k, v in vars(args).items()},
+                         max_nonfinite_steps=getattr(args, "max_nonfinite_steps",
+                                                     DEFAULT_MAX_NONFINITE_STEPS))
+    if not args.sync_batchnorm:
+        module = sync_batchnorm_if_needed(module, world_size(trainer), rank_zero_print)
     ckpt_path = resolve_resume(args)
     if ckpt_path is None and args.init_ckpt:
         missing = module.load_weights(args.init_ckpt)
