@@ -34,3 +34,13 @@ def reference_dir() -> Path:
     if not REFERENCE.is_dir():
         pytest.skip(f"reference layouts not found at {REFERENCE}")
     return REFERENCE
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test. Token-by-token decoding is thousands of tiny ops: a second
+    thread only adds synchronisation (up to 40x slower on a busy 2-core machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -12,15 +12,7 @@ from tats.gpt.conditioning import codes_to_ids, cond_tokens, ids_to_codes
 from tats.gpt.load import VideoTransformer, guess_downsample, load_transformer
 from tats.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Token-by-token decoding is thousands of tiny ops: a second intra-op thread only adds
-    synchronisation (40x slower on a busy 2-core CI machine), so these tests use one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def release_args(**kw) -> argparse.Namespace:

@@ -10,15 +10,7 @@ import torch
 
 from tats.gpt import GPT, GPTConfig, build_mask
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Token-by-token decoding is thousands of tiny ops: a second intra-op thread only adds
-    synchronisation (40x slower on a busy 2-core CI machine), so these tests use one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(**kw) -> GPTConfig:

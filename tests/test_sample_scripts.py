@@ -23,13 +23,7 @@ N_FRAMES = CLIP_SHAPE[1]  # pixel frames of one training clip of the tiny models
 DT = 2  # the tiny VQGAN's temporal downsampling
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Token-by-token decoding is thousands of tiny ops: one intra-op thread is fastest on CI."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,7 @@ import torch
 from tats.sampling import filter_logits, sample_next
 from tats.sampling.filtering import top_k_top_p_probs
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Token-by-token decoding is thousands of tiny ops: a second intra-op thread only adds
-    synchronisation (40x slower on a busy 2-core CI machine), so these tests use one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 PROBS = torch.tensor([[0.05, 0.5, 0.15, 0.3]])  # sorted: 0.5 (1), 0.3 (3), 0.15 (2), 0.05 (0)
 LOGITS = PROBS.log()

@@ -20,14 +20,7 @@ from tats.sampling import (
 )
 from tats.sampling.decode import temporal_radius
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Token-by-token decoding is thousands of tiny ops: one intra-op thread is fastest on CI."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gpt_model(latent_shape, n_codes=9, n_unmasked=0, every=0, vqgan=None) -> VideoTransformer:

@@ -9,15 +9,7 @@ from tats.gpt import GPT, GPTConfig
 from tats.gpt.load import VideoTransformer, load_transformer
 from tats.sampling import context_frames, sample_long, sample_short, spatial_origin
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Token-by-token decoding is thousands of tiny ops: a second intra-op thread only adds
-    synchronisation (40x slower on a busy 2-core CI machine), so these tests use one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(cond_type="label", latent_shape=(3, 2, 3), n_cond_vocab=4, n_codes=9) -> VideoTransformer:

@@ -1,0 +1,100 @@
+"""scripts/demo.py: the whole pipeline at a tiny size and a budget of seconds, resuming, skipping FVD."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY_VQGAN = ("--n_hiddens 2 --embedding_dim 4 --n_codes 16 --disc_channels 4 --batch_size 4 "
+              "--num_sanity_val_steps 0 --limit_val_batches 1 --log_every_n_steps 1 "
+              "--progress_bar_refresh_rate 0")
+TINY_GPT = ("--n_layer 1 --n_head 2 --n_embd 16 --block_size 32 --batch_size 4 --num_sanity_val_steps 0 "
+            "--limit_val_batches 1 --log_every_n_steps 1 --progress_bar_refresh_rate 0")
+
+
+@pytest.fixture(scope="module")
+def demo():
+    spec = importlib.util.spec_from_file_location("demo_script", ROOT / "scripts" / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _argv(out: Path) -> list[str]:
+    # 16x16 frames (SSIM's 11-pixel window fits), 16 training clips; 0.05 min = 1 s per training stage
+    return ["--out", str(out), "--minutes", "0.05", "--resolution", "16", "--demo_train_clips", "16",
+            "--demo_test_clips", "8", "--n_samples", "2", "--vqgan_args", TINY_VQGAN,
+            "--transformer_args", TINY_GPT]
+
+
+def test_demo_pipeline_tiny_budget_and_rerun(demo, tmp_path, monkeypatch):
+    import tats.io.fetch
+
+    monkeypatch.setenv("TATS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("PL_TRAINER_MAX_TIME", raising=False)
+    calls = []
+
+    def no_network(kind, *a, **k):
+        calls.append(kind)
+        raise RuntimeError("PyPI unreachable")
+
+    monkeypatch.setattr(tats.io.fetch, "fetch", no_network)
+    out = tmp_path / "out"
+    s = demo.main(_argv(out))
+
+    assert "PL_TRAINER_MAX_TIME" not in os.environ  # the budget is scoped to the training stages
+    assert s["vqgan"]["steps"] >= 1 and s["transformer"]["steps"] >= 1
+    assert s["vqgan"]["recon_loss"]["start"] is not None and s["transformer"]["loss"]["end"] is not None
+    assert 0 < s["vqgan"]["test_psnr_db"] < 100 and -1 <= s["vqgan"]["test_ssim"] <= 1
+    # long videos: 4x the training clip's 8 frames; short ones: the clip length
+    assert s["samples"]["short_shape"] == [2, 3, 8, 16, 16]
+    assert s["samples"]["long_shape"] == [1, 3, 32, 16, 16]
+    for f in [*s["data"]["files"], *s["vqgan"]["files"], *s["samples"]["files"]]:
+        assert Path(f).is_file() and Path(f).stat().st_size > 0, f
+    assert calls == ["i3d"] and "PyPI unreachable" in s["fvd"]["skipped"]
+    assert json.loads((out / "summary.json").read_text())["transformer"]["steps"] == s["transformer"]["steps"]
+
+    again = demo.main(_argv(out))  # finished stages are reused; the skipped FVD is tried again
+    assert all(again["stage_seconds_this_run"][k] == 0 for k in ("data", "vqgan", "codes", "transformer",
+                                                                   "samples"))
+    assert again["vqgan"]["checkpoint"] == s["vqgan"]["checkpoint"] and calls == ["i3d", "i3d"]
+
+
+def test_max_time_is_scoped(demo, monkeypatch):
+    monkeypatch.setenv("PL_TRAINER_MAX_TIME", "keep")
+    with demo.max_time(90.7):
+        assert os.environ["PL_TRAINER_MAX_TIME"] == "{'seconds': 90}"
+    assert os.environ["PL_TRAINER_MAX_TIME"] == "keep"
+
+
+def test_stage_reuse_budget_and_key(demo, tmp_path):
+    stages = demo.Stages(tmp_path / "o", fresh=False)
+    work = tmp_path / "o" / "work"
+    work.mkdir()
+    runs = []
+    fn = lambda: runs.append(1) or {"x": len(runs)}  # noqa: E731
+    assert stages.run("s", ["a"], fn, budget_s=10, workdir=work)["x"] == 1
+    assert stages.run("s", ["a"], fn, budget_s=10, workdir=work)["x"] == 1  # reused
+    assert stages.run("s", ["a"], fn, budget_s=20, workdir=work)["x"] == 2 and work.exists()  # continued
+    stages = demo.Stages(tmp_path / "o", fresh=False)  # state survives a restart
+    assert stages.run("s", ["a"], fn, budget_s=20, workdir=work)["x"] == 2
+    assert stages.run("s", ["b"], fn, budget_s=20, workdir=work)["x"] == 3 and not work.exists()  # wiped
+    assert demo.Stages(tmp_path / "o", fresh=True).state == {}
+
+
+def test_conditions_cycle_digits_and_motions(demo):
+    from tats.data.demo import label_names
+
+    names = label_names()
+    cond, shown = demo.conditions(demo.parse_args([]), 12, names)
+    labels = cond.tolist()
+    assert [c // 2 for c in labels] == [i % 10 for i in range(12)]  # digit of the first digit
+    assert len({c % 2 for c in labels[:2]}) == 2  # both motions appear
+    text, captions = demo.conditions(demo.parse_args(["--cond", "text"]), 2, names)
+    assert text == captions and text[0] == "the digit 0 is moving left and right"
