@@ -118,5 +118,6 @@ def test_codebook_resolves_the_process_group_at_call_time(tmp_path, monkeypatch)
         cb(torch.randn(1, 4, 1, 2, 2))
     finally:
         dist.destroy_process_group()
-    # init broadcast, non-finite flag + counts + sums all-reduced, restart broadcast (4 vectors < 8 codes)
-    assert calls.count("bcast") == 2 and calls.count("reduce") == 3
+    # init: non-finite flag all-reduced, vectors broadcast; update: non-finite flag, counts and sums
+    # all-reduced; restart broadcast (4 vectors < 8 codes)
+    assert calls.count("bcast") == 2 and calls.count("reduce") == 4

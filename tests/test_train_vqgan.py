@@ -293,6 +293,9 @@ def test_batchnorm_becomes_sync_batchnorm_on_several_devices():
     n_bn = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in group.modules())  # discriminators
     assert (n_bn > 0) == any(isinstance(m, nn.SyncBatchNorm)
                              for m in sync_batchnorm_if_needed(group, 2, logs.append).modules())
+    cpu = VQGANModule(_cfg())  # SyncBatchNorm is GPU-only: CPU processes keep plain BatchNorm, and say so
+    assert sync_batchnorm_if_needed(cpu, 2, logs.append, on_gpu=False) is cpu
+    assert not any(isinstance(m, nn.SyncBatchNorm) for m in cpu.modules()) and "CPU" in logs[-1]
 
 
 # ------------------------------------------------------------------------------ train_vqgan.py

@@ -328,13 +328,20 @@ def check_vqgan_training_flags(args: argparse.Namespace) -> None:
                          "(no scaler) or --accumulate_grad_batches 1")
 
 
-def sync_batchnorm_if_needed(module: pl.LightningModule, world: int, log: Any = print) -> pl.LightningModule:
-    """BatchNorm -> SyncBatchNorm when ``world`` (devices x nodes) > 1: the release's norm was always
-    SyncBatchNorm, and per-device statistics of one or two clips differ from the global ones. Says so via
-    ``log``; returns the module (converted in place; Lightning's ``--sync_batchnorm`` does the same)."""
+def sync_batchnorm_if_needed(
+    module: pl.LightningModule, world: int, log: Any = print, on_gpu: bool = True
+) -> pl.LightningModule:
+    """BatchNorm -> SyncBatchNorm when ``world`` (devices x nodes) > 1 on GPUs: the release's norm was
+    always SyncBatchNorm, and per-device statistics of one or two clips differ from the global ones.
+    PyTorch's SyncBatchNorm runs on GPUs only, so CPU processes keep per-process statistics (and are
+    told so). Says what it did via ``log``; returns the module (converted in place, as Lightning's
+    ``--sync_batchnorm`` does)."""
     has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
                  and not isinstance(m, torch.nn.SyncBatchNorm) for m in module.modules())
     if world <= 1 or not has_bn:
+        return module
+    if not on_gpu:
+        log(f"note: {world} CPU processes keep per-process BatchNorm statistics (SyncBatchNorm needs GPUs)")
         return module
     module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
     log(f"note: BatchNorm layers converted to SyncBatchNorm across the {world} devices, as the release "
@@ -388,7 +395,8 @@ def fit_vqgan(args: argparse.Namespace) -> tuple[pl.Trainer, VQGANModule]:
                          max_nonfinite_steps=getattr(args, "max_nonfinite_steps",
                                                      DEFAULT_MAX_NONFINITE_STEPS))
     if not args.sync_batchnorm:
-        module = sync_batchnorm_if_needed(module, world_size(trainer), rank_zero_print)
+        on_gpu = trainer.strategy.root_device.type == "cuda"
+        module = sync_batchnorm_if_needed(module, world_size(trainer), rank_zero_print, on_gpu)
     ckpt_path = resolve_resume(args)
     if ckpt_path is None and args.init_ckpt:
         missing = module.load_weights(args.init_ckpt)
