@@ -8,6 +8,8 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from tats.data.transforms import clip_span
+
 #: How many consecutive items ``__getitem__`` tries before giving up on read errors.
 MAX_READ_RETRIES = 10
 
@@ -35,6 +37,22 @@ class ClipDataset(Dataset):
     """
 
     train: bool = True
+
+    def __init__(
+        self,
+        train: bool,
+        sequence_length: int,
+        resolution: int,
+        sample_every_n_frames: int,
+        random_flip: bool,
+        test_start: str,
+    ) -> None:
+        """The clip settings every dataset shares; ``span`` is the source frames one clip covers."""
+        self.train = train
+        self.sequence_length, self.resolution = sequence_length, resolution
+        self.sample_every_n_frames = sample_every_n_frames
+        self.random_flip, self.test_start = random_flip, test_start
+        self.span = clip_span(sequence_length, sample_every_n_frames)
 
     def __len__(self) -> int:  # pragma: no cover - subclasses override
         raise NotImplementedError

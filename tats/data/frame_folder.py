@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from tats.data.base import ClipDataset, warn_skipped
-from tats.data.transforms import clip_span, natural_key, pick_start, preprocess_clip, random_flip
+from tats.data.transforms import natural_key, pick_start, preprocess_clip, random_flip
 from tats.data.video_folder import split_folder
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -62,11 +62,8 @@ class FrameFolderDataset(ClipDataset):
         test_start: str = "first",
         extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
     ):
-        self.root, self.train = Path(root), train
-        self.sequence_length, self.resolution = sequence_length, resolution
-        self.sample_every_n_frames = sample_every_n_frames
-        self.random_flip, self.test_start = random_flip, test_start
-        self.span = clip_span(sequence_length, sample_every_n_frames)
+        super().__init__(train, sequence_length, resolution, sample_every_n_frames, random_flip, test_start)
+        self.root = Path(root)
         self.split_dir = split_folder(root, train)
         self.classes = ["all"]
 

@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 
 from tats.data.base import ClipDataset, warn_skipped
-from tats.data.transforms import clip_span, pick_start, preprocess_clip, random_flip
+from tats.data.transforms import pick_start, preprocess_clip, random_flip
 
 
 def _video_bounds(idx: np.ndarray, n_frames: int, path: str, prefix: str) -> np.ndarray:
@@ -67,12 +67,9 @@ class HDF5VideoDataset(ClipDataset):
         random_flip: bool = False,
         test_start: str = "first",
     ):
-        self.path, self.train = Path(path), train
+        super().__init__(train, sequence_length, resolution, sample_every_n_frames, random_flip, test_start)
+        self.path = Path(path)
         self.prefix = "train" if train else "test"
-        self.sequence_length, self.resolution = sequence_length, resolution
-        self.sample_every_n_frames = sample_every_n_frames
-        self.random_flip, self.test_start = random_flip, test_start
-        self.span = clip_span(sequence_length, sample_every_n_frames)
         self._file: h5py.File | None = None
         self._pid: int | None = None
 

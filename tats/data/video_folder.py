@@ -19,7 +19,7 @@ from typing import Any, Union
 from tats.data import decode
 from tats.data.base import ClipDataset, warn_skipped
 from tats.data.clip_index import VIDEO_EXTENSIONS, list_video_files, load_clip_index
-from tats.data.transforms import clip_span, pick_start, preprocess_clip, random_flip
+from tats.data.transforms import pick_start, preprocess_clip, random_flip
 
 
 def _class_of(rel: str) -> str:
@@ -66,11 +66,8 @@ class VideoFolderDataset(ClipDataset):
         cache_dir: Union[str, Path] | None = None,
         extensions: tuple[str, ...] = VIDEO_EXTENSIONS,
     ):
-        self.root, self.train = Path(root), train
-        self.sequence_length, self.resolution = sequence_length, resolution
-        self.sample_every_n_frames = sample_every_n_frames
-        self.random_flip, self.test_start = random_flip, test_start
-        self.span = clip_span(sequence_length, sample_every_n_frames)
+        super().__init__(train, sequence_length, resolution, sample_every_n_frames, random_flip, test_start)
+        self.root = Path(root)
         self.split_dir = split_folder(root, train)
 
         files = list_video_files(self.split_dir, extensions)
