@@ -166,6 +166,18 @@ def test_config_round_trip_and_errors():
         gpt(torch.zeros(1, 1, dtype=torch.long), input_pos=torch.tensor([0]))
 
 
+@pytest.mark.parametrize("batch_size", [1, 2, 4, 16])
+def test_cpu_decode_head_is_the_head_matmul(batch_size):
+    """Both CPU layouts (transposed copy; oneDNN-packed from batch 4) give the plain head's logits."""
+    from tats.gpt.model import cpu_decode_head
+
+    weight = torch.randn(300, 32)
+    head = cpu_decode_head(weight, batch_size)
+    for rows in (batch_size, 1):  # the batch it was packed for, and a smaller last batch
+        h = torch.randn(rows, 1, 32)
+        torch.testing.assert_close(head(h), h @ weight.t(), atol=1e-5, rtol=1e-5)
+
+
 def test_decoding_copies_follow_the_weights_and_stay_out_of_the_state_dict():
     """Fused QKV and the transposed head exist only while a cache is set, built from current weights."""
     gpt = randomized(GPT(tiny_config()))
@@ -178,10 +190,11 @@ def test_decoding_copies_follow_the_weights_and_stay_out_of_the_state_dict():
         w, b = attn.fused_qkv
         assert torch.equal(w, torch.cat([attn.query.weight, attn.key.weight, attn.value.weight]))
         assert torch.equal(b, torch.cat([attn.query.bias, attn.key.bias, attn.value.bias]))
-        assert torch.equal(gpt.head_t, gpt.head.weight.t())
+        h = torch.randn(2, 3, gpt.config.n_embd)
+        torch.testing.assert_close(gpt.decode_head(h), gpt.head(h), atol=1e-6, rtol=1e-5)
         assert set(gpt.state_dict()) == keys
         gpt.clear_kv_cache()
-        assert attn.fused_qkv is None and gpt.head_t is None
+        assert attn.fused_qkv is None and gpt.decode_head is None
         for p in gpt.parameters():  # new weights: a new cache must use them
             p.mul_(0.5)
         full = gpt(idx)

