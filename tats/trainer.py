@@ -71,6 +71,23 @@ def _int_or_float(value: str) -> int | float:
         return float(value)
 
 
+def _max_time(value: str) -> dict[str, float]:
+    """``--max_time``: seconds (``"900"``) or Lightning's ``DD:HH:MM:SS`` -> ``{"seconds": s}``."""
+    parts = value.split(":")
+    try:
+        numbers = [float(p) for p in parts]
+    except ValueError:
+        numbers = []
+    if not numbers or len(numbers) > 4 or any(n < 0 for n in numbers):
+        raise argparse.ArgumentTypeError(f"expected seconds or DD:HH:MM:SS, got {value!r}")
+    seconds = 0.0
+    for n, unit in zip(reversed(numbers), (1, 60, 3600, 86400)):
+        seconds += n * unit
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive time, got {value!r}")
+    return {"seconds": seconds}
+
+
 def _str_to_bool(value: str) -> bool:
     if value.lower() in ("1", "true", "yes", "y", "on"):
         return True
@@ -99,6 +116,9 @@ def add_trainer_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     g.add_argument("--gradient_clip_algorithm", type=str, default="norm", choices=("norm", "value"))
     g.add_argument("--max_steps", type=int, default=-1, help="optimizer steps (-1: no limit)")
     g.add_argument("--max_epochs", type=int, default=None)
+    g.add_argument("--max_time", type=_max_time, default=None,
+                   help="stop training after this long: seconds or DD:HH:MM:SS (the time already trained "
+                        "is stored in checkpoints, so a resumed run trains only for the rest)")
     g.add_argument("--min_steps", type=int, default=None)
     g.add_argument("--min_epochs", type=int, default=None)
     g.add_argument("--default_root_dir", type=str, default=".",
@@ -349,8 +369,8 @@ def build_trainer(
         opt_kw = dict(accumulate_grad_batches=args.accumulate_grad_batches,
                       gradient_clip_val=args.gradient_clip_val,
                       gradient_clip_algorithm=args.gradient_clip_algorithm)
-    optional_names = ("max_epochs", "min_steps", "min_epochs", "limit_val_batches", "limit_train_batches",
-                      "num_sanity_val_steps", "benchmark")
+    optional_names = ("max_epochs", "max_time", "min_steps", "min_epochs", "limit_val_batches",
+                      "limit_train_batches", "num_sanity_val_steps", "benchmark")
     optional = {k: getattr(args, k, None) for k in optional_names}
     trainer_kw: dict[str, Any] = dict(
         **hw, **bar_kw, **opt_kw, **{k: v for k, v in optional.items() if v is not None},

@@ -294,3 +294,20 @@ def test_video_grid_layout():
     grid = video_grid(video)
     assert grid.shape == (2 * 5, 4 * 6, 3) and grid.dtype == torch.uint8
     assert grid[5:, 12:18].min() == 255 and grid[:5].max() == 0 and grid[5:, :12].max() == 0
+
+
+@pytest.mark.parametrize("value,seconds", [("90", 90), ("00:00:15:00", 900), ("1:30", 90), ("01:00:00:01", 86401)])
+def test_max_time_bounds_training(tmp_path, value, seconds):
+    from pytorch_lightning.callbacks import Timer
+
+    trainer = build_trainer(_args("--gpus", "0", "--default_root_dir", str(tmp_path), "--max_time", value),
+                            "val/loss", 3000)
+    timers = [c for c in trainer.callbacks if isinstance(c, Timer)]
+    assert len(timers) == 1 and timers[0]._duration == seconds
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-5", "1:2:3:4:5"])
+def test_max_time_rejects_bad_values(value, capsys):
+    with pytest.raises(SystemExit):
+        _args("--max_time", value)
+    assert "--max_time" in capsys.readouterr().err
