@@ -296,7 +296,8 @@ def test_video_grid_layout():
     assert grid[5:, 12:18].min() == 255 and grid[:5].max() == 0 and grid[5:, :12].max() == 0
 
 
-@pytest.mark.parametrize("value,seconds", [("90", 90), ("00:00:15:00", 900), ("1:30", 90), ("01:00:00:01", 86401)])
+@pytest.mark.parametrize("value,seconds",
+                         [("90", 90), ("00:00:15:00", 900), ("1:30", 90), ("01:00:00:01", 86401)])
 def test_max_time_bounds_training(tmp_path, value, seconds):
     from pytorch_lightning.callbacks import Timer
 
