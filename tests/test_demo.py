@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -37,7 +36,6 @@ def test_demo_pipeline_tiny_budget_and_rerun(demo, tmp_path, monkeypatch):
     import tats.io.fetch
 
     monkeypatch.setenv("TATS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("PL_TRAINER_MAX_TIME", raising=False)
     calls = []
 
     def no_network(kind, *a, **k):
@@ -48,7 +46,6 @@ def test_demo_pipeline_tiny_budget_and_rerun(demo, tmp_path, monkeypatch):
     out = tmp_path / "out"
     s = demo.main(_argv(out))
 
-    assert "PL_TRAINER_MAX_TIME" not in os.environ  # the budget is scoped to the training stages
     assert s["vqgan"]["steps"] >= 1 and s["transformer"]["steps"] >= 1
     assert s["vqgan"]["recon_loss"]["start"] is not None and s["transformer"]["loss"]["end"] is not None
     assert 0 < s["vqgan"]["test_psnr_db"] < 100 and -1 <= s["vqgan"]["test_ssim"] <= 1
@@ -66,11 +63,11 @@ def test_demo_pipeline_tiny_budget_and_rerun(demo, tmp_path, monkeypatch):
     assert again["vqgan"]["checkpoint"] == s["vqgan"]["checkpoint"] and calls == ["i3d", "i3d"]
 
 
-def test_max_time_is_scoped(demo, monkeypatch):
-    monkeypatch.setenv("PL_TRAINER_MAX_TIME", "keep")
-    with demo.max_time(90.7):
-        assert os.environ["PL_TRAINER_MAX_TIME"] == "{'seconds': 90}"
-    assert os.environ["PL_TRAINER_MAX_TIME"] == "keep"
+def test_stage_limit_is_time_or_steps(demo):
+    args = demo.parse_args(["--out", "o"])
+    assert demo.stage_limit(args, 90.7) == ["--max_steps", "-1", "--max_time", "90"]
+    args = demo.parse_args(["--out", "o", "--max_steps", "12"])
+    assert demo.stage_limit(args, 90.7) == ["--max_steps", "12"]
 
 
 def test_stage_reuse_budget_and_key(demo, tmp_path):

@@ -1,4 +1,4 @@
-"""Evaluation metrics: LPIPS, I3D features, FVD/KVD, PSNR/SSIM.
+"""Evaluation metrics: LPIPS, I3D features, FVD/KVD, PSNR/SSIM, codebook perplexity.
 
     from tats.metrics import LPIPS, load_i3d, compute_fvd_from_arrays, psnr, ssim
     lp = LPIPS.pretrained()                          # after `python scripts/fetch_weights.py --lpips`
@@ -23,6 +23,7 @@ _LAZY = {
     "psnr": "tats.metrics.recon",
     "ssim": "tats.metrics.recon",
     "lpips_video": "tats.metrics.recon",
+    "code_perplexity": "tats.metrics.codebook",
 }
 
 
