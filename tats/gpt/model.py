@@ -60,7 +60,9 @@ def cpu_decode_head(weight: torch.Tensor, batch_size: int) -> Callable[[torch.Te
         try:
             packed = torch.ops.mkldnn._reorder_linear_weight(weight, batch_size)
             linear = torch.ops.mkldnn._linear_pointwise
-            return lambda x: linear(x, packed, None, "none", [], "")
+            probe = torch.ones(1, weight.shape[1], dtype=weight.dtype)  # these ops are private: check once
+            if torch.allclose(linear(probe, packed, None, "none", [], ""), probe @ weight.t(), atol=1e-4):
+                return lambda x: linear(x, packed, None, "none", [], "")
         except (AttributeError, RuntimeError):  # a PyTorch without these oneDNN ops
             pass
     weight_t = weight.t().contiguous()  # (E, vocab)

@@ -103,7 +103,7 @@ def draw_filtered_cpu(
     drawn value mapped back to a token id. Returns None when the k-th value is tied with tokens
     outside the k (the caller then filters the whole vocabulary, which keeps such ties).
     """
-    a = logits.numpy()
+    a = logits.detach().numpy()
     B, V = a.shape
     k = min(max(int(top_k), 1), V) if top_k else V
     if k < V:
