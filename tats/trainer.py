@@ -354,12 +354,15 @@ def build_trainer(
     ckpt_dir = root / CHECKPOINT_DIR
     every = int(getattr(args, "ckpt_every_n_steps", None) or ckpt_every_n_steps)
     keep = int(getattr(args, "ckpt_keep", -1))
+    # No version counter: file names carry the step, and last.ckpt must stay the newest even when a
+    # run folder was copied or moved (Lightning would otherwise write last-v1.ckpt beside a stale one).
     periodic = StepCheckpoint(  # "step" is always a monitor candidate: keeps the newest `keep` files
         dirpath=ckpt_dir, filename="step{step:08d}", auto_insert_metric_name=False, every_n_train_steps=every,
         save_last=True, save_top_k=keep, monitor="step" if keep > 0 else None, mode="max",
+        enable_version_counter=False,
     )
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best-step{step:08d}", auto_insert_metric_name=False,
-                           monitor=monitor, mode=mode, save_top_k=1)
+                           monitor=monitor, mode=mode, save_top_k=1, enable_version_counter=False)
     bar_kw, bar_cb = progress_bar_kwargs(getattr(args, "progress_bar_refresh_rate", None))
     plugins = []
     if not str(hw["strategy"]).startswith(("fsdp", "deepspeed")):  # those write sharded checkpoints

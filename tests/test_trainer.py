@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import warnings
 
 import pytest
@@ -286,6 +287,15 @@ def test_lightning2_checkpoints_load_under_the_allow_list_and_resume(tmp_path):
     argv[argv.index("--max_steps") + 1] = "5"
     assert fit(_args(*argv)).global_step == 5  # resumed at 3, two more steps
     assert load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 5
+
+    # A run folder copied elsewhere resumes there and keeps last.ckpt current (no last-v1.ckpt).
+    moved = tmp_path.parent / (tmp_path.name + "_moved")
+    shutil.copytree(tmp_path, moved)
+    argv[argv.index("--default_root_dir") + 1] = str(moved)
+    argv[argv.index("--max_steps") + 1] = "7"
+    assert fit(_args(*argv)).global_step == 7
+    assert load_checkpoint(moved / "checkpoints" / "last.ckpt")["global_step"] == 7
+    assert not list((moved / "checkpoints").glob("*-v1.ckpt"))
 
 
 def test_video_grid_layout():
