@@ -43,13 +43,14 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
-#: Share of ``--minutes`` given to each training stage; the rest covers data, codes, sampling and FVD
-#: (those take a fixed few minutes on 2 CPU cores, most of it I3D at 224x224 for FVD).
+#: Share of ``--minutes`` given to each training stage; the rest covers data, codes, sampling and evaluation
+#: (those take a fixed few minutes on 2 CPU cores, most of it I3D at 224x224 for FVD). The transformer gets
+#: the larger share: given more time it keeps improving, while the VQGAN's reconstructions are readable early.
 BUDGET_SHARES = {"vqgan": 0.3, "transformer": 0.45}
-#: Flags on top of configs/demo.yaml (engineer TRAIN's recipe, which the command line overrides).
-#: A 4x4x4 downsampling gives each 32x32 frame pair an 8x8 code grid: a 16-pixel digit covers 4x4 codes,
-#: enough for its shape, while an 8x8x8 grid (4x4 codes per frame) only places blobs. Narrow layers keep
-#: a step at batch 8 cheap on a CPU.
+#: Flags on top of configs/demo.yaml (command-line flags override the YAML).
+#: A 4x4x4 downsampling gives each 32x32 frame pair an 8x8 code grid: the demo's 24-pixel digits cover 6x6
+#: codes, enough for their shape, while an 8x8x8 grid (4x4 codes per frame) only places blobs. Narrow
+#: layers keep a step at batch 8 cheap on a CPU.
 VQGAN_RECIPE = ["--n_hiddens", "8", "--embedding_dim", "32", "--n_codes", "64", "--downsample", "4", "4", "4",
                 "--batch_size", "8", "--val_check_interval", "0.5", "--log_videos_every_n_steps", "200"]
 #: Frames of the clips I3D sees for FVD (I3D needs at least 9; 16 is the usual protocol).

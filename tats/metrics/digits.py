@@ -56,8 +56,8 @@ def one_digit_frames(data_path: str | os.PathLike, split: str = "train", every: 
     with h5py.File(data_path, "r") as f:
         if "tats_demo" not in f.attrs:
             raise ValueError(f"{data_path} is not a demo data file (no 'tats_demo' attribute)")
-        n_motions = len(json.loads(f.attrs["tats_demo"])["motions"])
-        seq_len = int(json.loads(f.attrs["tats_demo"])["sequence_length"])
+        params = json.loads(f.attrs["tats_demo"])
+        n_motions, seq_len = len(params["motions"]), int(params["sequence_length"])
         labels = f[f"{split}_label"][:max_clips]
         raw = f[f"{split}_caption"][: len(labels)]
         captions = [c.decode() if isinstance(c, bytes) else str(c) for c in raw]
