@@ -21,6 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from tats.io.checkpoint import load_checkpoint, save_checkpoint
+
 
 class DigitClassifier(nn.Module):
     """Grey frames ``(N, 1, R, R)`` in [-0.5, 0.5] (``R`` divisible by 4) -> digit logits ``(N, 10)``."""
@@ -102,17 +104,13 @@ def load_or_train_digit_classifier(data_path: str | os.PathLike, cache: str | os
     """The classifier for ``data_path``, read from ``cache`` (a ``.pt`` state dict) when it exists, else
     trained and written there (atomically)."""
     if cache is not None and Path(cache).is_file():
-        state = torch.load(cache, map_location="cpu", weights_only=True)
+        state = load_checkpoint(cache)
         model = DigitClassifier(int(state.pop("resolution").item()))
         model.load_state_dict(state)
         return model.eval()
     model = train_digit_classifier(data_path, **train_kw)
     if cache is not None:
-        cache = Path(cache)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-        torch.save({**model.state_dict(), "resolution": torch.tensor(model.resolution)}, tmp)
-        os.replace(tmp, cache)
+        save_checkpoint({**model.state_dict(), "resolution": torch.tensor(model.resolution)}, cache)
     return model
 
 
