@@ -1,7 +1,7 @@
 """The main job: the whole TATS pipeline on the built-in moving digits, on a CPU, within a time budget.
 
     bash scripts/demo.sh                   # about 15 minutes on 2 CPU cores; results in demo_output/
-    bash scripts/demo.sh --minutes 45      # a longer run: both stages train further
+    bash scripts/demo.sh --minutes 90      # a longer run (recognisable digits); continues a finished run
     python scripts/demo.py --out demo_output --minutes 15 [--cond text] [--no_fvd] [--fresh]
 
 Stages (each prints its progress; the training stages show Lightning's progress bars):
