@@ -42,6 +42,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_warn
 
 from tats.io.checkpoint import SAFE_GLOBALS, CheckpointError, load_checkpoint, save_checkpoint
 
@@ -285,8 +286,14 @@ def trainer_kwargs(args: argparse.Namespace, find_unused_parameters: bool = Fals
         # e.g. the VQGAN's discriminators get no gradient before discriminator_iter_start: plain DDP would
         # fail waiting for their all-reduce (ddp, ddp_spawn, ddp_fork, ddp_notebook alike)
         strategy = f"{strategy}_find_unused_parameters_true"
+    sync_bn = bool(getattr(args, "sync_batchnorm", False))
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if sync_bn and on_cpu:  # PyTorch's SyncBatchNorm runs on GPUs only; the release's flag must not crash
+        rank_zero_warn("--sync_batchnorm ignored on CPU devices (SyncBatchNorm needs GPUs): each CPU process "
+                       "keeps its own BatchNorm statistics", category=UserWarning)
+        sync_bn = False
     return dict(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
-                precision=precision, sync_batchnorm=bool(getattr(args, "sync_batchnorm", False)))
+                precision=precision, sync_batchnorm=sync_bn)
 
 
 def progress_bar_kwargs(refresh_rate: int | None) -> tuple[dict[str, Any], list]:
