@@ -4,11 +4,12 @@ README's command::
     python scripts/sample_audio_cond.py --gpt_ckpt GPT.ckpt --vqgan_ckpt VQGAN.ckpt \\
         --stft_vqgan_ckpt STFT.ckpt --dataset drum --n_sample 10 --data_path DRUMS/
 
-``--data_path`` is a folder of videos with sound (``train/`` and ``test/``, class sub-folders). For
-each clip of the chosen split, STFT features of its own audio track (:mod:`tats.data.audio`,
-``(1, T, 64, 16)`` in [-1, 1]) are encoded by the STFT VQGAN (``--stft_vqgan_ckpt``, default: the one
-inside ``--gpt_ckpt``) into the audio tokens that condition the transformer (REFERENCE.md "Token
-ids": audio codes first, video codes shifted by the audio codebook size).
+``--data_path`` is a folder of videos with sound (``train/`` and ``test/``, class sub-folders). One
+clip per video (the first window of each, in path order); for each, STFT features of its own audio
+track (:mod:`tats.data.audio`, ``(1, T, 64, 16)`` in [-1, 1]) are encoded by the STFT VQGAN
+(``--stft_vqgan_ckpt``, default: the one inside ``--gpt_ckpt``) into the audio tokens that condition
+the transformer (REFERENCE.md "Token ids": audio codes first, video codes shifted by the audio
+codebook size).
 
 Outputs in ``--save/--save_name``: ``samples.npy`` (generated) and ``real.npy`` (the clips whose audio
 was used), uint8 ``(N, T, H, W, C)``; ``grid.mp4`` / ``grid.gif`` / ``contact_sheet.png`` of the
@@ -100,14 +101,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     (t, h, _), (dt, dh, _) = model.config.latent_shape, model.vqgan.config.downsample
     resolution = args.resolution or h * dh
     try:
-        dataset = AudioVideoFolderDataset(
-            args.data_path, train=args.split == "train", sequence_length=t * dt, resolution=resolution,
-            sample_every_n_frames=args.sample_every_n_frames, stft_config=stft_config_from_args(args))
+        dataset = AudioVideoFolderDataset(  # windows of t*dt*n frames keep t*dt of them
+            args.data_path, train=args.split == "train", sequence_length=t * dt * args.sample_every_n_frames,
+            resolution=resolution, sample_every_n_frames=args.sample_every_n_frames,
+            stft_config=stft_config_from_args(args), clips_per_video=1)
     except ValueError as err:
         raise SystemExit(f"--data_path {args.data_path}: {err}") from None
     if len(dataset) < args.n_sample:
         raise SystemExit(f"--n_sample {args.n_sample}: --data_path {args.data_path} has only {len(dataset)} "
-                         f"{args.split} videos of at least {t * dt} frames")
+                         f"{args.split} videos of at least {t * dt * args.sample_every_n_frames} frames")
     common = sampling_kwargs(args, device)
     out = output_dir(args)
     writer = SampleWriter(out, args.n_sample, fps=args.fps, save_videos=args.save_videos)
