@@ -99,6 +99,22 @@ def test_random_draw_vs_class_restricted_set(classes_root, tmp_path, monkeypatch
     assert frechet_distance(a, first) > 5 * frechet_distance(a, b)  # the path-order set is biased
 
 
+def test_real_clips_from_frame_folders_without_split(tmp_path):
+    from PIL import Image
+
+    for v in range(3):  # the release's layout: frame folders straight under the data path
+        (tmp_path / f"v{v}").mkdir()
+        for i in range(18):
+            Image.fromarray(np.full((8, 8, 3), 10 * v + i, np.uint8)).save(tmp_path / f"v{v}" / f"{i}.png")
+    info: dict = {}
+    clips = np.concatenate(list(iter_video_batches(str(tmp_path), n_frames=16, resolution=8,
+                                                   image_folder=True, truncate=False, info=info)))
+    assert clips.shape == (3, 16, 8, 8, 3) and info == {"available": 3, "used": 3}
+    for v, clip in enumerate(clips):  # one clip per folder (in order), 16 consecutive frames from 0 or 1
+        levels = clip.reshape(16, -1).mean(axis=1) - 10 * v
+        assert levels[0] in (0, 1) and np.array_equal(levels, levels[0] + np.arange(16))
+
+
 def test_uint8_by_truncation_under_protocol_tats():
     levels = torch.tensor([0.0, 17.7, 100.5, 254.99, 255.0])  # pixel values before the uint8 cast
     video = (levels / 255 - 0.5).view(1, 1, 5, 1, 1).expand(1, 3, 5, 2, 2)  # (B, C, T, H, W)

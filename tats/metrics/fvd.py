@@ -412,7 +412,8 @@ def iter_video_batches(
     """
     from tats.data.transforms import sequence_length_for
 
-    kind = describe_source(spec)
+    # frame folders need no train/ and test/ (the release's layout): a folder with --image_folder is a dataset
+    kind = "dataset" if image_folder and Path(spec).expanduser().is_dir() else describe_source(spec)
     info = {} if info is None else info
     if kind == "npy":
         arr = np.load(Path(spec).expanduser(), mmap_mode="r")
