@@ -47,6 +47,9 @@ from pytorch_lightning.utilities import rank_zero_warn
 from tats.io.checkpoint import SAFE_GLOBALS, CheckpointError, load_checkpoint, save_checkpoint
 
 CHECKPOINT_DIR = "checkpoints"
+#: Validation batches per validation unless --limit_val_batches says otherwise: video folders serve every
+#: test window (the release): hundreds of thousands of clips for UCF-101, far more than a validation needs.
+DEFAULT_LIMIT_VAL_BATCHES = 100
 DDP_STRATEGIES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
 CONFIG_SECTIONS = ("vqgan", "transformer")
 
@@ -127,7 +130,10 @@ def add_trainer_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     g.add_argument("--val_check_interval", type=_int_or_float, default=1.0,
                    help="float: fraction of an epoch; int: every N training batches")
     g.add_argument("--check_val_every_n_epoch", type=int, default=1)
-    g.add_argument("--limit_val_batches", type=_int_or_float, default=None)
+    g.add_argument("--limit_val_batches", type=_int_or_float, default=DEFAULT_LIMIT_VAL_BATCHES,
+                   help="int: batches per validation, float: share of the validation set (1.0: all of "
+                        "it, as the release). Validation now covers every test window, so the default keeps "
+                        "it to %(default)s batches of a fixed random order (tats.data.datamodule)")
     g.add_argument("--limit_train_batches", type=_int_or_float, default=None)
     g.add_argument("--num_sanity_val_steps", type=int, default=None)
     g.add_argument("--log_every_n_steps", type=int, default=50)

@@ -71,7 +71,7 @@ def test_frame_folders_and_bad_path(tmp_path):
         for v in range(2):
             folder = tmp_path / "sky" / split / f"v{v}"
             folder.mkdir(parents=True)
-            for i in range(5):
+            for i in range(6):  # a clip of 5 frames needs more than 5
                 Image.fromarray(np.full((10, 14, 3), 20 * i, np.uint8)).save(folder / f"{i}.jpg")
     dm = VideoDataModule(_args(data_path=str(tmp_path / "sky"), image_folder=True, sequence_length=5,
                                resolution=8, batch_size=2))
@@ -88,6 +88,28 @@ def test_unpadded_sampler_covers_every_item_once():
     shards = [list(UnpaddedDistributedSampler(data, num_replicas=3, rank=r)) for r in range(3)]
     assert sorted(sum(shards, [])) == data
     assert [len(UnpaddedDistributedSampler(data, num_replicas=3, rank=r)) for r in range(3)] == [4, 3, 3]
+    # a seeded order: shuffled like the release's validation loader, the same at every validation
+    shards = [list(UnpaddedDistributedSampler(data, num_replicas=3, rank=r, seed=5)) for r in range(3)]
+    assert sorted(sum(shards, [])) == data and sum(shards, []) != data
+    assert shards[0] == list(UnpaddedDistributedSampler(data, num_replicas=3, rank=0, seed=5))
+
+
+def test_validation_order_is_a_fixed_random_subset(tmp_path, monkeypatch):
+    """With --limit_val_batches, validation must see a random subset of the test clips (all classes), not
+    the first videos in path order."""
+    monkeypatch.setenv("TATS_CACHE", str(tmp_path))
+    dm = VideoDataModule(_args(sequence_length=4, resolution=16, demo_test_clips=40, batch_size=8, seed=3))
+    dm.setup()
+    first = next(iter(dm.val_dataloader()))["index"].tolist()
+    assert first == next(iter(dm.val_dataloader()))["index"].tolist()  # the same at every validation
+    assert first != list(range(8)) and len(set(first)) == 8 and max(first) >= 8
+    every = [i for b in dm.val_dataloader() for i in b["index"].tolist()]
+    assert sorted(every) == list(range(40))
+    args = add_data_args(argparse.ArgumentParser()).parse_args(["--clips_per_video", "all"])
+    assert args.clips_per_video == "all"
+    dm = VideoDataModule(_args(sequence_length=4, resolution=16, clips_per_video=3))
+    dm.setup()
+    assert len(dm.train_dataset) == 3 * 10 and len(dm.val_dataset) == 3 * 3
 
 
 def test_samplers_under_torch_distributed(tmp_path, monkeypatch):
