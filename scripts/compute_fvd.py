@@ -4,6 +4,7 @@
     python scripts/compute_fvd.py --real /data/ucf101.h5 --fake samples.npy --out fvd.json
     python scripts/compute_fvd.py --real demo --fake samples/ --n_trials 5 --sample_size 256
     python scripts/compute_fvd.py --real ... --fake ... --i3d_path i3d_pretrained_400.pt   # the release's I3D
+    python scripts/compute_fvd.py --real ... --fake ... --i3d release     # the same, downloaded once
 
 Each side is a dataset (.h5/.hdf5, a folder with train/ and test/, or `demo`; read at --resolution with
 the training preprocessing), a .npy of uint8 (N, T, H, W, C), or a folder of video files. Real features
@@ -46,9 +47,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--i3d_path",
+        "--i3d",
         default=None,
-        help="I3D weights: the release's i3d_pretrained_400.pt, StyleGAN-V's i3d_torchscript.pt, "
-        "or (default) the TF-hub weights from fetch_weights.py --i3d",
+        help="I3D weights: the release's i3d_pretrained_400.pt (`release` downloads it), StyleGAN-V's "
+        "i3d_torchscript.pt, or (default) the TF-hub weights from fetch_weights.py --i3d",
     )
     p.add_argument(
         "--bn_eps",
