@@ -30,6 +30,7 @@ from tats.data.transforms import clip_length
 from tats.faults import add_fault_args, check_data_flags, check_file_flag, check_transformer_budget
 from tats.gpt.config import TEXT_VOCAB_SIZE, GPTConfig
 from tats.gpt.lightning import BASE_LR, TransformerModule
+from tats.io.registry import resolve_args
 from tats.trainer import (
     add_trainer_args,
     build_trainer,
@@ -55,13 +56,15 @@ def add_transformer_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     """The release's transformer flags plus ours (activation checkpointing, compile, text length)."""
     g = parser.add_argument_group("transformer")
     add = lambda flag, **kw: _add_once(g, parser, flag, **kw)  # noqa: E731
-    add("--vqvae", type=str, default=None, help="the trained video VQGAN checkpoint (ours or the release's)")
+    add("--vqvae", type=str, default=None,
+        help="the trained video VQGAN checkpoint (ours or the release's) or a published name (ucf101, ...)")
     add("--unconditional", action="store_true", help="no condition: sequences start with token 0")
     add("--cond_stage_key", type=str, default="label", choices=sorted(COND_KEYS),
         help="condition: class label, text (CLIP BPE captions) or stft (audio through --stft_vqvae)")
     add("--text_cond", action="store_true", help="captions as CLIP BPE ids (same as --cond_stage_key text)")
     add("--class_cond", action="store_true", help="class labels (the default, --cond_stage_key label)")
-    add("--stft_vqvae", type=str, default=None, help="audio VQGAN checkpoint (--cond_stage_key stft)")
+    add("--stft_vqvae", type=str, default=None,
+        help="audio VQGAN checkpoint or published name, e.g. drums-stft (--cond_stage_key stft)")
     add("--text_seq_len", type=int, default=77, help="BPE tokens per caption (start/end included, 0-padded)")
     add("--vocab_size", type=int, default=None, help="VQGAN codebook size (checked against --vqvae)")
     add("--block_size", type=int, default=1024, help="longest input: condition tokens + video tokens - 1")
@@ -187,6 +190,7 @@ def _codes_setup(args: argparse.Namespace) -> tuple[CodesDataModule, VQGAN, tupl
 def main(argv: Sequence[str] | None = None) -> pl.Trainer:
     args = parse_args_with_config(build_parser(), argv, section="transformer")
     kind = cond_type_of(args)
+    resolve_args(args, vqvae="vqgan", stft_vqvae="vqgan")  # published names become cached files
     check_file_flag("vqvae", args.vqvae)
     check_file_flag("stft_vqvae", args.stft_vqvae)
     check_data_flags(args)

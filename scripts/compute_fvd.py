@@ -4,6 +4,7 @@
     python scripts/compute_fvd.py --real data/ucf101 --fake samples.npy --out fvd.json
     python scripts/compute_fvd.py --real demo --fake samples/ --n_trials 5 --sample_size 256
     python scripts/compute_fvd.py --real ... --fake ... --i3d_path i3d_pretrained_400.pt   # the release's I3D
+    python scripts/compute_fvd.py --real ... --fake ... --i3d release     # the same, downloaded once
 
 The default is the release's protocol (REFERENCE.md "Data and evaluation protocol"): 2048 real clips
 drawn at random (``--real_seed``) over every window of the training split, 2048 generated clips,
@@ -66,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n_trials", type=int, default=1, help="FVD over random subsets: mean and std")
     p.add_argument("--sample_size", type=int, default=None, help="clips per side in each trial")
     p.add_argument("--seed", type=int, default=0, help="seed of the trials' subsets")
-    p.add_argument("--i3d_path", default=None,
-                   help="I3D weights: the release's i3d_pretrained_400.pt, StyleGAN-V's i3d_torchscript.pt, "
+    p.add_argument("--i3d_path", "--i3d", default=None,
+                   help="I3D weights: the release's i3d_pretrained_400.pt (`release` downloads it), StyleGAN-V's i3d_torchscript.pt, "
                         "or (default) the TF-hub weights from fetch_weights.py --i3d")
     p.add_argument("--bn_eps", type=float, default=None,
                    help="override I3D batch-norm eps (default: 1e-5 for release files, 1e-3 for TF-hub)")

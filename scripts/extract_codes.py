@@ -26,13 +26,15 @@ from tats.data import VideoDataModule, add_data_args
 from tats.data.codes import FORMAT, CodesWriter, encode_split, file_sha256
 from tats.data.transforms import clip_length
 from tats.data.windows import ALL, parse_clips_per_video
+from tats.io.registry import resolve_args
 from tats.vqgan.load import load_vqgan
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vqgan_ckpt", "--vqvae", dest="vqgan_ckpt", required=True,
-                        help="the trained VQGAN checkpoint (ours or the release's)")
+                        help="the trained VQGAN checkpoint (ours or the release's) or a published name "
+                        "(ucf101, ...)")
     parser.add_argument("--output", required=True, help="the codes file to write (.h5)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--clips_per_video", type=parse_clips_per_video, default=1,
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> Path:
     args = build_parser().parse_args(argv)
+    resolve_args(args, vqgan_ckpt="vqgan")  # a published name becomes its cached file
     torch.manual_seed(args.seed)
     out = Path(args.output)
     vqgan = load_vqgan(args.vqgan_ckpt, device=args.device).eval()

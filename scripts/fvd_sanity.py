@@ -26,7 +26,8 @@ from tats.metrics.i3d import load_i3d
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n_clips", type=int, default=64, help="clips per set")
-    p.add_argument("--i3d_path", default=None, help="I3D weights (default: the fetched TF-hub weights)")
+    p.add_argument("--i3d_path", "--i3d", default=None,
+                   help="I3D weights, or `release` (default: the fetched TF-hub weights)")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)

@@ -37,14 +37,17 @@ from tats.generate import (
     check_sampling_flags,
     sampling_kwargs,
 )
+from tats.io.registry import resolve_args
 from tats.io.video import save_contact_sheet, save_video_grid, to_uint8
 from tats.utils import pick_device, seed_everything
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Predict the continuation of real video clips.")
-    p.add_argument("--gpt_ckpt", required=True, help="transformer checkpoint (dense latent grid)")
-    p.add_argument("--vqgan_ckpt", default=None, help="VQGAN checkpoint; default: the one inside --gpt_ckpt")
+    p.add_argument("--gpt_ckpt", required=True,
+                   help="transformer checkpoint (dense latent grid) or published name")
+    p.add_argument("--vqgan_ckpt", default=None,
+                   help="VQGAN checkpoint or published name; default: the one inside --gpt_ckpt")
     p.add_argument("--data_path", default=None, help="dataset (.h5, video folder, frame folders); None: demo")
     p.add_argument("--image_folder", action="store_true", help="--data_path holds frame folders")
     p.add_argument("--split", choices=("train", "test"), default="test", help="which split's clips")
@@ -169,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     from tats.sampling import decode_codes, predict_frames
 
     args = build_parser().parse_args(argv)
+    resolve_args(args, gpt_ckpt="transformer", vqgan_ckpt="vqgan")  # published names
     check_files(args, "gpt_ckpt", "vqgan_ckpt")
     device = pick_device(args.device)
     seed_everything(args.seed + args.run)

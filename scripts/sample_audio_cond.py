@@ -38,6 +38,7 @@ from tats.generate import (
     resolve_filter_defaults,
     sampling_kwargs,
 )
+from tats.io.registry import resolve_args
 from tats.io.video import to_uint8
 from tats.utils import pick_device, seed_everything
 
@@ -49,9 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     from tats.data.audio import add_audio_args
 
     p = argparse.ArgumentParser(description="Sample videos conditioned on the audio of real clips.")
-    p.add_argument("--gpt_ckpt", required=True, help="audio-conditioned transformer checkpoint")
-    p.add_argument("--vqgan_ckpt", default=None, help="video VQGAN; default: the one inside --gpt_ckpt")
-    p.add_argument("--stft_vqgan_ckpt", default=None, help="STFT VQGAN; default: the one inside --gpt_ckpt")
+    p.add_argument("--gpt_ckpt", required=True,
+                   help="audio-conditioned transformer checkpoint (or drums-base)")
+    p.add_argument("--vqgan_ckpt", default=None,
+                   help="video VQGAN (or drums); default: the one inside --gpt_ckpt")
+    p.add_argument("--stft_vqgan_ckpt", default=None,
+                   help="STFT VQGAN (or drums-stft); default: the one inside --gpt_ckpt")
     p.add_argument("--data_path", default=DEFAULT_DATA_PATH,
                    help="folder of videos with audio (train/, test/); default %(default)s, where the "
                         "release's default pointed at its drums data")
@@ -99,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     args = build_parser().parse_args(argv)
     resolve_filter_defaults(args)
+    resolve_args(args, gpt_ckpt="transformer", vqgan_ckpt="vqgan", stft_vqgan_ckpt="vqgan")  # published names
     check_files(args, "gpt_ckpt", "vqgan_ckpt", "stft_vqgan_ckpt")
     if not Path(args.data_path).is_dir():
         default = " (the default)" if args.data_path == DEFAULT_DATA_PATH else ""

@@ -31,17 +31,20 @@ from tats.generate import (
     check_sampling_flags,
     sampling_kwargs,
 )
+from tats.io.registry import resolve_args
 from tats.io.video import to_uint8
 from tats.utils import pick_device, seed_everything
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--ckpt1", required=True, help="the sparse AR transformer checkpoint")
+    p.add_argument("--ckpt1", required=True,
+                   help="the sparse AR transformer checkpoint (or sky-ar, taichi-ar)")
     p.add_argument("--ckpt2", "--CKPT2", dest="ckpt2", required=True,
-                   help="the interpolation transformer checkpoint (n_unmasked > 0)")
+                   help="the interpolation transformer checkpoint, n_unmasked > 0 "
+                   "(or sky-interp, taichi-interp)")
     p.add_argument("--vqgan", "--vqgan_ckpt", dest="vqgan", default=None,
-                   help="VQGAN checkpoint; default: the one inside --ckpt1")
+                   help="VQGAN checkpoint (or sky, taichi-hier); default: the one inside --ckpt1")
     p.add_argument("--sample_length", type=int, default=16,
                    help="sparse latent frames K sampled by the AR model (result: (K-1)*s+1 latent frames)")
     p.add_argument("--temporal_sample_pos", type=int, default=1,
@@ -110,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     from tats.sampling import decode_codes, sample_hierarchical
 
     args = build_parser().parse_args(argv)
+    resolve_args(args, ckpt1="transformer", ckpt2="transformer", vqgan="vqgan")  # published names
     check_files(args, "ckpt1", "ckpt2", "vqgan")
     device = pick_device(args.device)
     seed_everything(args.seed + args.run)

@@ -28,14 +28,17 @@ from tats.generate import (
     check_sampling_flags,
     sampling_kwargs,
 )
+from tats.io.registry import resolve_args
 from tats.io.video import to_uint8
 from tats.utils import pick_device, seed_everything
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Sample videos from captions with a text-conditioned TATS model.")
-    p.add_argument("--gpt_ckpt", required=True, help="text-conditioned transformer checkpoint")
-    p.add_argument("--vqgan_ckpt", default=None, help="VQGAN checkpoint; default: the one inside --gpt_ckpt")
+    p.add_argument("--gpt_ckpt", required=True,
+                   help="text-conditioned transformer checkpoint (or mugen-base)")
+    p.add_argument("--vqgan_ckpt", default=None,
+                   help="VQGAN checkpoint (or mugen); default: the one inside --gpt_ckpt")
     p.add_argument("--text", action="append", required=True, help="a caption (repeat for several)")
     add_sampling_flags(p, n_sample=4, batch_size=8)
     p.set_defaults(save="results_text")
@@ -56,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     from tats.sampling import sample_short
 
     args = build_parser().parse_args(argv)
+    resolve_args(args, gpt_ckpt="transformer", vqgan_ckpt="vqgan")  # published names
     check_files(args, "gpt_ckpt", "vqgan_ckpt")
     if any(not t.strip() for t in args.text):
         raise SystemExit("--text: captions must not be empty")

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from tats.io.registry import resolve_args
 from tats.io.video import save_contact_sheet, save_video_grid, to_uint8, write_frames
 from tats.utils import pick_device, seed_everything
 
@@ -121,8 +122,10 @@ def build_parser(long: bool) -> argparse.ArgumentParser:
     """Flags of the release's sampling scripts (seed READMEs 004 and 002) plus ours."""
     what = "long videos with the sliding window" if long else "videos of the training length"
     p = argparse.ArgumentParser(description=f"Sample {what} from a TATS transformer checkpoint.")
-    p.add_argument("--gpt_ckpt", required=True, help="transformer checkpoint (ours or the release's)")
-    p.add_argument("--vqgan_ckpt", default=None, help="VQGAN checkpoint; default: the one inside --gpt_ckpt")
+    p.add_argument("--gpt_ckpt", required=True,
+                   help="transformer checkpoint (ours or the release's) or published name (ucf101-base, ...)")
+    p.add_argument("--vqgan_ckpt", default=None,
+                   help="VQGAN checkpoint or published name (ucf101, ...); default: the one in --gpt_ckpt")
     p.add_argument("--class_cond", action="store_true", help="the model is class-conditional (checked)")
     p.add_argument("--label", type=int, default=None, help="class id for every sample (default: cycle)")
     p.add_argument("--text", action="append", default=None, help="caption(s) for a text-conditioned model")
@@ -139,7 +142,9 @@ def build_parser(long: bool) -> argparse.ArgumentParser:
     p.add_argument("--n_real", type=int, default=RELEASE_N_SAMPLE,
                    help="real clips for FVD, drawn at random over every training window (the release: 2048)")
     p.add_argument("--real_seed", type=int, default=0, help="seed of the real clips' draw")
-    p.add_argument("--i3d_path", default=None, help="I3D weights (default: the fetched TF-hub weights)")
+    p.add_argument("--i3d_path", "--i3d", default=None,
+                   help="I3D weights file, or `release` for the release's i3d_pretrained_400.pt "
+                   "(default: the fetched TF-hub weights)")
     p.add_argument("--n_trials", type=int, default=1, help="FVD trials over random halves (mean and std)")
     if long:
         p.add_argument("--sample_length", type=int, default=16, help="number of latent frames to generate")
@@ -331,6 +336,7 @@ def main(argv: Sequence[str] | None = None, long: bool = False) -> dict:
 
     args = build_parser(long).parse_args(argv)
     resolve_filter_defaults(args)
+    resolve_args(args, gpt_ckpt="transformer", vqgan_ckpt="vqgan", i3d_path="i3d")  # published names
     check_paths(args)
     device = pick_device(args.device)
     seed_everything(args.seed + args.run)

@@ -1,14 +1,21 @@
 """A small HTTP server on 127.0.0.1 for download tests: serves bytes the test registers, honours
 ``Range`` requests, can throttle a response (to make downloads overlap) or cut it off after N bytes
-(to leave a partial file), and counts the requests per path. Never reaches the network."""
+(to leave a partial file), and counts the requests per path. Never reaches the network.
+
+A path can also be served by a function of the request (``add(path, fn)``, ``fn(request) -> Route``),
+which is how ``tests/file_hosts.py`` imitates Google Drive's confirmation page and Dropbox's redirect;
+``Route.headers`` adds headers such as ``Set-Cookie`` or ``Location``."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, urlsplit
 
 
 @dataclass
@@ -19,15 +26,27 @@ class Route:
     delay_per_chunk: float = 0.0  # seconds slept after each 64 KiB chunk
     cut_after: int | None = None  # close the connection after this many bytes (once)
     ranges: bool = True  # honour Range requests
+    headers: dict[str, str] = field(default_factory=dict)  # extra response headers
+
+
+@dataclass
+class Request:
+    """What a route function sees of a GET request."""
+
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    cookies: dict[str, str]
 
 
 class LocalServer:
     """``with LocalServer() as srv: srv.add("/a", Route(b"..")); srv.url("/a")``."""
 
     def __init__(self) -> None:
-        self.routes: dict[str, Route] = {}
+        self.routes: dict[str, Route | Callable[[Request], Route]] = {}
         self.hits: Counter[str] = Counter()
         self.range_requests: list[tuple[str, str]] = []
+        self.requests: list[Request] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,9 +54,16 @@ class LocalServer:
                 pass
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                path = self.path.split("?")[0]
+                parts = urlsplit(self.path)
+                path = parts.path
                 server.hits[path] += 1
+                cookies = SimpleCookie(self.headers.get("Cookie", ""))
+                request = Request(path, dict(parse_qsl(parts.query)), dict(self.headers.items()),
+                                  {k: m.value for k, m in cookies.items()})
+                server.requests.append(request)
                 route = server.routes.get(path)
+                if callable(route):
+                    route = route(request)
                 if route is None:
                     self.send_error(404)
                     return
@@ -56,6 +82,8 @@ class LocalServer:
                 self.send_response(status)
                 self.send_header("Content-Type", route.content_type)
                 self.send_header("Content-Length", str(len(part)))
+                for k, v in route.headers.items():
+                    self.send_header(k, v)
                 if status == 206:
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
                 self.end_headers()
@@ -77,7 +105,7 @@ class LocalServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
-    def add(self, path: str, route: Route) -> str:
+    def add(self, path: str, route: Route | Callable[[Request], Route]) -> str:
         self.routes[path] = route
         return self.url(path)
 

@@ -27,6 +27,7 @@ from tats.gpt.conditioning import Cond, codes_to_ids, cond_tokens, ids_to_codes
 from tats.gpt.config import TEXT_VOCAB_SIZE, GPTConfig
 from tats.gpt.model import GPT
 from tats.io.checkpoint import CheckpointError, expect_kind, hparams_dict, load_checkpoint
+from tats.io.registry import resolve_checkpoint
 
 CkptLike = Union[str, os.PathLike, Mapping[str, Any]]
 
@@ -228,12 +229,16 @@ def load_transformer(
     """Load a transformer checkpoint (release or ours) -> :class:`VideoTransformer` in eval mode.
 
     Args:
-        gpt_ckpt: path to the transformer checkpoint, or the loaded dict.
-        vqgan_ckpt: a VQGAN checkpoint that replaces the one stored inside ``gpt_ckpt``.
+        gpt_ckpt: path to the transformer checkpoint, a published model's name (``"ucf101-base"``,
+            downloaded once and cached, see :mod:`tats.io.registry`), or the loaded dict.
+        vqgan_ckpt: a VQGAN checkpoint (path, name such as ``"ucf101"``, or dict) that replaces the one
+            stored inside ``gpt_ckpt``.
         device: where to put the models.
         with_vqgan: False skips the VQGAN(s) (the transformer alone; ``latent_shape`` then comes
             from the block size for release files).
     """
+    gpt_ckpt = resolve_checkpoint(gpt_ckpt, "transformer")  # published names: their cached files
+    vqgan_ckpt = resolve_checkpoint(vqgan_ckpt, "vqgan")
     path = "<checkpoint dict>" if isinstance(gpt_ckpt, Mapping) else str(gpt_ckpt)
     ckpt = gpt_ckpt if isinstance(gpt_ckpt, Mapping) else load_checkpoint(gpt_ckpt)
     expect_kind(ckpt, "transformer", path)

@@ -39,9 +39,11 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, unreadable, unsafe or of the wrong kind."""
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", mmap: bool = False) -> dict:
     """Load a checkpoint with weights-only unpickling and the :func:`safe_globals` allow-list.
 
+    ``mmap=True`` maps the tensors' storage instead of reading it (zip-format files only): a cheap look
+    at a large file's structure, as when a download is checked before it enters the cache.
     Raises :class:`CheckpointError` naming ``path`` when the file is missing, truncated, or asks
     for a global outside the allow-list (a pickled code payload is refused, never run).
     """
@@ -50,7 +52,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         with torch.serialization.safe_globals(safe_globals()):
-            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+            ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"refusing to load {path}: it needs a Python object outside the weights-only allow-list "

@@ -16,11 +16,13 @@ import contextlib
 import hashlib
 import http.client
 import os
+import re
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
@@ -100,6 +102,8 @@ def download(
     headers: dict[str, str] | None = None,
     timeout: float = 60.0,
     progress: bool = True,
+    opener: Callable[[int], Any] | None = None,
+    verify: Callable[[Path], None] | None = None,
 ) -> Path:
     """Download ``url`` to ``dst`` and return ``dst``.
 
@@ -108,6 +112,12 @@ def download(
     :class:`DownloadError`. A file longer than ``size`` or of another ``sha256`` is deleted and refused,
     and so is an HTML page (what file hosts send for a missing file, a quota error or a login wall)
     where a binary file was expected.
+
+    ``opener(start)``, when given, opens the response instead of a plain GET of ``url`` (a host with a
+    confirmation step, :func:`tats.io.hosts.open_drive`); it must send ``Range: bytes=start-`` when
+    ``start`` > 0. ``verify(part_path)`` checks the finished file before it is renamed onto ``dst``
+    (e.g. that it is a checkpoint): when it raises, the file is deleted and :class:`DownloadError` names
+    the reason.
     """
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -117,10 +127,17 @@ def download(
         part.unlink()
         start = 0
     try:
-        resp = _open(url, start, headers or {}, timeout)
+        resp = opener(start) if opener is not None else _open(url, start, headers or {}, timeout)
     except urllib.error.HTTPError as err:
-        if err.code == 416 and start and size == start:  # the partial file is already whole
+        # 416: nothing from `start` on. The partial file is whole when the size (known, or the server's
+        # "Content-Range: bytes */N") says so; otherwise it is not a prefix of this file: start over.
+        whole = re.fullmatch(r"bytes \*/(\d+)", (err.headers or {}).get("Content-Range", "") or "")
+        if err.code == 416 and start and (size or (int(whole.group(1)) if whole else None)) == start:
             resp = None
+        elif err.code == 416 and start:
+            part.unlink()
+            return download(url, dst, sha256=sha256, size=size, desc=desc, headers=headers, timeout=timeout,
+                            progress=progress, opener=opener, verify=verify)
         else:
             raise DownloadError(f"downloading {url}: HTTP {err.code} {err.reason}") from None
     except (OSError, http.client.HTTPException) as err:
@@ -168,5 +185,11 @@ def download(
         if digest != sha256:
             part.unlink()
             raise DownloadError(f"{url}: sha256 {digest} is not the expected {sha256}; the file was deleted")
+    if verify is not None:
+        try:
+            verify(part)
+        except Exception as err:  # noqa: BLE001 - any refusal deletes the file and is reported
+            part.unlink()
+            raise DownloadError(f"{url}: {err}; the downloaded file was deleted") from None
     os.replace(part, dst)
     return dst

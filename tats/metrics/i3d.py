@@ -282,6 +282,8 @@ def load_i3d(
 
     - ``path`` to a weights-only file: a release-layout state dict (``i3d_pretrained_400.pt``, strict
       loading; BN eps 1e-5 unless ``bn_eps``) or one of our converted files (eps from its meta);
+    - ``"release"`` (or ``"i3d"``): the release's ``i3d_pretrained_400.pt``, downloaded from its Google
+      Drive id once, verified and cached (:mod:`tats.io.registry`);
     - ``path`` to a TorchScript archive (StyleGAN-V's ``i3d_torchscript.pt``) -> :class:`TorchScriptI3D`;
     - no ``path``: the converted TF-hub weights in the cache, fetched on first use
       (:func:`tats.io.fetch.ensure_weights`), eps 1e-3.
@@ -291,9 +293,11 @@ def load_i3d(
     """
     from tats.io.checkpoint import CheckpointError, load_checkpoint
     from tats.io.fetch import ensure_weights, file_digest
+    from tats.io.registry import resolve_checkpoint
 
     if path is None:  # fetched and converted on first use
         path = ensure_weights("i3d", cache_dir)
+    path = resolve_checkpoint(path, "i3d", cache_dir)  # "release": the release's file, downloaded once
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"I3D weights file not found: {path}")

@@ -244,7 +244,9 @@ class VQGANModule(pl.LightningModule):
         optimizer or step. The codebook counts as initialised (release files lack our flag; see
         :class:`~tats.vqgan.codebook.Codebook`). Returns the module keys the file did not provide."""
         from tats.io.checkpoint import expect_kind, load_checkpoint
+        from tats.io.registry import resolve_checkpoint
 
+        path_or_ckpt = resolve_checkpoint(path_or_ckpt, "vqgan")  # a published name (ucf101, ...)
         ckpt = load_checkpoint(path_or_ckpt) if not isinstance(path_or_ckpt, Mapping) else path_or_ckpt
         expect_kind(ckpt, "vqgan", path_or_ckpt if not isinstance(path_or_ckpt, Mapping) else "checkpoint")
         sd = self._fit_state_dict(remap_release_state_dict(ckpt["state_dict"]))
@@ -287,7 +289,8 @@ def add_vqgan_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, default=d.lr,
                    help="base lr; used: accumulate * (devices/8) * (batch/4) * lr (the release's rule)")
     g.add_argument("--init_ckpt", type=str, default=None,
-                   help="fine-tune: initial weights from a VQGAN checkpoint (the release's or ours)")
+                   help="fine-tune: initial weights from a VQGAN checkpoint (the release's or ours, or "
+                        "a published name such as ucf101)")
     g.add_argument("--allow_random_lpips", action="store_true",
                    help="perceptual loss without fetched LPIPS weights: random VGG (testing only)")
     g.add_argument("--lpips_cache_dir", type=str, default=None, help="folder of the converted LPIPS weights")

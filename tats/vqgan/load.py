@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from tats.io.checkpoint import CheckpointError, expect_kind, hparams_dict, load_checkpoint
+from tats.io.registry import resolve_checkpoint
 from tats.vqgan.config import VQGANConfig
 from tats.vqgan.model import VQGAN
 
@@ -129,9 +130,11 @@ def _config_from_checkpoint(ckpt: Mapping, sd: Mapping[str, torch.Tensor], where
 def load_vqgan(path_or_ckpt: str | os.PathLike | Mapping, device: str | torch.device = "cpu") -> VQGAN:
     """Load a VQGAN checkpoint (the release's or ours) and return the model in eval mode on ``device``.
 
-    ``path_or_ckpt`` is a file path or an already loaded checkpoint dict. A transformer checkpoint is
+    ``path_or_ckpt`` is a file path, a published model's name (``"ucf101"``: downloaded once, verified
+    and cached, see :mod:`tats.io.registry`) or an already loaded checkpoint dict. A transformer checkpoint is
     refused with a message saying so (use :func:`load_first_stage` for the VQGAN inside it).
     """
+    path_or_ckpt = resolve_checkpoint(path_or_ckpt, "vqgan")  # a published name: its cached file
     where, ckpt = _read(path_or_ckpt)
     expect_kind(ckpt, "vqgan", where)
     sd = ckpt["state_dict"]
@@ -155,7 +158,7 @@ def load_first_stage(
     ``device``. Its config is read off the weights (:func:`infer_vqgan_config`); pass ``downsample``
     for a non-isotropic VQGAN. Prefer the user's own ``--vqgan_ckpt`` when given: it stores its flags.
     """
-    where, ckpt = _read(path_or_ckpt)
+    where, ckpt = _read(resolve_checkpoint(path_or_ckpt, "transformer"))
     sd = _strip(ckpt.get("state_dict", {}), prefix)
     if not sd:
         raise CheckpointError(f"{where} has no weights under {prefix!r}: not a transformer checkpoint "
