@@ -68,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample_size", type=int, default=None, help="clips per side in each trial")
     p.add_argument("--seed", type=int, default=0, help="seed of the trials' subsets")
     p.add_argument("--i3d_path", "--i3d", default=None,
-                   help="I3D weights: the release's i3d_pretrained_400.pt (`release` downloads it), StyleGAN-V's i3d_torchscript.pt, "
-                        "or (default) the TF-hub weights from fetch_weights.py --i3d")
+                   help="I3D weights: the release's i3d_pretrained_400.pt (`release` downloads it), "
+                        "StyleGAN-V's i3d_torchscript.pt, or (default) the TF-hub weights (fetched once)")
     p.add_argument("--bn_eps", type=float, default=None,
                    help="override I3D batch-norm eps (default: 1e-5 for release files, 1e-3 for TF-hub)")
     p.add_argument("--batch_size", type=int, default=16)
