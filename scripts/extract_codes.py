@@ -24,6 +24,7 @@ import torch
 
 from tats.data import VideoDataModule, add_data_args
 from tats.data.codes import FORMAT, CodesWriter, encode_split, file_sha256
+from tats.precision import device_name
 from tats.vqgan.load import load_vqgan
 
 
@@ -67,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
                 data_path=str(dm.data_path()), sequence_length=args.sequence_length,
                 resolution=args.resolution, sample_every_n_frames=args.sample_every_n_frames,
                 clips_per_video=args.clips_per_video,
+                encoded_on=device_name(args.device),  # VQGAN.encode runs without TF32 (tats.precision)
             )
             counts = {}
             for split, ds, passes in (("train", dm.train_dataset, args.clips_per_video),

@@ -341,6 +341,7 @@ def main(argv: Sequence[str] | None = None, long: bool = False) -> dict:
         # One trial uses every clip; several trials draw random halves so that their spread means something.
         size = None if args.n_trials == 1 else min(len(real), len(fake)) // 2
         summary["fvd"] = fvd_kvd_trials(real, fake, args.fvd_protocol, args.n_trials, sample_size=size)
+        summary["fvd"]["features"] = extractor.numerics  # device, dtype, TF32 of the I3D features
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"wrote {args.n_sample} videos {tuple(samples.shape[1:])} to {out} "
           f"({summary['tokens_per_s']} tokens/s)")
