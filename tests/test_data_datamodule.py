@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch.distributed as dist
 from PIL import Image
 from torch.utils.data import DistributedSampler
 
-from tats.data.datamodule import UnpaddedDistributedSampler, VideoDataModule, add_data_args
+from tats.data.datamodule import VideoDataModule, add_data_args
 from tats.data.frame_folder import FrameFolderDataset
 from tats.data.hdf5 import HDF5VideoDataset
 
@@ -83,11 +84,28 @@ def test_frame_folders_and_bad_path(tmp_path):
         VideoDataModule(_args(data_path=str(tmp_path / "nothing.txt"))).setup()
 
 
-def test_unpadded_sampler_covers_every_item_once():
-    data = list(range(10))
-    shards = [list(UnpaddedDistributedSampler(data, num_replicas=3, rank=r)) for r in range(3)]
-    assert sorted(sum(shards, [])) == data
-    assert [len(UnpaddedDistributedSampler(data, num_replicas=3, rank=r)) for r in range(3)] == [4, 3, 3]
+@pytest.mark.parametrize("n_clips, world", [(3, 4), (9, 4), (1, 8)])
+def test_every_rank_gets_the_same_number_of_validation_batches(n_clips, world, monkeypatch):
+    """Under DDP a rank with fewer validation batches than another (none at all when the set is smaller
+    than the world) leaves the others waiting in a collective: the split is padded to ceil(N / world)
+    clips per rank, and together the ranks still see every clip."""
+    import tats.data.datamodule as datamodule
+
+    dm = VideoDataModule(_args(batch_size=2))
+    clips = [dict(video=torch.full((3, 2, 4, 4), float(i))) for i in range(n_clips)]  # clip i holds i
+    dm.train_dataset = dm.val_dataset = clips
+    monkeypatch.setattr(datamodule, "_distributed", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda group=None: world)
+    per_rank = math.ceil(n_clips / world)
+    seen = []
+    for rank in range(world):
+        monkeypatch.setattr(dist, "get_rank", lambda group=None, r=rank: r)
+        batches = list(dm.val_dataloader())
+        assert len(batches) == math.ceil(per_rank / 2)
+        ids = [int(v) for b in batches for v in b["video"][:, 0, 0, 0, 0]]
+        assert len(ids) == per_rank
+        seen += ids
+    assert set(seen) == set(range(n_clips))
 
 
 def test_samplers_under_torch_distributed(tmp_path, monkeypatch):
@@ -97,7 +115,7 @@ def test_samplers_under_torch_distributed(tmp_path, monkeypatch):
         dm = VideoDataModule(_args(sequence_length=4, resolution=16))
         train, val = dm.train_dataloader(), dm.val_dataloader()
         assert type(train.sampler) is DistributedSampler and train.sampler.shuffle
-        assert isinstance(val.sampler, UnpaddedDistributedSampler)
+        assert type(val.sampler) is DistributedSampler and not val.sampler.shuffle
         train.sampler.set_epoch(0)
         first = list(train.sampler)
         train.sampler.set_epoch(1)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -55,25 +54,6 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     _add(g, parser, "--demo_train_clips", type=int, default=4000, help="demo data: training clips")
     _add(g, parser, "--demo_test_clips", type=int, default=256, help="demo data: test clips")
     return parser
-
-
-class UnpaddedDistributedSampler(DistributedSampler):
-    """Evaluation sharding without padding: rank ``r`` gets items ``r, r + world, ...``.
-
-    ``DistributedSampler`` repeats items so that every rank has the same count, which would count
-    some clips twice in validation metrics; here every clip is seen exactly once over all ranks.
-    """
-
-    def __init__(self, dataset: Dataset, num_replicas: int | None = None, rank: int | None = None):
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
-        self.num_samples = len(range(self.rank, len(dataset), self.num_replicas))
-        self.total_size = len(dataset)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.total_size, self.num_replicas))
-
-    def __len__(self) -> int:
-        return self.num_samples
 
 
 def _distributed() -> bool:
@@ -151,8 +131,11 @@ class VideoDataModule(pl.LightningDataModule):
             world = dist.get_world_size()
             # Our own DistributedSampler: Lightning keeps it (it only injects one when the loader has
             # none) and calls its set_epoch() every epoch, so shuffling differs between epochs.
-            sampler = (DistributedSampler(dataset, shuffle=True, seed=self.seed, drop_last=False)
-                       if train else UnpaddedDistributedSampler(dataset))
+            # Validation is padded as in the release (up to world - 1 clips repeated): every rank gets
+            # ceil(N / world) clips, hence the same number of batches, so no rank waits in a collective
+            # (DDP's per-forward buffer broadcast, the epoch-end metric all-reduce) that another never
+            # reaches, even when the validation set is smaller than the world.
+            sampler = DistributedSampler(dataset, shuffle=train, seed=self.seed, drop_last=False)
         per_rank = math.ceil(len(dataset) / world)
         return DataLoader(
             dataset,
