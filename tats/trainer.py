@@ -289,6 +289,20 @@ def trainer_kwargs(args: argparse.Namespace, find_unused_parameters: bool = Fals
                 precision=precision, sync_batchnorm=bool(getattr(args, "sync_batchnorm", False)))
 
 
+def ddp_strategy(name: Any, **ddp_kwargs: Any) -> Any:
+    """Lightning's strategy for a DDP strategy ``name`` (``ddp``, ``ddp_spawn``, ...,
+    ``ddp_find_unused_parameters_true``) with extra ``DistributedDataParallel`` arguments; any other
+    name (``auto``, ``fsdp``, ...) or an already built strategy is returned unchanged."""
+    from pytorch_lightning.strategies import DDPStrategy, StrategyRegistry
+
+    if not ddp_kwargs or not isinstance(name, str) or name not in StrategyRegistry:
+        return name
+    entry = StrategyRegistry[name]
+    if entry["strategy"] is not DDPStrategy:
+        return name
+    return DDPStrategy(**entry["init_params"], **ddp_kwargs)
+
+
 def progress_bar_kwargs(refresh_rate: int | None) -> tuple[dict[str, Any], list]:
     """``(trainer kwargs, callbacks)`` for the release's ``--progress_bar_refresh_rate``."""
     if refresh_rate is None:
@@ -338,6 +352,7 @@ def build_trainer(
     callbacks: Iterable[Any] = (),
     manual_optimization: bool = False,
     find_unused_parameters: bool = False,
+    broadcast_buffers: bool = True,
     **kw: Any,
 ):
     """Build a Lightning 2 ``Trainer`` from the flags of :func:`add_trainer_args`.
@@ -347,7 +362,9 @@ def build_trainer(
     the module steps its optimizers itself, so Lightning 2 must not get ``gradient_clip_val`` nor
     ``accumulate_grad_batches`` (it refuses both); the module reads them from its hyper-parameters.
     ``find_unused_parameters``: DDP must tolerate parameters without gradients in some steps (the VQGAN's
-    discriminators before ``discriminator_iter_start``). ``kw`` overrides any ``Trainer`` argument.
+    discriminators before ``discriminator_iter_start``). ``broadcast_buffers=False``: DDP does not copy
+    every buffer from rank 0 before each forward (for models whose buffers never change in training,
+    e.g. the transformer's attention masks and frozen VQGAN). ``kw`` overrides any ``Trainer`` argument.
     """
     hw = trainer_kwargs(args, find_unused_parameters=find_unused_parameters)
     root = Path(args.default_root_dir)
@@ -367,6 +384,8 @@ def build_trainer(
     plugins = []
     if not str(hw["strategy"]).startswith(("fsdp", "deepspeed")):  # those write sharded checkpoints
         plugins.append(AtomicCheckpointIO())
+    if not broadcast_buffers:
+        hw["strategy"] = ddp_strategy(hw["strategy"], broadcast_buffers=False)
     opt_kw: dict[str, Any] = {}
     if not manual_optimization:
         opt_kw = dict(accumulate_grad_batches=args.accumulate_grad_batches,
