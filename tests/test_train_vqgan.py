@@ -234,6 +234,50 @@ def test_fp16_gradients_are_clipped_after_unscaling():
     assert stages == ["UNSCALED"] * 2  # the autoencoder's step and the discriminator's
 
 
+def _fit(module, n_clips: int, batch_size: int = 2, strategy_attrs: dict | None = None, **trainer_kw):
+    """One epoch over ``n_clips`` random clips on the CPU; ``strategy_attrs`` are set on the trainer's
+    strategy before fitting."""
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader
+
+    clips = [dict(video=torch.rand(3, 4, 16, 16) - 0.5) for _ in range(n_clips)]
+    trainer = pl.Trainer(**{**dict(accelerator="cpu", devices=1, max_epochs=1, logger=False,
+                                   enable_checkpointing=False, enable_progress_bar=False,
+                                   enable_model_summary=False, limit_val_batches=0), **trainer_kw})
+    for name, value in (strategy_attrs or {}).items():
+        setattr(trainer.strategy, name, value)
+    trainer.fit(module, DataLoader(clips, batch_size=batch_size))
+    return trainer
+
+
+def test_accumulated_micro_batches_skip_the_gradient_all_reduce():
+    """DDP all-reduces gradients in every backward unless it runs inside
+    ``strategy.block_backward_sync()`` (``no_sync``). Accumulating 2 micro-batches over 5 batches, only
+    the last micro-batch of each window (batches 1, 3) and the epoch's last batch (4) sync, with both
+    their backward passes (autoencoder and discriminator)."""
+    module = VQGANModule(_cfg(), accumulate_grad_batches=2)
+    depth, synced = [0], []
+
+    @contextlib.contextmanager
+    def block_backward_sync():  # counts like DDP's no_sync: inside it, no all-reduce
+        depth[0] += 1
+        try:
+            yield
+        finally:
+            depth[0] -= 1
+
+    backward = module.manual_backward
+
+    def manual_backward(loss, *args, **kwargs):
+        synced.append(depth[0] == 0)
+        return backward(loss, *args, **kwargs)
+
+    module.manual_backward = manual_backward
+    trainer = _fit(module, 5, batch_size=1, strategy_attrs={"block_backward_sync": block_backward_sync})
+    expected = [b in (1, 3, 4) for b in range(5) for _ in ("autoencoder", "discriminator")]
+    assert synced == expected and trainer.global_step == 3
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--precision", "16", "--accumulate_grad_batches", "2"], "bf16-mixed"),
     (["--precision", "bf16-true"], "bf16-mixed"),

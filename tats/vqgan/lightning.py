@@ -20,6 +20,10 @@ and GPU. Non-finite losses are skipped and counted by :class:`tats.faults.NonFin
 (``--max_nonfinite_steps``). On several devices BatchNorm always becomes SyncBatchNorm
 (:func:`sync_batchnorm_if_needed`), as the release's norm was.
 
+Gradient accumulation under DDP: the backward passes of every micro-batch but the last of a window run
+inside ``trainer.strategy.block_backward_sync()`` (DDP's ``no_sync``), so gradients are all-reduced
+once per optimizer step, not once per micro-batch (:meth:`VQGANModule._backward`).
+
 ``global_step`` counts autoencoder steps only, as in the release (one step per accumulated batch):
 Lightning 2 counts every ``optimizer.step()`` of a manually optimized module, so the discriminator's
 step is taken without counting (see :func:`_step_uncounted`). ``--max_steps``,
@@ -33,6 +37,7 @@ prefix (:func:`remap_release_state_dict`). ``hyper_parameters["config"]`` is the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -145,6 +150,14 @@ class VQGANModule(pl.LightningModule):
                                 gradient_clip_algorithm=self.hparams.gradient_clip_algorithm)
 
     # ---------------------------------------------------------------------------------- training
+    def _backward(self, loss: torch.Tensor, sync: bool) -> None:
+        """``manual_backward(loss)`` without DDP's gradient all-reduce unless ``sync``: the micro-batches
+        before the last of an accumulation window accumulate locally (``strategy.block_backward_sync()``),
+        and the last one's all-reduce carries the window's sum."""
+        block = None if sync else getattr(self.trainer.strategy, "block_backward_sync", None)
+        with block() if block is not None else contextlib.nullcontext():
+            self.manual_backward(loss)
+
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor | None:
         x = batch["video"]  # (B, C, T, H, W) in [-0.5, 0.5]
         opt_ae, opt_disc = self.optimizers()
@@ -167,7 +180,7 @@ class VQGANModule(pl.LightningModule):
             self.log("train/nonfinite_steps", float(self.nonfinite_ae.total), on_step=True, on_epoch=False,
                      batch_size=x.shape[0])
             return None
-        self.manual_backward(ae_loss / acc)
+        self._backward(ae_loss / acc, sync=update)
         if update:
             opt_ae.step()  # gradient clipping: on_before_optimizer_step (after AMP unscaling)
             opt_ae.zero_grad(set_to_none=True)
@@ -180,7 +193,7 @@ class VQGANModule(pl.LightningModule):
             if d_bad:
                 opt_disc.zero_grad(set_to_none=True)  # drop this window's discriminator gradients
             else:
-                self.manual_backward(d_loss / acc)
+                self._backward(d_loss / acc, sync=update)
             if update and not d_bad:  # (an fp16 GradScaler refuses a step without any gradient)
                 _step_uncounted(opt_disc)
                 opt_disc.zero_grad(set_to_none=True)
