@@ -169,6 +169,27 @@ def test_ddp_without_buffer_broadcast_keeps_the_strategy_flavour(strategy, start
         "SingleDeviceStrategy")
 
 
+def test_fp16_gets_one_loss_scaler_per_optimizer_when_asked(tmp_path, monkeypatch):
+    """The VQGAN asks for two scalers (autoencoder, discriminator); the precision stays 16-mixed.
+    (fp16 autocast is a GPU matter: the CUDA device is faked, the scalers then stay disabled.)"""
+    from pytorch_lightning.plugins.precision import MixedPrecision
+
+    import tats.trainer
+    from tats.trainer import PerOptimizerGradScaler
+
+    monkeypatch.setattr(tats.trainer, "_autocast_device", lambda accelerator: "cuda")
+    args = _args("--precision", "16", "--default_root_dir", str(tmp_path))
+    two = build_trainer(args, "val/loss", 3000, manual_optimization=True, loss_scalers=2)
+    plugin = two.precision_plugin
+    assert isinstance(plugin, PerOptimizerGradScaler) and two.precision == "16-mixed"
+    assert len(plugin.scalers) == 2 and plugin.scalers[0] is not plugin.scalers[1]
+    assert plugin.scaler is plugin.scalers[0]
+    assert not isinstance(build_trainer(args, "val/loss", 3000).precision_plugin, PerOptimizerGradScaler)
+    bf16 = build_trainer(_args("--precision", "bf16", "--default_root_dir", str(tmp_path)), "val/loss", 3000,
+                         loss_scalers=2)
+    assert type(bf16.precision_plugin) is MixedPrecision and bf16.precision_plugin.scaler is None
+
+
 def test_yaml_config_sets_defaults_and_command_line_wins(tmp_path):
     cfg = tmp_path / "recipe.yaml"
     cfg.write_text("max_steps: 100\nsync_batchnorm: true\nval_check_interval: 0.5\n"
