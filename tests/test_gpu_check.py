@@ -65,3 +65,26 @@ def test_without_a_gpu_only_the_smoke_run_starts(capsys):
     with pytest.raises(SystemExit):
         gpu_check.main([])
     assert "no CUDA GPU found: use --cpu-smoke" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("frame", [0, 1, 3, 4])  # inside the first window and past it
+def test_near_tie_analysis_rebuilds_the_window_a_token_was_drawn_from(frame, tmp_path):
+    """When GPU greedy ids leave the CPU's, the check measures the CPU logits' gap at the first differing
+    token. The window it rebuilds must be the one the token was drawn from: there the CPU's greedy token
+    has the largest logit, so its gap to every other token is >= 0 (and 0 to itself)."""
+    import torch
+
+    from tats.gpt.load import load_transformer
+    from tats.sampling import sample_long
+    from tests.tiny_models import save_transformer
+
+    gpu_check = _load()
+    model = load_transformer(save_transformer(tmp_path / "gpt.ckpt", "label"), with_vqgan=False)
+    cond, pos = torch.tensor([3, 5]), 2
+    ref = sample_long(model, 5, 2, cond=cond, temporal_sample_pos=pos, greedy=True, return_ids=True)
+    gaps = []
+    for token in range(model.config.vocab_size):
+        got = ref.clone()
+        got[1, frame, 1, 0] = token  # (B, n, h, w): sample 1, this latent frame, third token
+        gaps.append(gpu_check._tie_gap(model, ref, got, cond, pos) if token != ref[1, frame, 1, 0] else 0.0)
+    assert min(gaps) == 0.0 and sorted(gaps)[1] > 0
