@@ -23,7 +23,7 @@ checks reuse the files of earlier ones (under ``--work``, a temporary folder unl
    equals the CPU's on the clips it wrote (1e-4 relative).
 7. ``fvd-gpu-vs-cpu``: I3D features of the demo test clips on the GPU and on the CPU and the FVD between
    their halves from each; relative differences printed (and the features' with TF32 on, for contrast).
-   PASS when both stay within 1e-3 relative.
+   PASS when the features agree within 1e-4 and FVD within 1e-3 (relative).
 8. ``ddp-nccl-vqgan`` (2+ GPUs): two NCCL ranks train the VQGAN with SyncBatchNorm, fp16 and 2 accumulated
    micro-batches (``tests/_ddp_driver.py``); codebook buffers and parameters must be identical on both.
 
@@ -56,7 +56,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # train_vqgan.py, train_transformer.py and tests/ helpers
 FIXTURES = ROOT.parent / "shared" / "reference" / "fixtures"
 NEAR_TIE = 1e-4  # relative gap between two candidates below which float32 rounding may pick either
-AGREEMENT = 1e-3  # GPU vs CPU float32 (no TF32): relative difference allowed for features and FVD
+FEATURE_AGREEMENT = 1e-4  # GPU vs CPU float32 (no TF32): features, relative to their largest magnitude
+FVD_AGREEMENT = 1e-3  # ... and FVD (a difference of traces: relative errors grow)
 
 
 class Skip(Exception):
@@ -465,7 +466,7 @@ def check_fvd(ctx: Context) -> str:
         ext.update(clips)
         tf32 = ext.compute()
         detail += f" (with TF32: {float(np.abs(tf32 - cpu).max() / np.abs(cpu).max()):.1e})"
-    assert fvd_rel <= AGREEMENT and feat_rel <= AGREEMENT, detail
+    assert feat_rel <= FEATURE_AGREEMENT and fvd_rel <= FVD_AGREEMENT, detail
     return detail
 
 
