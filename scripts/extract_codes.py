@@ -24,6 +24,8 @@ import torch
 
 from tats.data import VideoDataModule, add_data_args
 from tats.data.codes import FORMAT, CodesWriter, encode_split, file_sha256
+from tats.data.transforms import clip_length
+from tats.data.windows import ALL, parse_clips_per_video
 from tats.precision import device_name
 from tats.vqgan.load import load_vqgan
 
@@ -34,8 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the trained VQGAN checkpoint (ours or the release's)")
     parser.add_argument("--output", required=True, help="the codes file to write (.h5)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--clips_per_video", type=int, default=1,
-                        help="training clips drawn per video (random starts; test clips are fixed)")
+    parser.add_argument("--clips_per_video", type=parse_clips_per_video, default=1,
+                        help="training clips per video: N random windows (default 1), or 'all' for every "
+                             "window as the release's training epochs; test: one clip per video (the first "
+                             "window), or every window with 'all'")
     parser.add_argument("--seed", type=int, default=0, help="seed of the training clips' random starts")
     add_data_args(parser)
     parser.set_defaults(batch_size=16, num_workers=0)
@@ -50,10 +54,12 @@ def main(argv: Sequence[str] | None = None) -> Path:
     dm = VideoDataModule(args)
     dm.setup()
     dt, dh, dw = vqgan.config.downsample
-    if args.sequence_length % dt or args.resolution % dh or args.resolution % dw:
-        raise SystemExit(f"--sequence_length {args.sequence_length} / --resolution {args.resolution} are not "
-                         f"divisible by the VQGAN's downsample factors {(dt, dh, dw)}")
-    latent_shape = (args.sequence_length // dt, args.resolution // dh, args.resolution // dw)
+    frames = clip_length(args.sequence_length, args.sample_every_n_frames, args.image_folder)
+    if frames % dt or args.resolution % dh or args.resolution % dw:
+        raise SystemExit(f"clips of {frames} frames (--sequence_length {args.sequence_length}) / "
+                         f"--resolution {args.resolution} are not divisible by the VQGAN's downsample "
+                         f"factors {(dt, dh, dw)}")
+    latent_shape = (frames // dt, args.resolution // dh, args.resolution // dw)
     with_text = bool(getattr(dm.train_dataset, "has_captions", False))
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
@@ -67,15 +73,15 @@ def main(argv: Sequence[str] | None = None) -> Path:
                 vqgan_sha256=file_sha256(args.vqgan_ckpt), vqgan_config=json.dumps(vqgan.config.to_dict()),
                 data_path=str(dm.data_path()), sequence_length=args.sequence_length,
                 resolution=args.resolution, sample_every_n_frames=args.sample_every_n_frames,
-                clips_per_video=args.clips_per_video,
+                clips_per_video=str(args.clips_per_video),
                 encoded_on=device_name(args.device),  # VQGAN.encode runs without TF32 (tats.precision)
             )
             counts = {}
-            for split, ds, passes in (("train", dm.train_dataset, args.clips_per_video),
-                                      ("test", dm.val_dataset, 1)):
+            test_clips = ALL if args.clips_per_video == ALL else 1
+            for split, ds in (("train", dm.train_dataset), ("test", dm.dataset(False, test_clips))):
                 writer = CodesWriter(f, split, latent_shape, vqgan.config.n_codes, with_text)
                 counts[split] = encode_split(vqgan, ds, writer, args.batch_size, args.device,
-                                             args.num_workers, passes, desc=f"encoding {split}")
+                                             args.num_workers, desc=f"encoding {split}")
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):

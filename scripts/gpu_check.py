@@ -29,8 +29,9 @@ checks reuse the files of earlier ones (under ``--work``, a temporary folder unl
 
 Weights: LPIPS uses the converted weights when cached (``fetch_weights.py --lpips``), else seeded random
 VGG weights written to the work folder; I3D the fetched TF-hub weights when cached, else a seeded random
-I3D (device agreement needs no trained weights). With ``--cpu-smoke`` the device is the CPU, GPU-only
-checks are skipped after their command lines were parsed, and FVD uses a small stand-in for I3D.
+I3D (device agreement needs no trained weights); nothing is downloaded (``$TATS_OFFLINE`` defaults to 1).
+With ``--cpu-smoke`` the device is the CPU, GPU-only checks are skipped after their command lines were
+parsed, and FVD uses a small stand-in for I3D.
 """
 
 from __future__ import annotations
@@ -135,15 +136,16 @@ def prepare(ctx: Context) -> None:
     """Demo data and LPIPS weights in the work folder."""
     from tats.data.demo import make_demo_data
     from tats.io.checkpoint import save_checkpoint
-    from tats.io.fetch import cache_dir
-    from tats.metrics.lpips import LPIPS, LPIPS_WEIGHTS_FILE
+    from tats.io.fetch import SOURCES, cache_dir
+    from tats.metrics.lpips import LPIPS
 
     s = ctx.sizes
+    lpips_file = SOURCES["lpips"].converted_name
     ctx.files["demo"] = make_demo_data(ctx.work / "demo.h5", n_train=s.n_train, n_test=s.n_test,
                                        sequence_length=max(16, s.sequence_length + 2 * DOWNSAMPLE[0]),
                                        resolution=s.resolution,
                                        progress=False)
-    if (cache_dir() / LPIPS_WEIGHTS_FILE).is_file():
+    if (cache_dir() / lpips_file).is_file():
         ctx.files["lpips"] = cache_dir()
     else:  # seeded random VGG16 features in the converted-file layout: LPIPS runs, values are not LPIPS's
         torch.manual_seed(0)
@@ -151,7 +153,7 @@ def prepare(ctx: Context) -> None:
         for key in [k for k in state if k.startswith("lin")]:
             state[key] = state[key].abs()  # non-negative heads, as trained ones: distances >= 0
         save_checkpoint({"state_dict": state, "meta": {"kind": "lpips", "source": "random"}},
-                        ctx.work / "lpips" / LPIPS_WEIGHTS_FILE)
+                        ctx.work / "lpips" / lpips_file)
         ctx.files["lpips"] = ctx.work / "lpips"
 
 
@@ -433,6 +435,7 @@ class _StandInFeatures(torch.nn.Module):
 
 
 def check_fvd(ctx: Context) -> str:
+    from tats.io.fetch import SOURCES, cache_dir
     from tats.metrics.fvd import I3DFeatureExtractor, frechet_distance, iter_video_batches
     from tats.metrics.i3d import InceptionI3d, load_i3d
 
@@ -442,11 +445,10 @@ def check_fvd(ctx: Context) -> str:
     torch.manual_seed(0)
     if ctx.smoke:
         model, weights = _StandInFeatures().eval(), "stand-in features (smoke)"
+    elif (cache_dir() / SOURCES["i3d"].converted_name).is_file():  # (no fetch: GPU machines may be offline)
+        model, weights = load_i3d(), "TF-hub I3D"
     else:
-        try:
-            model, weights = load_i3d(), "TF-hub I3D"
-        except FileNotFoundError:
-            model, weights = InceptionI3d(400, 3, bn_eps=1e-3).eval(), "seeded random I3D"
+        model, weights = InceptionI3d(400, 3, bn_eps=1e-3).eval(), "seeded random I3D"
 
     def features(device: torch.device) -> np.ndarray:
         ext = I3DFeatureExtractor(model.to(device), batch_size=8, progress=False)
@@ -575,6 +577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(1)
     sizes = SMOKE_SIZES if args.cpu_smoke else GPU_SIZES
     names = args.only or [n for n, _ in CHECKS]
+    os.environ.setdefault("TATS_OFFLINE", "1")  # cached weights or seeded random ones: never a download
     with contextlib.ExitStack() as stack:
         work = Path(args.work) if args.work else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         work.mkdir(parents=True, exist_ok=True)

@@ -98,11 +98,14 @@ def validate(args: argparse.Namespace, model) -> int:
 def real_clips(args: argparse.Namespace, resolution: int):
     """A DataLoader of ``dict(video=(B, C, n_frames, H, W), label, text?)`` from the chosen split."""
     from tats.data import VideoDataModule
+    from tats.data.transforms import sequence_length_for
 
+    # One clip of n_frames frames per video (the first window of each test video).
     data = VideoDataModule(argparse.Namespace(
-        data_path=args.data_path, sequence_length=args.n_frames, resolution=resolution,
+        data_path=args.data_path, resolution=resolution,
+        sequence_length=sequence_length_for(args.n_frames, args.sample_every_n_frames, args.image_folder),
         sample_every_n_frames=args.sample_every_n_frames, image_folder=args.image_folder,
-        batch_size=args.batch_size, num_workers=0, seed=args.seed))
+        batch_size=args.batch_size, num_workers=0, seed=args.seed, clips_per_video=1))
     try:
         data.setup()
     except (ValueError, FileNotFoundError, OSError) as err:

@@ -4,11 +4,13 @@ README's command::
     python scripts/sample_audio_cond.py --gpt_ckpt GPT.ckpt --vqgan_ckpt VQGAN.ckpt \\
         --stft_vqgan_ckpt STFT.ckpt --dataset drum --n_sample 10 --data_path DRUMS/
 
-``--data_path`` is a folder of videos with sound (``train/`` and ``test/``, class sub-folders). For
-each clip of the chosen split, STFT features of its own audio track (:mod:`tats.data.audio`,
-``(1, T, 64, 16)`` in [-1, 1]) are encoded by the STFT VQGAN (``--stft_vqgan_ckpt``, default: the one
-inside ``--gpt_ckpt``) into the audio tokens that condition the transformer (REFERENCE.md "Token
-ids": audio codes first, video codes shifted by the audio codebook size).
+``--data_path`` is a folder of videos with sound (``train/`` and ``test/``, class sub-folders; default
+``data/drums``: the release's default pointed at its own AudioSet-Drums folder). One clip per video
+(the first window of each, in path order); for each, STFT features of its own audio track
+(:mod:`tats.data.audio`, ``(1, T, 64, 16)`` in [-1, 1]) are encoded by the STFT VQGAN
+(``--stft_vqgan_ckpt``, default: the one inside ``--gpt_ckpt``) into the audio tokens that condition
+the transformer (REFERENCE.md "Token ids": audio codes first, video codes shifted by the audio
+codebook size). ``--top_k`` / ``--top_p`` default to the release's 2048 / 0.92.
 
 Outputs in ``--save/--save_name``: ``samples.npy`` (generated) and ``real.npy`` (the clips whose audio
 was used), uint8 ``(N, T, H, W, C)``; ``grid.mp4`` / ``grid.gif`` / ``contact_sheet.png`` of the
@@ -33,10 +35,14 @@ from tats.generate import (
     add_sampling_flags,
     check_files,
     check_sampling_flags,
+    resolve_filter_defaults,
     sampling_kwargs,
 )
 from tats.io.video import to_uint8
 from tats.utils import pick_device, seed_everything
+
+#: Where the AudioSet-Drums videos are expected when --data_path is not given.
+DEFAULT_DATA_PATH = "data/drums"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,12 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpt_ckpt", required=True, help="audio-conditioned transformer checkpoint")
     p.add_argument("--vqgan_ckpt", default=None, help="video VQGAN; default: the one inside --gpt_ckpt")
     p.add_argument("--stft_vqgan_ckpt", default=None, help="STFT VQGAN; default: the one inside --gpt_ckpt")
-    p.add_argument("--data_path", required=True, help="folder of videos with audio (train/, test/)")
+    p.add_argument("--data_path", default=DEFAULT_DATA_PATH,
+                   help="folder of videos with audio (train/, test/); default %(default)s, where the "
+                        "release's default pointed at its drums data")
     p.add_argument("--split", choices=("train", "test"), default="test")
     p.add_argument("--resolution", type=int, default=None, help="frame size; default: the model's")
     p.add_argument("--sample_every_n_frames", type=int, default=1)
     add_audio_args(p)
-    add_sampling_flags(p, n_sample=10, batch_size=10)
+    add_sampling_flags(p, n_sample=10, batch_size=10, release_filter=True)
     p.set_defaults(save="results_audio")
     return p
 
@@ -90,9 +98,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     from tats.sampling import sample_short
 
     args = build_parser().parse_args(argv)
+    resolve_filter_defaults(args)
     check_files(args, "gpt_ckpt", "vqgan_ckpt", "stft_vqgan_ckpt")
     if not Path(args.data_path).is_dir():
-        raise SystemExit(f"--data_path {args.data_path}: not a folder of videos with audio")
+        default = " (the default)" if args.data_path == DEFAULT_DATA_PATH else ""
+        raise SystemExit(f"--data_path {args.data_path}{default}: not a folder of videos with audio "
+                         "(train/ and test/ with class sub-folders); pass --data_path DRUMS_FOLDER")
     device = pick_device(args.device)
     seed_everything(args.seed + args.run)
     model, stft_vqgan = load_models(args, device)
@@ -100,14 +111,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     (t, h, _), (dt, dh, _) = model.config.latent_shape, model.vqgan.config.downsample
     resolution = args.resolution or h * dh
     try:
-        dataset = AudioVideoFolderDataset(
-            args.data_path, train=args.split == "train", sequence_length=t * dt, resolution=resolution,
-            sample_every_n_frames=args.sample_every_n_frames, stft_config=stft_config_from_args(args))
+        dataset = AudioVideoFolderDataset(  # windows of t*dt*n frames keep t*dt of them
+            args.data_path, train=args.split == "train", sequence_length=t * dt * args.sample_every_n_frames,
+            resolution=resolution, sample_every_n_frames=args.sample_every_n_frames,
+            stft_config=stft_config_from_args(args), clips_per_video=1)
     except ValueError as err:
         raise SystemExit(f"--data_path {args.data_path}: {err}") from None
     if len(dataset) < args.n_sample:
         raise SystemExit(f"--n_sample {args.n_sample}: --data_path {args.data_path} has only {len(dataset)} "
-                         f"{args.split} videos of at least {t * dt} frames")
+                         f"{args.split} videos of at least {t * dt * args.sample_every_n_frames} frames")
     common = sampling_kwargs(args, device)
     out = output_dir(args)
     writer = SampleWriter(out, args.n_sample, fps=args.fps, save_videos=args.save_videos)

@@ -22,7 +22,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=fmt)
     add_data_args(parser)
-    parser.set_defaults(resolution=64, num_workers=0)
+    # one clip per video: the first --n_videos videos, not the first windows of one video
+    parser.set_defaults(resolution=64, num_workers=0, clips_per_video=1)
     parser.add_argument("--out", type=Path, default=Path("demo_output/data"), help="output folder")
     parser.add_argument("--n_videos", type=int, default=8, help="how many clips to show")
     parser.add_argument("--split", choices=("train", "test"), default="test",

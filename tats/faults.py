@@ -109,8 +109,8 @@ def check_data_flags(args: argparse.Namespace) -> None:
 
     Checks ``--data_path`` exists (a .h5/.hdf5 file or a folder), ``--sequence_length`` and
     ``--sample_every_n_frames`` >= 1, ``--batch_size`` >= 1, and for an HDF5 file that at least one
-    training video is long enough for a clip of ``(sequence_length - 1) * sample_every_n_frames + 1``
-    frames (read from the index datasets only, no frames decoded).
+    training video holds a window of ``sequence_length`` frames (read from the index datasets only, no
+    frames decoded).
     """
     seq = getattr(args, "sequence_length", 1)
     every = getattr(args, "sample_every_n_frames", 1)
@@ -126,13 +126,12 @@ def check_data_flags(args: argparse.Namespace) -> None:
     path = Path(data_path).expanduser()
     if not path.exists():
         raise SystemExit(f"--data_path {data_path}: no such file or folder")
-    if path.is_file() and path.suffix.lower() in (".h5", ".hdf5") and seq and every:
+    if path.is_file() and path.suffix.lower() in (".h5", ".hdf5") and seq:
         longest = _hdf5_longest_video(path, "train")
-        span = (seq - 1) * every + 1
-        if longest is not None and longest < span:
+        if longest is not None and longest < seq:
             raise SystemExit(
-                f"--sequence_length {seq} with --sample_every_n_frames {every} needs clips of {span} frames, "
-                f"but the longest training video in --data_path {data_path} has {longest}; lower one of them"
+                f"--sequence_length {seq} needs windows of {seq} frames, but the longest training video in "
+                f"--data_path {data_path} has {longest}; lower --sequence_length"
             )
 
 

@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,15 +25,30 @@ from tats.io.video import save_contact_sheet, save_video_grid, to_uint8, write_f
 from tats.utils import pick_device, seed_everything
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: The release's defaults of its short, long and audio samplers (REFERENCE.md "Data and evaluation
+#: protocol"): 2048 samples, top-k 2048, top-p 0.92.
+RELEASE_N_SAMPLE, RELEASE_TOP_K, RELEASE_TOP_P = 2048, 2048, 0.92
 
 
-def add_sampling_flags(p: argparse.ArgumentParser, n_sample: int = 64, batch_size: int = 16) -> None:
-    """Flags every sampling script shares: output folder, token filtering, batch, seed, device."""
+def add_sampling_flags(p: argparse.ArgumentParser, n_sample: int = 64, batch_size: int = 16,
+                       release_filter: bool = False) -> None:
+    """Flags every sampling script shares: output folder, token filtering, batch, seed, device.
+
+    ``release_filter``: ``--top_k`` / ``--top_p`` default to the release's 2048 / 0.92 (resolved by
+    :func:`resolve_filter_defaults` after parsing); otherwise no filtering unless given.
+    """
     p.add_argument("--save", default="results", help="folder for the results")
     p.add_argument("--save_name", default=None, help="sub-folder name; default encodes every setting")
     p.add_argument("--save_videos", action="store_true", help="also write every sample as its own mp4")
-    p.add_argument("--top_k", type=int, default=None, help="keep the k most likely tokens (0/None: all)")
-    p.add_argument("--top_p", type=float, default=None, help="nucleus sampling threshold")
+    if release_filter:
+        p.add_argument("--top_k", type=int, default=None,
+                       help=f"keep the k most likely tokens (default {RELEASE_TOP_K}, the release's; 0: all)")
+        p.add_argument("--top_p", type=float, default=None,
+                       help=f"nucleus sampling threshold (default {RELEASE_TOP_P}, the release's; 1: off)")
+        p.set_defaults(release_filter_defaults=True)
+    else:
+        p.add_argument("--top_k", type=int, default=None, help="keep the k most likely tokens (0/None: all)")
+        p.add_argument("--top_p", type=float, default=None, help="nucleus sampling threshold")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--greedy", action="store_true", help="argmax decoding (deterministic)")
     p.add_argument("--release_filtering", action="store_true",
@@ -46,6 +62,17 @@ def add_sampling_flags(p: argparse.ArgumentParser, n_sample: int = 64, batch_siz
     p.add_argument("--fps", type=float, default=8)
     p.add_argument("--no_progress", action="store_true")
     p.add_argument("--dataset", default=None, help="dataset name, recorded in the results (ucf101, sky, ...)")
+
+
+def resolve_filter_defaults(args: argparse.Namespace) -> None:
+    """Fill ``--top_k`` / ``--top_p`` with the release's defaults where the script has them and the
+    command line gave none; ``args.top_k_default`` records whether top-k came from the default."""
+    args.top_k_default = False
+    if getattr(args, "release_filter_defaults", False):
+        if args.top_k is None:
+            args.top_k, args.top_k_default = RELEASE_TOP_K, True
+        if args.top_p is None:
+            args.top_p = RELEASE_TOP_P
 
 
 def sampling_kwargs(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
@@ -65,8 +92,13 @@ def check_sampling_flags(args: argparse.Namespace, vocab_size: int, what: str) -
         if k is not None and k < 0:
             raise SystemExit(f"--{flag} must be >= 0 (0 disables top-k), got {k}")
         if k is not None and k > vocab_size:
-            # The release silently clamped k; a k beyond the vocabulary is almost always a flag meant
-            # for another model, so say so before any work.
+            if flag == "top_k" and getattr(args, "top_k_default", False):
+                # The release's default on a small vocabulary: its sampler clamped k, keeping every token.
+                print(f"note: top-k {k} (the release's default) exceeds the vocabulary size {vocab_size} of "
+                      f"{what}: top-k keeps every token, top-p {args.top_p} still applies")
+                continue
+            # The release silently clamped k; a k beyond the vocabulary given on the command line is
+            # almost always a flag meant for another model, so say so before any work.
             raise SystemExit(f"--{flag} {k} exceeds the vocabulary size {vocab_size} of {what}: "
                              f"use a value <= {vocab_size} (0 disables top-k)")
     for flag in ("top_p", "top_p_init"):
@@ -94,13 +126,19 @@ def build_parser(long: bool) -> argparse.ArgumentParser:
     p.add_argument("--class_cond", action="store_true", help="the model is class-conditional (checked)")
     p.add_argument("--label", type=int, default=None, help="class id for every sample (default: cycle)")
     p.add_argument("--text", action="append", default=None, help="caption(s) for a text-conditioned model")
-    add_sampling_flags(p)
-    p.add_argument("--compute_fvd", action="store_true", help="FVD/KVD against real clips from --data_path")
+    add_sampling_flags(p, n_sample=RELEASE_N_SAMPLE, release_filter=True)
+    p.add_argument("--compute_fvd", action="store_true",
+                   help="FVD/KVD of the samples against real training clips from --data_path")
     p.add_argument("--data_path", default=None, help="real clips for FVD: dataset, .npy, videos, demo")
     p.add_argument("--image_folder", action="store_true", help="--data_path holds frame folders")
     p.add_argument("--sample_every_n_frames", type=int, default=1)
     p.add_argument("--resolution", type=int, default=128, help="resolution of the real clips for FVD")
-    p.add_argument("--fvd_protocol", choices=("tats", "styleganv"), default="tats")
+    p.add_argument("--fvd_protocol", choices=("tats", "styleganv"), default="tats",
+                   help="tats (the release's): samples and real clips become uint8 by truncation, frames "
+                        "squashed to 224x224; styleganv: rounding, shorter side 224 and centre crop")
+    p.add_argument("--n_real", type=int, default=RELEASE_N_SAMPLE,
+                   help="real clips for FVD, drawn at random over every training window (the release: 2048)")
+    p.add_argument("--real_seed", type=int, default=0, help="seed of the real clips' draw")
     p.add_argument("--i3d_path", default=None, help="I3D weights (default: the fetched TF-hub weights)")
     p.add_argument("--n_trials", type=int, default=1, help="FVD trials over random halves (mean and std)")
     if long:
@@ -137,6 +175,8 @@ def check_paths(args: argparse.Namespace) -> None:
     """Fail fast, before loading anything, on input files that do not exist (naming the flag)."""
     check_files(args, "gpt_ckpt", "vqgan_ckpt", "i3d_path")
     if args.compute_fvd:
+        if args.n_real < 2:
+            raise SystemExit(f"--n_real must be >= 2 (the covariance needs two clips), got {args.n_real}")
         if not args.data_path:
             raise SystemExit("--compute_fvd needs --data_path (a dataset, .npy, video folder, or 'demo')")
         if args.data_path != "demo" and not Path(args.data_path).expanduser().exists():
@@ -194,20 +234,22 @@ def _fvd_extractor(args: argparse.Namespace, device: torch.device):
                                desc="I3D generated")
 
 
-def _real_features(args: argparse.Namespace, extractor: Any, n_frames: int) -> np.ndarray:
-    """I3D features of ``--n_sample`` real clips, cached under ``$TATS_CACHE/fvd`` (keyed by the data,
-    protocol, frames, resolution and weights checksum) so repeated runs pay for them once. An I3D
-    without a weights checksum (not loaded from a file) is never cached."""
+def _real_features(args: argparse.Namespace, extractor: Any, n_frames: int) -> tuple[np.ndarray, dict]:
+    """I3D features of ``--n_real`` real clips of ``n_frames`` frames, drawn at random (``--real_seed``)
+    over every training window as the release drew them from its shuffled training loader; cached under
+    ``$TATS_CACHE/fvd`` (keyed by the data, protocol, frames, resolution, draw and weights checksum) so
+    repeated runs pay for them once. An I3D without a weights checksum (not loaded from a file) is
+    never cached. Returns the features and :func:`~tats.metrics.fvd.source_features`' metadata."""
     from tats.io.fetch import cache_dir
     from tats.metrics.fvd import source_features
 
     cache = Path(cache_dir()) / "fvd" if getattr(extractor.model, "weights_sha256", None) else None
-    feats, _ = source_features(
-        args.data_path, extractor.model, args.fvd_protocol, n_frames=n_frames, max_videos=args.n_sample,
+    return source_features(
+        args.data_path, extractor.model, args.fvd_protocol, n_frames=n_frames, max_videos=args.n_real,
         resolution=args.resolution, sample_every_n_frames=args.sample_every_n_frames, split="train",
-        image_folder=args.image_folder, cache=cache, progress=not args.no_progress,
+        image_folder=args.image_folder, cache=cache, progress=not args.no_progress, selection="random",
+        seed=args.real_seed,
     )
-    return feats
 
 
 class NpyStreamWriter:
@@ -288,6 +330,7 @@ def main(argv: Sequence[str] | None = None, long: bool = False) -> dict:
     from tats.sampling import decode_codes, sample_long, sample_short
 
     args = build_parser(long).parse_args(argv)
+    resolve_filter_defaults(args)
     check_paths(args)
     device = pick_device(args.device)
     seed_everything(args.seed + args.run)
@@ -297,6 +340,8 @@ def main(argv: Sequence[str] | None = None, long: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     common = sampling_kwargs(args, device)
     extractor = _fvd_extractor(args, device) if args.compute_fvd else None
+    # uint8 as the FVD protocol has it (tats: truncation, the release's), so samples.npy is what FVD saw
+    truncate = args.fvd_protocol == "tats"
 
     writer = SampleWriter(out, args.n_sample, fps=args.fps, save_videos=args.save_videos)
     n_batches = math.ceil(args.n_sample / args.batch_size)
@@ -316,7 +361,7 @@ def main(argv: Sequence[str] | None = None, long: bool = False) -> dict:
             with torch.inference_mode():
                 video = model.vqgan.decode(codes).cpu()
         n_tokens += codes[0].numel() * size
-        clips = to_uint8(video.float().clamp(-0.5, 0.5))  # (b, T, H, W, C)
+        clips = to_uint8(video.float().clamp(-0.5, 0.5), truncate=truncate)  # (b, T, H, W, C)
         writer.add(clips)
         if extractor is not None:
             extractor.update(clips)
@@ -329,19 +374,30 @@ def main(argv: Sequence[str] | None = None, long: bool = False) -> dict:
         "gpt_ckpt": str(args.gpt_ckpt), "dataset": args.dataset, "mode": "long" if long else "short",
         "n_sample": args.n_sample, "video_shape": list(samples.shape[1:]), "seconds": round(elapsed, 2),
         "tokens_per_s": round(n_tokens / elapsed, 1), "videos_per_s": round(args.n_sample / elapsed, 3),
+        "uint8": "truncate" if truncate else "round",
         "settings": {k: v for k, v in vars(args).items() if v is None or isinstance(v, (int, float, str))},
     }
     if args.text:
         summary["captions"] = list(args.text)  # sample i got caption i % len(captions)
     if extractor is not None:
-        from tats.metrics.fvd import fvd_kvd_trials
+        from tats.metrics.fvd import comparability_warning, fvd_kvd_trials
 
         fake = extractor.compute()
-        real = _real_features(args, extractor, n_frames=samples.shape[1])
+        real, real_meta = _real_features(args, extractor, n_frames=samples.shape[1])
         # One trial uses every clip; several trials draw random halves so that their spread means something.
         size = None if args.n_trials == 1 else min(len(real), len(fake)) // 2
-        summary["fvd"] = fvd_kvd_trials(real, fake, args.fvd_protocol, args.n_trials, sample_size=size)
-        summary["fvd"]["features"] = extractor.numerics  # device, dtype, TF32 of the I3D features
+        fvd = fvd_kvd_trials(real, fake, args.fvd_protocol, args.n_trials, sample_size=size)
+        fvd.update(protocol=args.fvd_protocol, n_fake=len(fake), n_real=len(real),
+                   n_real_requested=args.n_real, real_available=real_meta.get("available"),
+                   real_split="train", real_selection="random",
+                   real_seed=args.real_seed, uint8="truncate" if truncate else "round",
+                   i3d_weights_sha256=getattr(extractor.model, "weights_sha256", None),
+                   features=extractor.numerics)  # device, dtype, TF32 of the I3D features
+        note = comparability_warning(len(real), len(fake))
+        if note is not None:
+            fvd["warning"] = note
+            warnings.warn(note, UserWarning, stacklevel=2)
+        summary["fvd"] = fvd
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"wrote {args.n_sample} videos {tuple(samples.shape[1:])} to {out} "
           f"({summary['tokens_per_s']} tokens/s)")

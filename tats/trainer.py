@@ -43,10 +43,14 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.plugins.precision import MixedPrecision
+from pytorch_lightning.utilities import rank_zero_warn
 
 from tats.io.checkpoint import SAFE_GLOBALS, CheckpointError, load_checkpoint, save_checkpoint
 
 CHECKPOINT_DIR = "checkpoints"
+#: Validation batches per validation unless --limit_val_batches says otherwise: video folders serve every
+#: test window (the release): hundreds of thousands of clips for UCF-101, far more than a validation needs.
+DEFAULT_LIMIT_VAL_BATCHES = 100
 DDP_STRATEGIES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
 CONFIG_SECTIONS = ("vqgan", "transformer")
 
@@ -127,7 +131,10 @@ def add_trainer_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     g.add_argument("--val_check_interval", type=_int_or_float, default=1.0,
                    help="float: fraction of an epoch; int: every N training batches")
     g.add_argument("--check_val_every_n_epoch", type=int, default=1)
-    g.add_argument("--limit_val_batches", type=_int_or_float, default=None)
+    g.add_argument("--limit_val_batches", type=_int_or_float, default=DEFAULT_LIMIT_VAL_BATCHES,
+                   help="int: batches per validation, float: share of the validation set (1.0: all of "
+                        "it, as the release). Validation now covers every test window, so the default keeps "
+                        "it to %(default)s batches of a fixed random order (tats.data.datamodule)")
     g.add_argument("--limit_train_batches", type=_int_or_float, default=None)
     g.add_argument("--num_sanity_val_steps", type=int, default=None)
     g.add_argument("--log_every_n_steps", type=int, default=50)
@@ -286,8 +293,14 @@ def trainer_kwargs(args: argparse.Namespace, find_unused_parameters: bool = Fals
         # e.g. the VQGAN's discriminators get no gradient before discriminator_iter_start: plain DDP would
         # fail waiting for their all-reduce (ddp, ddp_spawn, ddp_fork, ddp_notebook alike)
         strategy = f"{strategy}_find_unused_parameters_true"
+    sync_bn = bool(getattr(args, "sync_batchnorm", False))
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if sync_bn and on_cpu:  # PyTorch's SyncBatchNorm runs on GPUs only; the release's flag must not crash
+        rank_zero_warn("--sync_batchnorm ignored on CPU devices (SyncBatchNorm needs GPUs): each CPU process "
+                       "keeps its own BatchNorm statistics", category=UserWarning)
+        sync_bn = False
     return dict(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
-                precision=precision, sync_batchnorm=bool(getattr(args, "sync_batchnorm", False)))
+                precision=precision, sync_batchnorm=sync_bn)
 
 
 def ddp_strategy(name: Any, **ddp_kwargs: Any) -> Any:

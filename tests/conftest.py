@@ -13,7 +13,8 @@ SHARED = ROOT.parent / "shared"
 REFERENCE = SHARED / "reference"
 FIXTURES = REFERENCE / "fixtures"
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# OMP_NUM_THREADS, when set, is honoured (the suite must pass on 1 thread as on 2); else at most 2
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or min(2, os.cpu_count() or 1)))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -29,6 +30,13 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """Tests never reach the network: weights are not fetched on first use unless a test serves them
+    from 127.0.0.1 and lifts the switch itself. Subprocesses inherit it."""
+    monkeypatch.setenv("TATS_OFFLINE", "1")
 
 
 @pytest.fixture

@@ -72,7 +72,8 @@ def test_vqgan_model_flags(extra, flag, tmp_path, cache, capsys):
 
 @pytest.mark.parametrize("extra, flag", [
     (["--data_path", "/no/such/clips.h5"], "--data_path /no/such/clips.h5: no such file"),
-    (["--data_path", "DEMO", "--sample_every_n_frames", "5"], "--sample_every_n_frames 5 needs clips of 16"),
+    (["--data_path", "DEMO", "--sequence_length", "12"], "--sequence_length 12 needs windows of 12 frames"),
+    (["--sample_every_n_frames", "4"], "--sample_every_n_frames 4 gives clips of 1 frames"),  # 4 / 4
     (["--sample_every_n_frames", "0"], "--sample_every_n_frames must be >= 1"),
 ])
 def test_vqgan_data_flags(extra, flag, files, tmp_path, cache, capsys):
@@ -89,8 +90,9 @@ def test_data_flag_checks_directly(files):
     ok = argparse.Namespace(data_path=str(files["demo"]), sequence_length=8, sample_every_n_frames=1,
                             batch_size=2)
     check_data_flags(ok)  # 8 frames fit the 8-frame videos
-    with pytest.raises(SystemExit, match="needs clips of 15 frames.*longest training video .* has 8"):
-        check_data_flags(argparse.Namespace(**{**vars(ok), "sample_every_n_frames": 2}))
+    check_data_flags(argparse.Namespace(**{**vars(ok), "sample_every_n_frames": 2}))  # a window of 8, T = 4
+    with pytest.raises(SystemExit, match="needs windows of 10 frames.*longest training video .* has 8"):
+        check_data_flags(argparse.Namespace(**{**vars(ok), "sequence_length": 10}))
     with pytest.raises(SystemExit, match="--batch_size must be >= 1"):
         check_data_flags(argparse.Namespace(**{**vars(ok), "batch_size": 0}))
     budget = argparse.Namespace(block_size=16, n_unmasked=0, text_seq_len=6, sample_every_n_latent_frames=0)

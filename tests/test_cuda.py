@@ -29,11 +29,13 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 def lpips_dir(tmp_path) -> Path:
     """Seeded random VGG16 weights (non-negative heads) in the converted-file layout."""
     from tats.io.checkpoint import save_checkpoint
-    from tats.metrics.lpips import LPIPS, LPIPS_WEIGHTS_FILE
+    from tats.io.fetch import SOURCES
+    from tats.metrics.lpips import LPIPS
 
     torch.manual_seed(0)
     state = {k: (v.abs() if k.startswith("lin") else v) for k, v in LPIPS().state_dict().items()}
-    save_checkpoint({"state_dict": state, "meta": {"kind": "lpips"}}, tmp_path / "lpips" / LPIPS_WEIGHTS_FILE)
+    path = tmp_path / "lpips" / SOURCES["lpips"].converted_name
+    save_checkpoint({"state_dict": state, "meta": {"kind": "lpips"}}, path)
     return tmp_path / "lpips"
 
 

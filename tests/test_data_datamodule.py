@@ -12,7 +12,7 @@ import torch.distributed as dist
 from PIL import Image
 from torch.utils.data import DistributedSampler
 
-from tats.data.datamodule import VideoDataModule, add_data_args
+from tats.data.datamodule import ValidationSampler, VideoDataModule, add_data_args
 from tats.data.frame_folder import FrameFolderDataset
 from tats.data.hdf5 import HDF5VideoDataset
 
@@ -72,7 +72,7 @@ def test_frame_folders_and_bad_path(tmp_path):
         for v in range(2):
             folder = tmp_path / "sky" / split / f"v{v}"
             folder.mkdir(parents=True)
-            for i in range(5):
+            for i in range(6):  # a clip of 5 frames needs more than 5
                 Image.fromarray(np.full((10, 14, 3), 20 * i, np.uint8)).save(folder / f"{i}.jpg")
     dm = VideoDataModule(_args(data_path=str(tmp_path / "sky"), image_folder=True, sequence_length=5,
                                resolution=8, batch_size=2))
@@ -108,6 +108,38 @@ def test_every_rank_gets_the_same_number_of_validation_batches(n_clips, world, m
     assert set(seen) == set(range(n_clips))
 
 
+def test_validation_sampler_pads_one_fixed_order():
+    data = list(range(10))
+    # ceil(10 / 3) = 4 positions per rank; the order's first 2 items fill the last 2 (padding)
+    shards = [list(ValidationSampler(data, num_replicas=3, rank=r)) for r in range(3)]
+    assert shards == [[0, 3, 6, 9], [1, 4, 7, 0], [2, 5, 8, 1]]
+    assert [len(ValidationSampler(data, num_replicas=3, rank=r)) for r in range(3)] == [4, 4, 4]
+    assert list(ValidationSampler(data, num_replicas=1, rank=0)) == data  # one process: each item once
+    # a seeded order: shuffled like the release's validation loader, the same at every validation
+    shards = [list(ValidationSampler(data, num_replicas=3, rank=r, seed=5)) for r in range(3)]
+    order = [shards[r % 3][r // 3] for r in range(12)]  # the padded order, position by position
+    assert sorted(order[:10]) == data and order[:10] != data and order[10:] == order[:2]
+    assert shards[0] == list(ValidationSampler(data, num_replicas=3, rank=0, seed=5))
+
+
+def test_validation_order_is_a_fixed_random_subset(tmp_path, monkeypatch):
+    """With --limit_val_batches, validation must see a random subset of the test clips (all classes), not
+    the first videos in path order."""
+    monkeypatch.setenv("TATS_CACHE", str(tmp_path))
+    dm = VideoDataModule(_args(sequence_length=4, resolution=16, demo_test_clips=40, batch_size=8, seed=3))
+    dm.setup()
+    first = next(iter(dm.val_dataloader()))["index"].tolist()
+    assert first == next(iter(dm.val_dataloader()))["index"].tolist()  # the same at every validation
+    assert first != list(range(8)) and len(set(first)) == 8 and max(first) >= 8
+    every = [i for b in dm.val_dataloader() for i in b["index"].tolist()]
+    assert sorted(every) == list(range(40))
+    args = add_data_args(argparse.ArgumentParser()).parse_args(["--clips_per_video", "all"])
+    assert args.clips_per_video == "all"
+    dm = VideoDataModule(_args(sequence_length=4, resolution=16, clips_per_video=3))
+    dm.setup()
+    assert len(dm.train_dataset) == 3 * 10 and len(dm.val_dataset) == 3 * 3
+
+
 def test_samplers_under_torch_distributed(tmp_path, monkeypatch):
     monkeypatch.setenv("TATS_CACHE", str(tmp_path))
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
@@ -115,7 +147,7 @@ def test_samplers_under_torch_distributed(tmp_path, monkeypatch):
         dm = VideoDataModule(_args(sequence_length=4, resolution=16))
         train, val = dm.train_dataloader(), dm.val_dataloader()
         assert type(train.sampler) is DistributedSampler and train.sampler.shuffle
-        assert type(val.sampler) is DistributedSampler and not val.sampler.shuffle
+        assert isinstance(val.sampler, ValidationSampler) and len(val.sampler) == len(dm.val_dataset)
         train.sampler.set_epoch(0)
         first = list(train.sampler)
         train.sampler.set_epoch(1)

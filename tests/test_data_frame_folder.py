@@ -32,16 +32,21 @@ def test_numeric_order_stride_and_nested_folders(tmp_path):
     assert videos["vid_a"][:4] == ["frame0.png", "frame1.png", "frame2.png", "frame3.png"]
     assert videos["vid_a"][-2:] == ["frame10.png", "frame11.png"]
 
-    test = FrameFolderDataset(tmp_path, train=False, sequence_length=4, resolution=8, sample_every_n_frames=3)
+    # train/ and test/ present: each split reads its own folder; T = sequence_length frames n apart
+    test = FrameFolderDataset(tmp_path, train=False, sequence_length=4, resolution=8, sample_every_n_frames=2)
     item = test[0]
     assert item["video"].shape == (3, 4, 8, 8) and item["label"] == 0 and test.n_classes == 1
-    assert levels(item["video"]) == [0, 30, 60, 90]  # frames 0, 3, 6, 9
+    assert levels(item["video"]) == [0, 20, 40, 60]  # frames 0, 2, 4, 6
 
     train = FrameFolderDataset(tmp_path, train=True, sequence_length=4, resolution=8, sample_every_n_frames=2)
-    assert len(train) == 2  # clip span 7 fits in both
-    for _ in range(10):
-        got = levels(train[1]["video"])
-        assert np.all(np.diff(got) == 20) and 0 <= got[0] <= 50
+    assert len(train) == 2  # both have more than 4 * 2 frames
+    starts = set()
+    for _ in range(30):
+        got = levels(train[1]["video"])  # vid_a: starts 0 .. 12 - 1 - 8 = 3
+        assert np.all(np.diff(got) == 20) and got[0] % 10 == 0
+        starts.add(got[0] // 10)
+        assert levels(train[0]["video"]) == [0, 20, 40, 60]  # clip_2: 9 frames, start 0 only
+    assert starts == {0, 1, 2, 3}
 
 
 def test_short_folders_warn_once_and_empty_raises(tmp_path):
@@ -59,8 +64,8 @@ def test_short_folders_warn_once_and_empty_raises(tmp_path):
 
 
 def test_unreadable_frame_moves_to_next_video(tmp_path):
-    write_frames(tmp_path / "train" / "a", 4)
-    write_frames(tmp_path / "train" / "b", 4)
+    write_frames(tmp_path / "train" / "a", 5)
+    write_frames(tmp_path / "train" / "b", 5)
     (tmp_path / "train" / "a" / "frame2.png").write_bytes(b"corrupt")
     ds = FrameFolderDataset(tmp_path, train=True, sequence_length=4, resolution=8)
     with pytest.warns(RuntimeWarning, match="train/a"):

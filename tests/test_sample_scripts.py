@@ -99,18 +99,42 @@ def test_short_readme_command_with_fvd(ckpts, tmp_path, tiny_fvd):
     # seed 004: --gpt_ckpt --vqgan_ckpt --class_cond --save --data_path --batch_size 16 --resolution 128
     #           --top_k 2048 --top_p 0.8 --dataset --compute_fvd --save_videos (plus a small --n_sample)
     # (--top_k 2048 is for a 16k vocabulary; the tiny model has 36 tokens)
-    summary, out = run([
-        "--gpt_ckpt", str(ckpts["label_novq"]), "--vqgan_ckpt", str(ckpts["vqgan"]), "--class_cond",
-        "--save", str(tmp_path / "res"), "--data_path", "demo", "--batch_size", "2", "--resolution", "16",
-        "--top_k", "30", "--top_p", "0.8", "--dataset", "ucf101", "--compute_fvd", "--save_videos",
-        "--n_sample", "5",
-    ])
-    check_outputs(out, 5, N_FRAMES)
+    with pytest.warns(UserWarning, match="5 generated vs 6 real clips is not comparable with published"):
+        summary, out = run([
+            "--gpt_ckpt", str(ckpts["label_novq"]), "--vqgan_ckpt", str(ckpts["vqgan"]), "--class_cond",
+            "--save", str(tmp_path / "res"), "--data_path", "demo", "--batch_size", "2", "--resolution", "16",
+            "--top_k", "30", "--top_p", "0.8", "--dataset", "ucf101", "--compute_fvd", "--save_videos",
+            "--n_sample", "5",
+        ])
+    samples = check_outputs(out, 5, N_FRAMES)
     assert sorted(p.name for p in (out / "videos").iterdir()) == [f"{i:05d}.mp4" for i in range(5)]
     fvd = summary["fvd"]
     assert np.isfinite(fvd["fvd"]) and fvd["fvd"] > 0 and np.isfinite(fvd["kvd"])
-    assert json.loads((out / "summary.json").read_text())["fvd"]["fvd"] == pytest.approx(fvd["fvd"])
+    assert json.loads((out / "summary.json").read_text())["fvd"] == fvd
+    # the release's real set by default: 2048 clips drawn over the training windows (the tiny demo has 6)
+    assert (fvd["n_fake"], fvd["n_real"], fvd["n_real_requested"], fvd["real_available"]) == (5, 6, 2048, 6)
+    assert (fvd["real_split"], fvd["real_seed"], fvd["real_selection"]) == ("train", 0, "random")
+    assert fvd["uint8"] == summary["uint8"] == "truncate" and "not comparable" in fvd["warning"]
     assert tiny_fvd == [None]  # one I3D, the default weights
+    assert samples.dtype == np.uint8
+
+
+@pytest.mark.parametrize("protocol, rule", [("tats", np.floor), ("styleganv", np.round)])
+def test_samples_are_uint8_as_the_fvd_protocol_has_it(ckpts, tmp_path, protocol, rule):
+    """Protocol tats truncates (the release's astype(np.uint8)), styleganv rounds."""
+    from tats.gpt.load import load_transformer
+    from tats.sampling import sample_short
+
+    _, out = run(["--gpt_ckpt", str(ckpts["none"]), "--greedy", "--n_sample", "2", "--batch_size", "2",
+                  "--fvd_protocol", protocol, "--save", str(tmp_path)])
+    model = load_transformer(ckpts["none"])
+    with torch.no_grad():
+        video = model.decode(sample_short(model, 2, None, greedy=True)).double()  # (2, C, T, H, W)
+    levels = ((video.clamp(-0.5, 0.5) + 0.5) * 255).permute(0, 2, 3, 4, 1).numpy()  # (2, T, H, W, C)
+    frac = levels - np.floor(levels)
+    clear = (np.abs(frac - 0.5) > 0.01) & (frac > 0.01) & (frac < 0.99)  # away from float ties
+    assert (np.floor(levels) != np.round(levels))[clear].sum() >= 10  # the two rules differ here
+    assert np.array_equal(np.load(out / "samples.npy")[clear], rule(levels[clear]).astype(np.uint8))
 
 
 def test_short_seed002_command_unconditional(ckpts, tmp_path):
@@ -420,7 +444,7 @@ def test_text_cond_script(ckpts, tmp_path):
         text.main(["--gpt_ckpt", str(ckpts["label"]), "--text", "x", "--save", str(tmp_path)])
 
 
-def test_audio_cond_script(tmp_path):
+def test_audio_cond_script(tmp_path, monkeypatch):
     from tats.data.audio import write_tone_video
 
     ckpt = save_transformer(tmp_path / "gpt_audio.ckpt", "audio")
@@ -440,6 +464,7 @@ def test_audio_cond_script(tmp_path):
     assert np.load(out / "real.npy").shape == (2, N_FRAMES, 16, 16, 3)
     assert [Path(p).name for p in json.loads((out / "sources.json").read_text())] == ["b.mp4", "c.mp4"]
     assert summary["mode"] == "audio" and (out / "side_by_side" / "grid.mp4").is_file()
+    assert (summary["settings"]["top_k"], summary["settings"]["top_p"]) == (2048, 0.92)  # the release's
     # greedy: each video is the package's sample conditioned on the STFT codes of its clip's audio
     from tats.data.audio import AudioVideoFolderDataset
     from tats.gpt.load import load_transformer
@@ -456,6 +481,10 @@ def test_audio_cond_script(tmp_path):
     with pytest.raises(SystemExit, match="--n_sample 5: .* has only 2 test videos"):
         audio.main(["--gpt_ckpt", str(ckpt), "--n_sample", "5", "--data_path", str(tmp_path / "drums"),
                     "--save", str(tmp_path), "--device", "cpu"])
+    # the release's command has no --data_path: the default folder data/drums, named when missing
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match=r"--data_path data/drums \(the default\): not a folder of videos"):
+        audio.main(["--gpt_ckpt", str(ckpt), "--dataset", "drum", "--n_sample", "10"])
 
 
 def test_fvd_real_features_are_cached_by_weights(ckpts, tmp_path, tiny_fvd, monkeypatch):
@@ -493,3 +522,45 @@ def test_fvd_real_features_are_cached_by_weights(ckpts, tmp_path, tiny_fvd, monk
     assert reads == ["demo"] * 3  # the fourth run read the cache, not the data
     assert len(list((tmp_path / "cache" / "fvd").glob("*.npz"))) == 1
     assert third["fvd"]["fvd"] == fourth["fvd"]["fvd"] == first["fvd"]["fvd"]
+
+
+# ------------------------------------------------------------------------------ the release's defaults
+@pytest.fixture(scope="module")
+def one_token_models(tmp_path_factory) -> dict[str, Path]:
+    """A VQGAN whose 4-frame 2x2 clips are 2 latent frames of one code, and a label transformer on it:
+    the smallest model the release's command lines run (two tokens per short video, one decoder block)."""
+    from tats.vqgan.config import VQGANConfig
+
+    vq = VQGANConfig(embedding_dim=4, n_codes=16, n_hiddens=2, downsample=(2, 2, 2), norm_type="batch",
+                     sequence_length=4, resolution=2)
+    d = tmp_path_factory.mktemp("one_token")
+    return {"vqgan": save_vqgan(d / "vqgan.ckpt", config=vq), "gpt": save_transformer(d / "gpt.ckpt", vq=vq)}
+
+
+def test_release_command_lines_default_to_2048_samples_top_k_2048_top_p_092(one_token_models, tmp_path,
+                                                                              monkeypatch):
+    """The release README's short and long commands without --n_sample / --top_k / --top_p sample
+    2048 videos with top-k 2048 and top-p 0.92, its scripts' defaults. (--compute_fvd and --save_videos
+    are left out of the short command, whose FVD defaults are tested with fewer clips elsewhere, and the
+    long command's --batch_size 5 is raised to 64: 410 batches of 16 sequential steps take seconds.)"""
+    import tats.sampling
+
+    used = []  # the filter settings every sampling call received
+    for name in ("sample_short", "sample_long"):
+        real = getattr(tats.sampling, name)
+        monkeypatch.setattr(tats.sampling, name, lambda *a, _f=real, **k: used.append(
+            (k["top_k"], k["top_p"], k["release_compat"])) or _f(*a, **k))
+    gpt, vq = str(one_token_models["gpt"]), str(one_token_models["vqgan"])
+    short, out = run(["--gpt_ckpt", gpt, "--vqgan_ckpt", vq, "--class_cond", "--save", str(tmp_path / "s"),
+                      "--data_path", "demo", "--batch_size", "16", "--resolution", "128",
+                      "--dataset", "ucf101"])
+    long, long_out = run(["--gpt_ckpt", gpt, "--vqgan_ckpt", vq, "--dataset", "ucf101", "--class_cond",
+                          "--sample_length", "16", "--temporal_sample_pos", "1", "--batch_size", "64",
+                          "--save", str(tmp_path / "l")], long=True)
+    for summary, folder, frames in ((short, out, 4), (long, long_out, 16 * 2)):
+        assert summary["n_sample"] == 2048 and np.load(folder / "samples.npy", mmap_mode="r").shape == (
+            2048, frames, 2, 2, 3)
+        settings = json.loads((folder / "summary.json").read_text())["settings"]
+        assert (settings["n_sample"], settings["top_k"], settings["top_p"]) == (2048, 2048, 0.92)
+        assert "topk2048_topp0.92" in folder.name
+    assert len(used) == 2048 // 16 + 2048 // 64 and set(used) == {(2048, 0.92, False)}

@@ -20,6 +20,7 @@ from tats.gpt.load import load_transformer
 from tats.io.checkpoint import load_checkpoint, save_checkpoint
 from tats.vqgan.config import VQGANConfig
 from tats.vqgan.model import VQGAN
+from tests.numerics import assert_close_to_scale
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -136,7 +137,7 @@ def test_activation_checkpointing_keeps_loss_and_grads():
         losses.append(loss.detach())
     assert torch.equal(losses[0], losses[1])
     for (n, a), b in zip(plain.transformer.named_parameters(), ckpt.transformer.parameters()):
-        assert torch.allclose(a.grad, b.grad, atol=1e-7), n
+        assert_close_to_scale(b.grad, a.grad, max_ulps=16, what=n)  # recomputed forward, same arithmetic
     assert list(ckpt.state_dict()) == list(plain.state_dict())  # checkpoint keys unchanged
 
 

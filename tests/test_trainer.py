@@ -62,6 +62,15 @@ def test_release_flags_map_to_lightning2(argv, find_unused, expected):
         assert kw[key] == value, (argv, key, kw)
 
 
+@pytest.mark.parametrize("argv", [["--accelerator", "cpu", "--devices", "2", "--strategy", "ddp",
+                                   "--sync_batchnorm"], ["--gpus", "0", "--sync_batchnorm"]])
+def test_sync_batchnorm_on_cpu_warns_and_keeps_batchnorm(argv):
+    """PyTorch's SyncBatchNorm raises on CPU modules: the release's flag becomes a warning there."""
+    with pytest.warns(UserWarning, match="--sync_batchnorm ignored on CPU"):
+        kw = trainer_kwargs(_args(*argv))
+    assert kw["sync_batchnorm"] is False and kw["accelerator"] == "cpu"
+
+
 @pytest.mark.parametrize("argv", [["--gpus", "0", "--precision", "16"], ["--gpus", "2", "--devices", "2"],
                                   ["--precision", "8"], ["--gpus", "2", "--accelerator", "cpu"]])
 def test_bad_flag_combinations_fail_with_a_message(argv):

@@ -8,6 +8,7 @@ from torch import nn
 
 from tats.vqgan import VQGAN, NLayerDiscriminator2D, NLayerDiscriminator3D, VQGANConfig
 from tats.vqgan.modules import SamePadConv3d, SamePadConvTranspose3d
+from tests.numerics import assert_close_to_scale
 
 
 def _tiny(downsample, **kw) -> VQGANConfig:
@@ -102,7 +103,7 @@ def test_channels_last_3d_matches():
     b.load_state_dict(a.state_dict())
     video = torch.rand(1, 3, 8, 16, 16) - 0.5
     with torch.no_grad():
-        torch.testing.assert_close(a(video)["recon"], b(video)["recon"], atol=1e-5, rtol=1e-5)
+        assert_close_to_scale(b(video)["recon"], a(video)["recon"], max_ulps=32)  # another conv kernel
 
 
 def test_discriminators():

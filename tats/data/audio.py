@@ -38,8 +38,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch.utils.data import DataLoader
 
-from tats.data import decode
-from tats.data.transforms import pick_start, preprocess_clip
+from tats.data.transforms import preprocess_clip
 from tats.data.video_folder import VideoFolderDataset
 
 
@@ -266,14 +265,13 @@ class AudioVideoFolderDataset(VideoFolderDataset):
         self.stft_config = stft_config or STFTConfig()
 
     def _load(self, index: int) -> dict[str, Any]:
-        rel, n_frames, label = self.items[index]
+        video_id, start, frames = self._read(index)
+        rel, _, label = self.items[video_id]
         path = self.split_dir / rel
-        start = pick_start(n_frames - self.span + 1, self.train, self.test_start)
-        frames = decode.decode_clip(path, start, self.sequence_length, self.sample_every_n_frames)
         video = preprocess_clip(frames, self.resolution)  # (C, T, H, W)
-        stft = clip_stft_features(path, start, self.sequence_length,
+        stft = clip_stft_features(path, start, self.clip_length,
                                   sample_every_n_frames=self.sample_every_n_frames, config=self.stft_config)
-        return dict(video=video, stft=stft, label=label, path=str(path))
+        return dict(video=video, stft=stft, label=label, path=str(path), start=start)
 
 
 class AudioVideoDataModule(pl.LightningDataModule):
@@ -294,6 +292,7 @@ class AudioVideoDataModule(pl.LightningDataModule):
         return AudioVideoFolderDataset(
             a.data_path, train=train, sequence_length=a.sequence_length, resolution=a.resolution,
             sample_every_n_frames=getattr(a, "sample_every_n_frames", 1), stft_config=self.stft_config,
+            clips_per_video=getattr(a, "clips_per_video", None),
         )
 
     def setup(self, stage: str | None = None) -> None:

@@ -1,4 +1,5 @@
-"""Common behaviour of the clip datasets: bounded retries on read errors and one-shot warnings."""
+"""Common behaviour of the clip datasets: the window index, bounded retries on read errors and one-shot
+warnings."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from tats.data.transforms import clip_span
+from tats.data.transforms import pick_start
+from tats.data.windows import ALL, ClipsPerVideo, WindowIndex, parse_clips_per_video
 
 #: How many consecutive items ``__getitem__`` tries before giving up on read errors.
 MAX_READ_RETRIES = 10
@@ -29,14 +31,18 @@ def warn_skipped(what: str, root: str, skipped: Sequence[tuple[str, str]], limit
 
 
 class ClipDataset(Dataset):
-    """Base class: one item per usable video; subclasses implement ``_load(i)`` and ``describe(i)``.
+    """Base class: items are clip windows of usable videos (:class:`tats.data.windows.WindowIndex`);
+    subclasses list their videos, call :meth:`_build_index` and implement ``_load(i)`` and ``describe(i)``.
 
-    A read error on item ``i`` moves on to ``i+1, i+2, ...`` (at most ``MAX_READ_RETRIES`` items, each
-    failing file warned about once per process) and then raises naming the files, so a broken file can
-    neither kill a long run outright nor make a worker loop forever.
+    A read error on item ``i`` moves on to an item of the next video, then the one after (as the
+    release replaced an unreadable clip by the next; at most ``MAX_READ_RETRIES`` videos, each failing
+    file warned about once per process) and then raises naming the files, so a broken file can neither
+    kill a long run outright nor make a worker loop forever.
     """
 
     train: bool = True
+    #: ``--clips_per_video`` when the caller gives none: the release's choice for the layout.
+    default_clips_per_video: ClipsPerVideo = 1
 
     def __init__(
         self,
@@ -46,16 +52,49 @@ class ClipDataset(Dataset):
         sample_every_n_frames: int,
         random_flip: bool,
         test_start: str,
+        clips_per_video: ClipsPerVideo | None = None,
     ) -> None:
-        """The clip settings every dataset shares; ``span`` is the source frames one clip covers."""
+        """The clip settings every dataset shares (``clips_per_video`` None: the layout's default)."""
+        if sequence_length < 1 or sample_every_n_frames < 1:
+            raise ValueError(f"sequence_length and sample_every_n_frames must be >= 1, got "
+                             f"{sequence_length}, {sample_every_n_frames}")
         self.train = train
         self.sequence_length, self.resolution = sequence_length, resolution
         self.sample_every_n_frames = sample_every_n_frames
         self.random_flip, self.test_start = random_flip, test_start
-        self.span = clip_span(sequence_length, sample_every_n_frames)
+        self.clips_per_video = parse_clips_per_video(
+            self.default_clips_per_video if clips_per_video is None else clips_per_video)
+        self.windows = WindowIndex([], self.clips_per_video)
 
-    def __len__(self) -> int:  # pragma: no cover - subclasses override
+    def n_starts(self, n_frames: int) -> int:  # pragma: no cover - subclasses override
+        """Valid clip starts in a video of ``n_frames`` frames (< 1: the video is too short)."""
         raise NotImplementedError
+
+    def _build_index(self, lengths: list[int]) -> None:
+        """Index the windows of videos of ``lengths`` frames (all usable: ``n_starts >= 1``)."""
+        self.windows = WindowIndex([self.n_starts(n) for n in lengths], self.clips_per_video)
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        """``(video, start)`` of item ``index``: the window's own start, or one drawn for it (random in
+        training, the first or evenly spaced ones in evaluation)."""
+        video, start, repetition = self.windows.locate(index)
+        if start is None:
+            n = int(self.windows.n_starts[video])
+            if self.train:
+                start = pick_start(n, True)
+            elif self.windows.clips_per_video == 1:
+                start = pick_start(n, False, self.test_start)
+            else:
+                start = self.windows.spaced_start(video, repetition)
+        return video, start
+
+    @property
+    def every_window(self) -> bool:
+        """Whether every window is an item (``--clips_per_video all``)."""
+        return self.clips_per_video == ALL
+
+    def __len__(self) -> int:
+        return len(self.windows)
 
     def _load(self, index: int) -> dict[str, Any]:  # pragma: no cover - subclasses override
         raise NotImplementedError
@@ -64,14 +103,22 @@ class ClipDataset(Dataset):
         """Human-readable name of item ``index`` (a file or folder path) for error messages."""
         return str(index)
 
+    def _next_video_item(self, index: int) -> int:
+        """The item tried after item ``index`` failed: the first item of the next video (the other
+        windows of a file that failed to read would fail too)."""
+        if self.every_window:
+            video = self.windows.locate(index)[0]
+            return int(self.windows.ends[video]) % len(self)
+        return (index + 1) % len(self)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         n = len(self)
         if not -n <= index < n:
             raise IndexError(f"index {index} out of range for {type(self).__name__} of length {n}")
         index %= n
         failures: list[str] = []
-        for attempt in range(min(MAX_READ_RETRIES, n)):
-            i = (index + attempt) % n
+        i = index
+        for _ in range(min(MAX_READ_RETRIES, self.windows.n_videos or n)):
             try:
                 return self._load(i)
             except Exception as err:  # noqa: BLE001 - any decoder/IO error means "try another file"
@@ -82,6 +129,7 @@ class ClipDataset(Dataset):
                     warned.add(name)
                     warnings.warn(f"could not read {name} ({err}); using the next clip", RuntimeWarning,
                                   stacklevel=2)
+            i = self._next_video_item(i)
         raise RuntimeError(
             f"{type(self).__name__}: {len(failures)} consecutive item(s) failed to load starting at "
             f"index {index}:\n  " + "\n  ".join(failures)

@@ -4,6 +4,12 @@
 ``--image_folder``, or a folder of videos; left out, the built-in moving-digits demo data is
 generated on first use into ``$TATS_CACHE/demo`` (default ``~/.cache/tats/demo``).
 
+Items per epoch follow the release (``--clips_per_video`` changes them, :mod:`tats.data.windows`):
+every window of every video for video folders, one random window per video for HDF5 files and
+frame folders. Both loaders shuffle, as the release's did; the validation order is one seeded
+permutation, the same at every validation, so that ``--limit_val_batches`` always sees the same
+random subset of the test windows (not the first videos in path order).
+
 Batches: ``dict(video=float32 (B, C, T, H, W) in [-0.5, 0.5], label=LongTensor (B,), ...)`` plus
 ``text=list[str]`` for captioned data and ``path`` / ``index`` identifying each clip.
 """
@@ -12,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -22,8 +29,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tats.data.demo import make_demo_data
 from tats.data.frame_folder import FrameFolderDataset
 from tats.data.hdf5 import HDF5VideoDataset
-from tats.data.transforms import clip_span
 from tats.data.video_folder import VideoFolderDataset
+from tats.data.windows import parse_clips_per_video
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
 #: The demo data is generated at 16..64 px; other ``--resolution`` values are resized on load.
@@ -42,18 +49,53 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     _add(g, parser, "--data_path", type=str, default=None,
          help="a .h5/.hdf5 file, a folder with train/ and test/ (videos, or frame folders with "
               "--image_folder); default: the built-in moving-digits demo data")
-    _add(g, parser, "--sequence_length", type=int, default=16, help="frames per training clip")
+    _add(g, parser, "--sequence_length", type=int, default=16,
+         help="frames of a clip's window: video files and HDF5 keep every n-th of them (T = seq / n), "
+              "frame folders take seq frames n apart (T = seq), as the release")
     _add(g, parser, "--resolution", type=int, default=128, help="side of the square frames (pixels)")
     _add(g, parser, "--sample_every_n_frames", type=int, default=1,
          help="temporal stride between a clip's frames (e.g. 4 for Taichi-HD)")
     _add(g, parser, "--image_folder", action="store_true",
-         help="--data_path holds folders of frame images (Sky Time-lapse, Taichi-HD)")
+         help="--data_path holds folders of frame images (Sky Time-lapse, Taichi-HD); with train/ and "
+              "test/ each split reads its own, else all of --data_path serves both (the release)")
+    _add(g, parser, "--clips_per_video", type=parse_clips_per_video, default=None,
+         help="'all': every window of every video is an item; N: N random windows per video per epoch. "
+              "Default: the release's, 'all' for video folders, 1 for HDF5 and frame folders")
     _add(g, parser, "--batch_size", type=int, default=32, help="clips per batch (per device)")
     _add(g, parser, "--num_workers", type=int, default=8, help="DataLoader worker processes")
     _add(g, parser, "--random_flip", action="store_true", help="random horizontal flips in training")
     _add(g, parser, "--demo_train_clips", type=int, default=4000, help="demo data: training clips")
     _add(g, parser, "--demo_test_clips", type=int, default=256, help="demo data: test clips")
     return parser
+
+
+class ValidationSampler(DistributedSampler):
+    """Validation sharding: one fixed order, padded so that every rank gets the same number of items.
+
+    With ``seed`` the items come in one seeded random order (the same at every call): the release
+    shuffled its validation loader, and a fixed order keeps validations of different steps comparable.
+    Under DDP the order is padded as the release's ``DistributedSampler`` padded it: ``ceil(N / world)``
+    items per rank, the first items of the order repeated (up to ``world - 1`` clips count twice). Every
+    rank then runs the same number of validation batches, so none waits in a collective (DDP's buffer
+    broadcast before each forward, the epoch-end metric all-reduce) that another never reaches, even
+    with fewer validation clips than ranks. Rank ``r`` gets positions ``r, r + world, ...`` of the order;
+    one process gets every item once.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int | None = None, rank: int | None = None,
+                 seed: int | None = None):
+        # (DistributedSampler: num_samples = ceil(N / world), total_size = num_samples * world)
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+        self.order_seed = seed
+
+    def __iter__(self) -> Iterator[int]:
+        n = len(self.dataset)
+        if self.order_seed is None:
+            order = list(range(n))
+        else:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.order_seed)).tolist()
+        padded = (order * math.ceil(self.total_size / max(n, 1)))[: self.total_size]
+        return iter(padded[self.rank :: self.num_replicas])
 
 
 def _distributed() -> bool:
@@ -84,7 +126,7 @@ class VideoDataModule(pl.LightningDataModule):
             return Path(a.data_path).expanduser()
         return make_demo_data(
             n_train=a.demo_train_clips, n_test=a.demo_test_clips,
-            sequence_length=max(16, clip_span(a.sequence_length, a.sample_every_n_frames)),
+            sequence_length=max(16, a.sequence_length),
             resolution=min(max(a.resolution, 16), DEMO_MAX_RESOLUTION), progress=True,
         )
 
@@ -92,15 +134,20 @@ class VideoDataModule(pl.LightningDataModule):
         # Lightning runs this on one process per node before setup(): generate the demo file once.
         self.data_path()
 
-    def _dataset(self, path: Path, train: bool) -> Dataset:
+    def dataset(self, train: bool, clips_per_video: int | str | None = None) -> Dataset:
+        """The dataset of a split; ``clips_per_video`` overrides ``--clips_per_video`` (None: the flag)."""
+        return self._dataset(self.data_path(), train, clips_per_video)
+
+    def _dataset(self, path: Path, train: bool, clips_per_video: int | str | None = None) -> Dataset:
         a = self.args
         common = dict(train=train, sequence_length=a.sequence_length, resolution=a.resolution,
-                      sample_every_n_frames=a.sample_every_n_frames, random_flip=a.random_flip)
+                      sample_every_n_frames=a.sample_every_n_frames, random_flip=a.random_flip,
+                      clips_per_video=a.clips_per_video if clips_per_video is None else clips_per_video)
         if path.suffix.lower() in HDF5_SUFFIXES:
             return HDF5VideoDataset(path, **common)
         if not path.is_dir():
-            raise ValueError(f"--data_path {path}: expected a .h5/.hdf5 file or a folder with train/ and "
-                             f"test/ sub-folders")
+            raise ValueError(f"--data_path {path}: expected a .h5/.hdf5 file or a folder (train/ and test/ "
+                             f"sub-folders of videos, or frame folders with --image_folder)")
         if a.image_folder:
             return FrameFolderDataset(path, **common)
         return VideoFolderDataset(path, **common)
@@ -126,16 +173,15 @@ class VideoDataModule(pl.LightningDataModule):
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         a = self.args
         sampler = None
-        world = 1
+        world, rank = 1, 0
         if _distributed():
-            world = dist.get_world_size()
+            world, rank = dist.get_world_size(), dist.get_rank()
             # Our own DistributedSampler: Lightning keeps it (it only injects one when the loader has
             # none) and calls its set_epoch() every epoch, so shuffling differs between epochs.
-            # Validation is padded as in the release (up to world - 1 clips repeated): every rank gets
-            # ceil(N / world) clips, hence the same number of batches, so no rank waits in a collective
-            # (DDP's per-forward buffer broadcast, the epoch-end metric all-reduce) that another never
-            # reaches, even when the validation set is smaller than the world.
-            sampler = DistributedSampler(dataset, shuffle=train, seed=self.seed, drop_last=False)
+            if train:
+                sampler = DistributedSampler(dataset, shuffle=True, seed=self.seed, drop_last=False)
+        if not train:  # padded under DDP: the same number of batches on every rank (ValidationSampler)
+            sampler = ValidationSampler(dataset, num_replicas=world, rank=rank, seed=self.seed)
         per_rank = math.ceil(len(dataset) / world)
         return DataLoader(
             dataset,

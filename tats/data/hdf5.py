@@ -9,7 +9,9 @@ Layout (``split`` is ``train`` or ``test``)::
     attrs["label_names"]                         optional JSON list of class names
 
 A clip never crosses a video boundary: video ``i`` spans ``idx[i] .. idx[i+1]`` (the last one runs to
-the end of ``{split}_data``).
+the end of ``{split}_data``). As in the release, one item per video: a window of ``sequence_length``
+frames at a random start, thinned to every ``sample_every_n_frames``-th frame
+(``T = ceil(sequence_length / n)``); ``clips_per_video`` changes that (:mod:`tats.data.windows`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import h5py
 import numpy as np
 
 from tats.data.base import ClipDataset, warn_skipped
-from tats.data.transforms import pick_start, preprocess_clip, random_flip
+from tats.data.transforms import clip_length, preprocess_clip, random_flip
+from tats.data.windows import ClipsPerVideo
 
 
 def _video_bounds(idx: np.ndarray, n_frames: int, path: str, prefix: str) -> np.ndarray:
@@ -49,9 +52,10 @@ def _read_labels_info(f: h5py.File) -> tuple[list[str], bool]:
 
 
 class HDF5VideoDataset(ClipDataset):
-    """Clips from a release-layout HDF5 file (one item per video).
+    """Clips from a release-layout HDF5 file (one item per video by default).
 
-    Args: as :class:`tats.data.video_folder.VideoFolderDataset`, with ``path`` the ``.h5`` file.
+    Args: as :class:`tats.data.video_folder.VideoFolderDataset`, with ``path`` the ``.h5`` file and
+    ``clips_per_video`` defaulting to 1 (the release).
 
     Items: ``dict(video=float32 (C, T, H, W) in [-0.5, 0.5], label=int, index=int)`` plus
     ``text=str`` when the file has captions. Unlabelled files give label 0 and ``n_classes == 1``.
@@ -66,8 +70,11 @@ class HDF5VideoDataset(ClipDataset):
         sample_every_n_frames: int = 1,
         random_flip: bool = False,
         test_start: str = "first",
+        clips_per_video: ClipsPerVideo | None = None,
     ):
-        super().__init__(train, sequence_length, resolution, sample_every_n_frames, random_flip, test_start)
+        super().__init__(train, sequence_length, resolution, sample_every_n_frames, random_flip, test_start,
+                         clips_per_video)
+        self.clip_length = clip_length(sequence_length, sample_every_n_frames)
         self.path = Path(path)
         self.prefix = "train" if train else "test"
         self._file: h5py.File | None = None
@@ -93,27 +100,32 @@ class HDF5VideoDataset(ClipDataset):
             raise ValueError(f"{self.path}: {self.prefix}_label has {len(labels)} entries for "
                              f"{len(bounds)} videos")
         lengths = bounds[:, 1] - bounds[:, 0]
-        usable = lengths >= self.span
+        usable = lengths >= sequence_length
         warn_skipped("HDF5 videos", f"{self.path}:{self.prefix}",
-                     [(f"video {i}", f"{lengths[i]} frames, a clip needs {self.span}")
+                     [(f"video {i}", f"{lengths[i]} frames, a clip needs {sequence_length}")
                       for i in np.flatnonzero(~usable)])
         self.videos = np.flatnonzero(usable)  # positions in the file's video list
         self.bounds = bounds
         self.labels = np.zeros(len(bounds), np.int64) if labels is None else np.asarray(labels, np.int64)
         if len(self.videos) == 0:
-            raise ValueError(f"{self.path}: no video in {self.prefix}_data has at least {self.span} frames "
-                             f"(sequence_length={sequence_length}, sample_every_n_frames="
-                             f"{sample_every_n_frames}); {len(bounds)} video(s) in the file")
+            raise ValueError(f"{self.path}: no video in {self.prefix}_data has at least {sequence_length} "
+                             f"frames (sequence_length={sequence_length}); {len(bounds)} video(s) in the "
+                             "file")
+        self._build_index([int(n) for n in lengths[self.videos]])
+
+    def n_starts(self, n_frames: int) -> int:
+        """The release draws ``randint(0, n_frames - sequence_length)`` (upper bound exclusive, so never
+        the last window); a video of exactly ``sequence_length`` frames starts at 0."""
+        if n_frames < self.sequence_length:
+            return 0
+        return max(n_frames - self.sequence_length, 1)
 
     @property
     def n_classes(self) -> int:
         return len(self.classes)
 
-    def __len__(self) -> int:
-        return len(self.videos)
-
     def describe(self, index: int) -> str:
-        return f"{self.path} ({self.prefix} video {int(self.videos[index])})"
+        return f"{self.path} ({self.prefix} video {int(self.videos[self.windows.locate(index)[0]])})"
 
     def _handle(self) -> h5py.File:
         # One handle per process: h5py handles must not cross a DataLoader worker fork.
@@ -128,15 +140,15 @@ class HDF5VideoDataset(ClipDataset):
 
     def _load(self, index: int) -> dict[str, Any]:
         f = self._handle()
-        video_id = int(self.videos[index])
-        begin, end = self.bounds[video_id]
-        start = begin + pick_start(int(end - begin) - self.span + 1, self.train, self.test_start)
-        frames = f[f"{self.prefix}_data"][start : start + self.span : self.sample_every_n_frames]
+        position, offset = self._locate(index)
+        video_id = int(self.videos[position])
+        start = int(self.bounds[video_id][0]) + offset
+        frames = f[f"{self.prefix}_data"][start : start + self.sequence_length : self.sample_every_n_frames]
         if frames.ndim == 3:
             frames = frames[..., None]  # (T, H, W) grayscale -> (T, H, W, 1)
         flip = random_flip(self.random_flip and self.train)
         item = dict(video=preprocess_clip(frames, self.resolution, flip=flip),
-                    label=int(self.labels[video_id]), index=video_id)
+                    label=int(self.labels[video_id]), index=video_id, start=offset)
         if self.has_captions:
             item["text"] = f[f"{self.prefix}_caption"].asstr()[video_id]
         return item

@@ -2,7 +2,8 @@
 
 REFERENCE.md "Video tensors": resize the shorter side to ``resolution`` (bilinear,
 ``align_corners=False``, the other side rounded up), centre-crop a square, take every
-``sample_every_n_frames``-th frame, and map pixels as ``uint8 / 255 - 0.5``.
+``sample_every_n_frames``-th frame, and map pixels as ``uint8 / 255 - 0.5``. Frame folders instead
+crop the centre square first and resize it with PIL's antialiasing filter (:func:`square_frame_pil`).
 """
 
 from __future__ import annotations
@@ -14,18 +15,29 @@ from typing import Union
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
 
-def clip_span(sequence_length: int, sample_every_n_frames: int = 1) -> int:
-    """Number of consecutive source frames a clip of ``sequence_length`` frames at that stride covers."""
+def clip_length(sequence_length: int, sample_every_n_frames: int = 1, image_folder: bool = False) -> int:
+    """Frames ``T`` of one clip as the datasets serve it (REFERENCE.md "Data and evaluation protocol").
+
+    Release quirk, kept: its video-file and HDF5 datasets read a window of ``sequence_length``
+    consecutive frames and keep every n-th (``T = ceil(sequence_length / n)``), while its frame-folder
+    dataset takes ``sequence_length`` frames n apart (``T = sequence_length``).
+    """
     if sequence_length < 1 or sample_every_n_frames < 1:
         raise ValueError(
             f"sequence_length and sample_every_n_frames must be >= 1, got {sequence_length}, "
             f"{sample_every_n_frames}"
         )
-    return (sequence_length - 1) * sample_every_n_frames + 1
+    return sequence_length if image_folder else -(-sequence_length // sample_every_n_frames)
+
+
+def sequence_length_for(n_frames: int, sample_every_n_frames: int = 1, image_folder: bool = False) -> int:
+    """The ``sequence_length`` whose clips have ``n_frames`` frames (inverse of :func:`clip_length`)."""
+    return n_frames if image_folder else n_frames * sample_every_n_frames
 
 
 def resized_size(height: int, width: int, resolution: int) -> tuple[int, int]:
@@ -67,6 +79,20 @@ def preprocess_clip(frames: ArrayLike, resolution: int, flip: bool = False) -> t
         video = video.flip(-1)
     video = video.permute(1, 0, 2, 3).contiguous()  # (C, T, H, W)
     return video - 0.5
+
+
+def square_frame_pil(image: Image.Image, resolution: int) -> np.ndarray:
+    """The release's frame-folder preprocessing of one image: centre square crop (side = the shorter
+    side, offsets rounded down), then PIL's antialiased resize (``ANTIALIAS``, i.e. Lanczos) to
+    ``resolution`` x ``resolution``. Returns uint8 RGB ``(resolution, resolution, 3)``."""
+    image = image.convert("RGB")
+    w, h = image.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    square = image.crop((left, top, left + side, top + side))
+    if side != resolution:
+        square = square.resize((resolution, resolution), Image.LANCZOS)
+    return np.asarray(square)
 
 
 _DIGITS = re.compile(r"(\d+)")

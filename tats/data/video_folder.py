@@ -6,9 +6,12 @@ Layout::
     root/test/<Class>/<name>.avi|mp4|webm
 
 The class of a file is its parent folder (relative to the split folder); the sorted union of the
-class folders of both splits gives the ids, so train and test agree. One item per usable video: a
-clip of ``sequence_length`` frames, every ``sample_every_n_frames``-th frame, starting at a random
-valid frame in training and at the first (or centre) valid frame in evaluation.
+class folders of both splits gives the ids, so train and test agree. As in the release (torchvision
+``VideoClips`` with step 1), every window of ``sequence_length`` consecutive frames of every file is
+an item, in sorted file order, in both splits; a clip is the window's every
+``sample_every_n_frames``-th frame (``T = ceil(sequence_length / n)``). ``clips_per_video=N`` serves N
+random windows per video instead (:mod:`tats.data.windows`). Frame counts come from the cached
+metadata index (:mod:`tats.data.clip_index`): building the dataset decodes nothing.
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Union
 
+import numpy as np
+
 from tats.data import decode
 from tats.data.base import ClipDataset, warn_skipped
 from tats.data.clip_index import VIDEO_EXTENSIONS, list_video_files, load_clip_index
-from tats.data.transforms import pick_start, preprocess_clip, random_flip
+from tats.data.transforms import clip_length, preprocess_clip, random_flip
+from tats.data.windows import ALL, ClipsPerVideo
 
 
 def _class_of(rel: str) -> str:
@@ -43,16 +49,19 @@ class VideoFolderDataset(ClipDataset):
 
     Args:
         root: dataset folder holding ``train/`` and ``test/``.
-        train: which split; also random (train) vs deterministic (test) clip starts.
-        sequence_length: frames per clip ``T``.
+        train: which split; also random (train) vs deterministic (test) starts with ``clips_per_video=N``.
+        sequence_length: frames of a window; a clip keeps every ``sample_every_n_frames``-th of them.
         resolution: output side; frames are resized/cropped as in :func:`preprocess_clip`.
-        sample_every_n_frames: temporal stride between the clip's frames.
+        sample_every_n_frames: temporal stride inside the window.
         random_flip: horizontal flip augmentation (off by default, as in the release).
-        test_start: ``"first"`` or ``"centre"`` valid start for evaluation clips.
+        test_start: ``"first"`` or ``"centre"`` start of evaluation clips with ``clips_per_video=1``.
         cache_dir: where the frame-count index is cached when the split folder is read-only.
+        clips_per_video: ``"all"`` (default, the release: every window) or N random windows per video.
 
-    Items: ``dict(video=float32 (C, T, H, W) in [-0.5, 0.5], label=int, path=str)``.
+    Items: ``dict(video=float32 (C, T, H, W) in [-0.5, 0.5], label=int, path=str, start=int)``.
     """
+
+    default_clips_per_video = ALL
 
     def __init__(
         self,
@@ -65,10 +74,13 @@ class VideoFolderDataset(ClipDataset):
         test_start: str = "first",
         cache_dir: Union[str, Path] | None = None,
         extensions: tuple[str, ...] = VIDEO_EXTENSIONS,
+        clips_per_video: ClipsPerVideo | None = None,
     ):
-        super().__init__(train, sequence_length, resolution, sample_every_n_frames, random_flip, test_start)
+        super().__init__(train, sequence_length, resolution, sample_every_n_frames, random_flip, test_start,
+                         clips_per_video)
         self.root = Path(root)
         self.split_dir = split_folder(root, train)
+        self.clip_length = clip_length(sequence_length, sample_every_n_frames)
 
         files = list_video_files(self.split_dir, extensions)
         # Class ids from both splits so that train and test agree even if one lacks a class.
@@ -84,41 +96,48 @@ class VideoFolderDataset(ClipDataset):
             entry = entries[rel]
             if entry.get("error"):
                 skipped.append((rel, entry["error"]))
-            elif entry["n_frames"] < self.span:
-                skipped.append((rel, f"{entry['n_frames']} frames, a clip needs {self.span}"))
+            elif self.n_starts(entry["n_frames"]) < 1:
+                skipped.append((rel, f"{entry['n_frames']} frames, a clip needs {sequence_length}"))
             else:
                 self.items.append((rel, int(entry["n_frames"]), self.class_to_idx[_class_of(rel)]))
         warn_skipped("video folder", str(self.split_dir), skipped)
         if not self.items:
             raise ValueError(
                 f"no usable video under {self.split_dir}: expected video files ({', '.join(extensions)}) "
-                f"in {self.split_dir}/<class>/ with at least {self.span} frames "
-                f"(sequence_length={sequence_length}, sample_every_n_frames={sample_every_n_frames}); "
-                f"found {len(files)} file(s), {len(skipped)} unusable"
+                f"in {self.split_dir}/<class>/ with at least {sequence_length} frames "
+                f"(sequence_length={sequence_length}); found {len(files)} file(s), {len(skipped)} unusable"
             )
+        self._build_index([n for _, n, _ in self.items])
+
+    def n_starts(self, n_frames: int) -> int:
+        """Windows of ``sequence_length`` consecutive frames, step 1 (``VideoClips``)."""
+        return n_frames - self.sequence_length + 1
 
     @property
     def n_classes(self) -> int:
         return len(self.classes)
 
-    def __len__(self) -> int:
-        return len(self.items)
-
     def describe(self, index: int) -> str:
-        return str(self.split_dir / self.items[index][0])
+        return str(self.split_dir / self.items[self.windows.locate(index)[0]][0])
 
-    def _load(self, index: int) -> dict[str, Any]:
-        rel, n_frames, label = self.items[index]
+    def _read(self, index: int) -> tuple[int, int, np.ndarray]:
+        """``(video, start, frames uint8 (T, H, W, 3))`` of item ``index``."""
+        video, start = self._locate(index)
+        rel, n_frames, _ = self.items[video]
         path = self.split_dir / rel
-        start = pick_start(n_frames - self.span + 1, self.train, self.test_start)
         try:
-            frames = decode.decode_clip(path, start, self.sequence_length, self.sample_every_n_frames)
+            frames = decode.decode_clip(path, start, self.clip_length, self.sample_every_n_frames)
         except decode.ShortClipError as err:
             # The metadata promised more frames than the stream holds: end the clip at the real end.
-            if err.n_available < self.span:
+            if err.n_available < self.sequence_length:
                 raise
-            start = err.n_available - self.span
-            frames = decode.decode_clip(path, start, self.sequence_length, self.sample_every_n_frames)
+            start = min(start, err.n_available - self.sequence_length)
+            frames = decode.decode_clip(path, start, self.clip_length, self.sample_every_n_frames)
+        return video, start, frames
+
+    def _load(self, index: int) -> dict[str, Any]:
+        video, start, frames = self._read(index)
+        rel, _, label = self.items[video]
         flip = random_flip(self.random_flip and self.train)
-        video = preprocess_clip(frames, self.resolution, flip=flip)  # (C, T, H, W)
-        return dict(video=video, label=label, path=str(path))
+        clip = preprocess_clip(frames, self.resolution, flip=flip)  # (C, T, H, W)
+        return dict(video=clip, label=label, path=str(self.split_dir / rel), start=start)

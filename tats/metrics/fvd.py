@@ -2,11 +2,15 @@
 
 Protocols (:data:`PROTOCOLS`):
 
-- ``"tats"`` (default, the release's evaluation, REFERENCE.md "I3D for FVD"): uint8 videos, every
-  frame resized to 224x224 (bilinear, align_corners=False, no crop, aspect ratio not kept), scaled to
-  [-1, 1]; covariance with N - 1. The release uses 16 frames and 2048 real vs 2048 generated clips.
-- ``"styleganv"``: frames resized so the SHORTER side is 224 (bilinear, size rounded up) and
-  centre-cropped to 224x224, scaled to [-1, 1]; covariance with N (StyleGAN-V's running statistics).
+- ``"tats"`` (default, the release's evaluation, REFERENCE.md "I3D for FVD" and "Data and evaluation
+  protocol"): float videos become uint8 by truncation (``((x + 0.5) * 255).byte()``, as the release did
+  for real and generated clips), every frame is resized to 224x224 (bilinear, align_corners=False, no
+  crop, aspect ratio not kept), scaled to [-1, 1]; covariance with N - 1. The release uses 16 frames
+  and 2048 generated clips vs 2048 real clips drawn at random from every training window
+  (:func:`iter_video_batches` with ``selection="random"``).
+- ``"styleganv"``: float videos become uint8 by rounding; frames resized so the SHORTER side is 224
+  (bilinear, size rounded up) and centre-cropped to 224x224, scaled to [-1, 1]; covariance with N
+  (StyleGAN-V's running statistics).
   StyleGAN-V's own pipeline additionally prepares its datasets at a fixed resolution and uses its
   TorchScript I3D (pass it with ``--i3d_path``); those parts are up to the caller.
 
@@ -39,13 +43,17 @@ class FVDProtocol:
     name: str
     crop: bool  # False: squash each frame to size x size; True: shorter side to size, centre crop
     cov_ddof: int  # 1: unbiased (N - 1); 0: N
+    truncate: bool  # float -> uint8 by truncation (the release) or by rounding
     size: int = 224
 
 
 PROTOCOLS = {
-    "tats": FVDProtocol("tats", crop=False, cov_ddof=1),
-    "styleganv": FVDProtocol("styleganv", crop=True, cov_ddof=0),
+    "tats": FVDProtocol("tats", crop=False, cov_ddof=1, truncate=True),
+    "styleganv": FVDProtocol("styleganv", crop=True, cov_ddof=0, truncate=False),
 }
+#: Clips per side of the release's FVD; numbers from fewer clips are not comparable with published ones
+#: (the Frechet distance of finite samples is biased upwards, more so for fewer clips).
+PUBLISHED_N = 2048
 
 
 def get_protocol(name: str | FVDProtocol) -> FVDProtocol:
@@ -143,8 +151,12 @@ def _mmd2_unbiased(x: np.ndarray, y: np.ndarray, degree: int, gamma: float, coef
 
 
 # -------------------------------------------------------------------------------- preprocessing
-def to_uint8_thwc(videos: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Accept uint8 (B, T, H, W, C) or float (B, C, T, H, W) in [-0.5, 0.5]; return uint8 (B, T, H, W, C)."""
+def to_uint8_thwc(videos: np.ndarray | torch.Tensor, truncate: bool = False) -> torch.Tensor:
+    """Accept uint8 (B, T, H, W, C) or float (B, C, T, H, W) in [-0.5, 0.5]; return uint8 (B, T, H, W, C).
+
+    Floats map as ``(x + 0.5) * 255``, then truncated (``truncate=True``, the release's ``.byte()`` /
+    ``astype(np.uint8)``; protocol ``tats``) or rounded.
+    """
     v = torch.as_tensor(videos)
     if v.dtype == torch.uint8:
         if v.dim() != 5 or v.shape[-1] not in (1, 3):
@@ -152,7 +164,8 @@ def to_uint8_thwc(videos: np.ndarray | torch.Tensor) -> torch.Tensor:
         return v
     if v.dim() != 5 or v.shape[1] not in (1, 3):
         raise ValueError(f"float videos must be (B, C, T, H, W) in [-0.5, 0.5], got {tuple(v.shape)}")
-    v = ((v.float().clamp(-0.5, 0.5) + 0.5) * 255).round().to(torch.uint8)
+    v = (v.float().clamp(-0.5, 0.5) + 0.5) * 255
+    v = (v.floor() if truncate else v.round()).to(torch.uint8)
     return v.permute(0, 2, 3, 4, 1)  # (B, T, H, W, C)
 
 
@@ -179,9 +192,9 @@ class I3DFeatureExtractor:
     """Streams videos through I3D in batches and collects the (N, 400) logits.
 
     ``update(videos)`` takes uint8 ``(B, T, H, W, C)`` (numpy or torch) or float ``(B, C, T, H, W)``
-    in [-0.5, 0.5]; preprocessing runs on the model's device, I3D without TF32
-    (:func:`tats.precision.no_tf32`). ``compute()`` returns float64 (N, 400). ``numerics`` says where
-    the features are computed (device, dtype, TF32), for cache keys and summaries.
+    in [-0.5, 0.5] (made uint8 by the protocol's rule); preprocessing runs on the model's device, I3D
+    without TF32 (:func:`tats.precision.no_tf32`). ``compute()`` returns float64 (N, 400). ``numerics``
+    says where the features are computed (device, dtype, TF32), for cache keys and summaries.
     """
 
     def __init__(
@@ -216,7 +229,7 @@ class I3DFeatureExtractor:
     def update(self, videos: np.ndarray | torch.Tensor) -> None:
         from tats.precision import no_tf32
 
-        v = to_uint8_thwc(videos)
+        v = to_uint8_thwc(videos, truncate=self.protocol.truncate)
         if self._bar is None and self.progress:
             self._bar = tqdm(desc=self.desc, unit="video")
         for i in range(0, len(v), self.batch_size):
@@ -360,6 +373,26 @@ def describe_source(spec: str) -> str:
     )
 
 
+SELECTIONS = ("random", "first")
+
+
+def pick_clips(n_available: int, n: int | None, selection: str = "random", seed: int = 0) -> np.ndarray:
+    """Indices of the clips a set uses: ``n`` of ``n_available`` (all when ``n`` is None or larger).
+
+    ``"random"``: a seeded draw without replacement, as the release took its real clips from a
+    shuffled loader, returned in increasing order (reading order; FVD ignores order). ``"first"``: the
+    first ``n``; on a dataset sorted by path that is the alphabetically first videos (classes), a
+    biased set kept only for comparisons.
+    """
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
+    if n is None or n >= n_available:
+        return np.arange(n_available)
+    if selection == "first":
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n_available, size=n, replace=False))
+
+
 def iter_video_batches(
     spec: str,
     n_frames: int = 16,
@@ -369,23 +402,41 @@ def iter_video_batches(
     sample_every_n_frames: int = 1,
     split: str = "train",
     image_folder: bool = False,
+    selection: str = "random",
+    seed: int = 0,
+    clips_per_video: int | str | None = None,
+    truncate: bool = True,
+    info: dict | None = None,
 ) -> Iterable[np.ndarray]:
     """Yield uint8 ``(b, T, H, W, C)`` batches of at most ``max_videos`` clips of ``n_frames`` frames.
 
     ``spec`` (see :func:`describe_source`): a ``.npy`` array (memory-mapped; clips cut to the first
     ``n_frames``), a folder of videos (first ``n_frames`` of each; shorter ones are skipped), or a
-    dataset read through :mod:`tats.data` at ``resolution`` with the release's preprocessing
-    (``split`` "train" or "test"; ``demo`` = the built-in moving digits).
+    dataset read through :mod:`tats.data` at ``resolution`` with the training preprocessing (``split``
+    "train" or "test"; ``demo`` = the built-in moving digits). A dataset's clips are its items with
+    ``clips_per_video`` (None: the release's, every window of a video folder, one random window per
+    HDF5 video or frame folder), ``n_frames`` frames each at stride ``sample_every_n_frames``.
+
+    Which clips: :func:`pick_clips` (``selection``, ``seed``); random starts inside a dataset are
+    seeded by ``seed`` too, so a set is reproducible. Dataset clips become uint8 by truncation
+    (``truncate``, protocol ``tats``) or rounding. ``info`` (a dict) receives ``available`` (the
+    clips to choose from) and ``used``.
     """
-    kind, limit = describe_source(spec), max_videos if max_videos is not None else 1 << 62
+    from tats.data.transforms import sequence_length_for
+
+    # frame folders need no train/ and test/ (the release's layout): a folder with --image_folder is a dataset
+    kind = "dataset" if image_folder and Path(spec).expanduser().is_dir() else describe_source(spec)
+    info = {} if info is None else info
     if kind == "npy":
         arr = np.load(Path(spec).expanduser(), mmap_mode="r")
         if arr.dtype != np.uint8 or arr.ndim != 5 or arr.shape[1] < n_frames:
             raise ValueError(
                 f"{spec}: expected uint8 (N, T >= {n_frames}, H, W, C), got {arr.dtype} {arr.shape}"
             )
-        for i in range(0, min(len(arr), limit), batch_size):
-            yield np.array(arr[i : min(i + batch_size, limit), :n_frames])  # a writable copy of the memmap
+        rows = pick_clips(len(arr), max_videos, selection, seed)
+        info.update(available=len(arr), used=len(rows))
+        for i in range(0, len(rows), batch_size):
+            yield np.stack([arr[j, :n_frames] for j in rows[i : i + batch_size]])  # copies of the memmap
         return
     if kind == "videos":
         from tats.io.video import read_video
@@ -393,10 +444,14 @@ def iter_video_batches(
         files = sorted(f for f in Path(spec).expanduser().rglob("*") if f.suffix.lower() in VIDEO_SUFFIXES)
         if not files:
             raise ValueError(f"{spec}: no video files ({', '.join(VIDEO_SUFFIXES)}) found")
+        order = range(len(files))
+        if selection == "random":
+            order = np.random.default_rng(seed).permutation(len(files))
+        limit = max_videos if max_videos is not None else len(files)
         batch: list[np.ndarray] = []
         used = 0
-        for f in files:
-            frames = read_video(f)
+        for k in order:  # random order: the first `limit` long enough files form a uniform draw
+            frames = read_video(files[k])
             if len(frames) < n_frames:
                 continue
             if batch and frames.shape[1:] != batch[0].shape[1:]:  # frame size changed: flush
@@ -413,31 +468,43 @@ def iter_video_batches(
             yield np.stack(batch)
         if used == 0:
             raise ValueError(f"{spec}: no video has at least {n_frames} frames")
+        info.update(available=len(files), used=used)
         return
     from tats.data import make_demo_data
 
+    seq = sequence_length_for(n_frames, sample_every_n_frames, image_folder)
     from_demo = spec == "demo"
-    path = make_demo_data(sequence_length=max(16, n_frames)) if from_demo else Path(spec).expanduser()
-    dataset = _dataset(path, split, n_frames, resolution, sample_every_n_frames, image_folder)
-    n = min(len(dataset), limit)
-    for i in range(0, n, batch_size):
-        clips = torch.stack(
-            [dataset[j]["video"] for j in range(i, min(i + batch_size, n))]
-        )  # (b, C, T, H, W)
-        yield to_uint8_thwc(clips).numpy()
+    path = make_demo_data(sequence_length=max(16, seq)) if from_demo else Path(spec).expanduser()
+    dataset = _dataset(path, split, seq, resolution, sample_every_n_frames, image_folder, clips_per_video)
+    rows = pick_clips(len(dataset), max_videos, selection, seed)
+    info.update(available=len(dataset), used=len(rows))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # the random starts of one-clip-per-video datasets
+        for i in range(0, len(rows), batch_size):
+            clips = torch.stack([dataset[int(j)]["video"] for j in rows[i : i + batch_size]])  # (b,C,T,H,W)
+            yield to_uint8_thwc(clips, truncate=truncate).numpy()
 
 
-def _dataset(path: Path, split: str, n_frames: int, resolution: int, every: int, image_folder: bool):
+def _dataset(path: Path, split: str, sequence_length: int, resolution: int, every: int, image_folder: bool,
+             clips_per_video: int | str | None = None):
     from tats.data import FrameFolderDataset, HDF5VideoDataset, VideoFolderDataset
 
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    common = dict(
-        train=split == "train", sequence_length=n_frames, resolution=resolution, sample_every_n_frames=every
-    )
+    common = dict(train=split == "train", sequence_length=sequence_length, resolution=resolution,
+                  sample_every_n_frames=every, clips_per_video=clips_per_video)
     if path.suffix.lower() in (".h5", ".hdf5"):
         return HDF5VideoDataset(path, **common)
     return (FrameFolderDataset if image_folder else VideoFolderDataset)(path, **common)
+
+
+def comparability_warning(n_real: int, n_fake: int) -> str | None:
+    """The warning for FVDs over fewer than :data:`PUBLISHED_N` clips on either side (None otherwise)."""
+    if min(n_real, n_fake) >= PUBLISHED_N:
+        return None
+    return (f"FVD over {n_fake} generated vs {n_real} real clips is not comparable with published FVDs, "
+            f"which use {PUBLISHED_N} vs {PUBLISHED_N} (fewer clips bias the Frechet distance upwards); "
+            f"compare it only with numbers of the same counts")
 
 
 def source_features(
@@ -445,7 +512,7 @@ def source_features(
     model: nn.Module,
     protocol: str = "tats",
     n_frames: int = 16,
-    max_videos: int | None = 2048,
+    max_videos: int | None = PUBLISHED_N,
     batch_size: int = 16,
     resolution: int = 128,
     sample_every_n_frames: int = 1,
@@ -453,14 +520,19 @@ def source_features(
     image_folder: bool = False,
     cache: str | os.PathLike | None = None,
     progress: bool = True,
+    selection: str = "random",
+    seed: int = 0,
+    clips_per_video: int | str | None = None,
 ) -> tuple[np.ndarray, dict]:
-    """I3D features (N, 400) of a video source (see :func:`iter_video_batches`), optionally cached.
+    """I3D features (N, 400) of at most ``max_videos`` clips of a video source (see
+    :func:`iter_video_batches`: ``selection``, ``seed``, ``clips_per_video``), optionally cached.
 
     With ``cache`` (a folder), features are stored as ``.npz`` under a key of the resolved path, its
     size and modification time, the protocol, frames, resolution, frame stride, split, clip count,
-    the I3D weights hash (``model.weights_sha256``) and where the features are computed (device, dtype,
-    TF32: :attr:`I3DFeatureExtractor.numerics`), and reused when every part matches.
-    Returns the features and the metadata dict (including ``cache_file`` when cached).
+    selection, seed, clips per video, the I3D weights hash (``model.weights_sha256``) and where the
+    features are computed (device, dtype, TF32: :attr:`I3DFeatureExtractor.numerics`), and reused
+    when every part matches. Returns the features and the metadata dict (``n_clips`` used,
+    ``available``, and ``cache_file`` when cached).
     """
     import hashlib
     import json
@@ -476,23 +548,31 @@ def source_features(
         "sample_every_n_frames": sample_every_n_frames,
         "split": split,
         "max_videos": max_videos,
+        "selection": selection,
+        "seed": seed,
+        "clips_per_video": clips_per_video,
         "weights_sha256": getattr(model, "weights_sha256", "unknown"),
         "bn_eps": getattr(model, "bn_eps", None),
         "mtime": stat.st_mtime if stat else None,
         "size": stat.st_size if stat else None,
         **ext.numerics,  # CPU and GPU features differ slightly: never mixed
     }
-    key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()[:16]
     file = Path(cache) / f"fvd_feats_{key}.npz" if cache is not None else None
     if file is not None and file.is_file():
-        feats, _ = load_features(file)
-        return feats, {**meta, "cache_file": str(file), "cached": True}
+        feats, stored = load_features(file)
+        extra = {"available": int(stored["available"])} if stored.get("available", "").isdigit() else {}
+        return feats, {**meta, **extra, "n_clips": len(feats), "cache_file": str(file), "cached": True}
+    info: dict = {}
     ext.update_from(
         iter_video_batches(
-            spec, n_frames, max_videos, batch_size, resolution, sample_every_n_frames, split, image_folder
+            spec, n_frames, max_videos, batch_size, resolution, sample_every_n_frames, split, image_folder,
+            selection=selection, seed=seed, clips_per_video=clips_per_video,
+            truncate=get_protocol(protocol).truncate, info=info,
         )
     )
     feats = ext.compute()
+    meta.update(n_clips=len(feats), available=info.get("available"))
     if file is not None:
         save_features(file, feats, get_protocol(protocol).cov_ddof, **meta)
         meta["cache_file"] = str(file)

@@ -7,8 +7,8 @@ blocks ``Mixed_*.{b0,b1a,b1b,b2a,b2b,b3b}`` and a ``logits.conv3d`` head with bi
 Weights, three ways (:func:`load_i3d`):
 - a release-layout state dict (the user's ``i3d_pretrained_400.pt``), loaded strictly, BN eps 1e-5
   as in the release;
-- our converted TF-hub weights (``python scripts/fetch_weights.py --i3d``), BN eps 1e-3 as the
-  TF original was trained with;
+- our converted TF-hub weights (fetched on first use, or ahead of time with
+  ``python scripts/fetch_weights.py --i3d``), BN eps 1e-3 as the TF original was trained with;
 - StyleGAN-V's TorchScript ``i3d_torchscript.pt`` (:class:`TorchScriptI3D`).
 """
 
@@ -25,9 +25,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-I3D_WEIGHTS_FILE = "i3d_kinetics400_tf.pt"
-FETCH_HINT = "python scripts/fetch_weights.py --i3d"
 
 # Inception branch widths [b0, b1a, b1b, b2a, b2b, b3b] and input width (REFERENCE.md)
 _MIXED: dict[str, tuple[int, tuple[int, ...]]] = {
@@ -286,22 +283,17 @@ def load_i3d(
     - ``path`` to a weights-only file: a release-layout state dict (``i3d_pretrained_400.pt``, strict
       loading; BN eps 1e-5 unless ``bn_eps``) or one of our converted files (eps from its meta);
     - ``path`` to a TorchScript archive (StyleGAN-V's ``i3d_torchscript.pt``) -> :class:`TorchScriptI3D`;
-    - no ``path``: the converted TF-hub weights in the cache (``fetch_weights.py --i3d``), eps 1e-3.
+    - no ``path``: the converted TF-hub weights in the cache, fetched on first use
+      (:func:`tats.io.fetch.ensure_weights`), eps 1e-3.
 
     The model gets ``weights_sha256`` (content hash of converted files, else the file's sha256) and
     ``weights_path`` attributes, recorded with every FVD result.
     """
     from tats.io.checkpoint import CheckpointError, load_checkpoint
-    from tats.io.fetch import cache_dir as default_cache_dir
-    from tats.io.fetch import file_digest
+    from tats.io.fetch import ensure_weights, file_digest
 
-    if path is None:
-        path = Path(default_cache_dir(cache_dir)) / I3D_WEIGHTS_FILE
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"I3D weights not found at {path}. Fetch and convert them once with "
-                f"`{FETCH_HINT}`, or pass the release's i3d_pretrained_400.pt (--i3d_path)."
-            )
+    if path is None:  # fetched and converted on first use
+        path = ensure_weights("i3d", cache_dir)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"I3D weights file not found: {path}")

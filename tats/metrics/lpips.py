@@ -5,9 +5,9 @@ The release's VQGAN checkpoints carry this module under ``perceptual_model.`` (R
 and ``scale``), ``net.slice1..slice5`` holding the layers of torchvision's VGG16 ``features`` under
 their original indices, and ``lin0..lin4`` whose ``model`` is ``Sequential(Dropout, Conv2d 1x1)``.
 
-The VGG16 is built here (no torchvision download). Real weights come from the fetch step
-(``python scripts/fetch_weights.py --lpips``), which converts them into :data:`LPIPS_WEIGHTS_FILE`
-in the cache folder (:func:`tats.io.fetch.cache_dir`).
+The VGG16 is built here (no torchvision download). Real weights are fetched and converted on first
+use into the cache folder (:func:`tats.io.fetch.ensure_weights`;
+``python scripts/fetch_weights.py --lpips`` does it ahead of time).
 """
 
 from __future__ import annotations
@@ -15,14 +15,10 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-
-LPIPS_WEIGHTS_FILE = "lpips_vgg16_v0.1.pt"
-FETCH_HINT = "python scripts/fetch_weights.py --lpips"
 
 # torchvision VGG16 `features`: conv widths, "M" = 2x2 max pool. Indices of the modules follow from
 # this list (conv, relu pairs; one index per pool), e.g. the first conv is 0 and the last is 28.
@@ -165,34 +161,30 @@ class LPIPS(nn.Module):
     def pretrained(cls, cache_dir: str | os.PathLike | None = None, allow_random: bool = False) -> LPIPS:
         """LPIPS with ImageNet VGG16 features and v0.1 heads from the converted cache file (eval mode).
 
-        When ``{cache_dir}/lpips_vgg16_v0.1.pt`` is absent: raise ``FileNotFoundError`` naming the
-        fetch command, or with ``allow_random=True`` warn loudly and keep random VGG features (the
-        v0.1 heads are then taken from the installed ``lpips`` package if it is there). Distances
+        The file is fetched and converted on first use (:func:`tats.io.fetch.ensure_weights`; a
+        ``FileNotFoundError`` naming the offline route when that is impossible). With
+        ``allow_random=True`` a missing file is not fetched: a loud warning, and random VGG features
+        (the v0.1 heads are then taken from the installed ``lpips`` package if it is there). Distances
         from random features are NOT comparable to published LPIPS values.
         """
+        from tats.io.fetch import SOURCES, ensure_weights, load_converted, lpips_heads_from_package
         from tats.io.fetch import cache_dir as default_cache_dir
-        from tats.io.fetch import load_converted, lpips_heads_from_package
 
-        path = Path(cache_dir or default_cache_dir()) / LPIPS_WEIGHTS_FILE
+        path = default_cache_dir(cache_dir) / SOURCES["lpips"].converted_name
         model = cls()
-        if path.is_file():
-            model.load_state_dict(load_converted(path, kind="lpips"), strict=True)
-        elif not allow_random:
-            raise FileNotFoundError(
-                f"LPIPS weights not found at {path}. Fetch and convert them once with `{FETCH_HINT}` "
-                "(add --cache_dir DIR or set $TATS_CACHE for another folder), or pass allow_random=True "
-                "to run with random VGG features."
-            )
-        else:
+        if not path.is_file() and allow_random:
             warnings.warn(
                 f"!!! LPIPS: no converted weights at {path}; using RANDOM VGG16 features. Perceptual "
-                f"distances are meaningless until you run `{FETCH_HINT}`. !!!",
+                f"distances are meaningless until you run `python scripts/fetch_weights.py --lpips`. !!!",
                 UserWarning,
                 stacklevel=2,
             )
             heads = lpips_heads_from_package()
             if heads is not None:
                 model.load_state_dict(heads, strict=False)
+            return model.eval()
+        path = ensure_weights("lpips", cache_dir)
+        model.load_state_dict(load_converted(path, kind="lpips"), strict=True)
         return model.eval()
 
 

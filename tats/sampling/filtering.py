@@ -4,10 +4,12 @@ Order: ``logits / temperature``, then top-k, then top-p (nucleus), then a multin
 takes the argmax. Top-p sorts descending and drops tokens whose cumulative softmax probability
 exceeds ``p``, always keeping the first token past the threshold (and so at least one).
 
-Release quirk (``release_compat=True``, the CLI default so published settings reproduce): the
-release's sampler runs the filter only when ``top_k`` is given, so ``top_k=None`` disables top-p as
-well, while ``top_k=0`` disables only top-k. With ``release_compat=False`` the two are independent:
-``top_k`` None/0 skips top-k, ``top_p`` None or >= 1 skips top-p.
+Release quirk (``release_compat=True``; off by default, the sampling scripts' ``--release_filtering``
+turns it on): the release's sampler runs the filter only when ``top_k`` is given, so ``top_k=None``
+disables top-p as well, while ``top_k=0`` disables only top-k. With ``release_compat=False`` (the
+default) the two are independent: ``top_k`` None/0 skips top-k, ``top_p`` None or >= 1 skips top-p.
+The short, long and audio samplers default to the release's ``--top_k 2048 --top_p 0.92``, where both
+rules give the same filter.
 
 Speed (:func:`sample_next`): when top-k is active the draw works on the k survivors only
 (``torch.topk``, already sorted descending, then top-p on those k, then a multinomial over k

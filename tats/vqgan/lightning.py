@@ -360,8 +360,26 @@ def add_vqgan_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def vqgan_config_from_args(args: argparse.Namespace) -> VQGANConfig:
     """The :class:`VQGANConfig` of the flags; ``ValueError`` naming the flag when they cannot work
     (e.g. ``--resolution`` not divisible by the ``--downsample`` factors, or a precision the VQGAN
-    cannot train with: :func:`check_vqgan_training_flags`)."""
-    config = VQGANConfig.from_dict(vars(args))
+    cannot train with: :func:`check_vqgan_training_flags`).
+
+    The config's ``sequence_length`` is the frames of a clip the model sees, which differs from the
+    flag for video files and HDF5 read with ``--sample_every_n_frames n > 1`` (``T = seq / n``, see
+    :func:`tats.data.transforms.clip_length`)."""
+    from tats.data.transforms import clip_length
+
+    flags = dict(vars(args))
+    seq, every = flags.get("sequence_length"), flags.get("sample_every_n_frames") or 1
+    if seq and seq >= 1 and every >= 1:
+        flags["sequence_length"] = clip_length(seq, every, bool(flags.get("image_folder")))
+        dt = int((flags.get("downsample") or VQGANConfig.downsample)[0])
+        if flags["sequence_length"] != seq and flags["sequence_length"] % dt:
+            raise ValueError(
+                f"--sequence_length {seq} with --sample_every_n_frames {every} gives clips of "
+                f"{flags['sequence_length']} frames, which the time downsample factor {dt} does not divide; "
+                f"pick --sequence_length so that sequence_length / sample_every_n_frames is a multiple "
+                f"of {dt}"
+            )
+    config = VQGANConfig.from_dict(flags)
     check_vqgan_training_flags(args)
     return config
 
