@@ -360,7 +360,7 @@ def digit_scores(data_path: str, real: dict, fake: torch.Tensor) -> dict:
 def fvd_scores(args: argparse.Namespace, data_path: str, real: dict, fake: torch.Tensor) -> dict:
     """FVD/KVD of the samples vs the real test clips, and of real training clips vs the same (reference)."""
     from tats.io.fetch import cache_dir
-    from tats.metrics.fvd import fvd_kvd_trials
+    from tats.metrics.fvd import I3DFeatureExtractor, fvd_kvd_trials
     from tats.metrics.i3d import load_i3d
 
     try:
@@ -373,7 +373,10 @@ def fvd_scores(args: argparse.Namespace, data_path: str, real: dict, fake: torch
     n = len(fake)
     ref = real_clips(args, n, FVD_FRAMES, "train")
     # real features depend only on the data, the protocol and the weights: cached across runs
-    tag = f"{Path(data_path).stem}_{FVD_FRAMES}f_{args.resolution}px_n{n}_tats_{i3d.weights_sha256[:12]}"
+    # (and on the device: CPU and GPU features differ slightly)
+    device = next(i3d.parameters()).device.type
+    tag = (f"{Path(data_path).stem}_{FVD_FRAMES}f_{args.resolution}px_n{n}_tats_{i3d.weights_sha256[:12]}"
+           f"_{device}")
     feat_dir = cache_dir() / "fvd"
     proto = (i3d, "tats")
     real_f = _features(proto, real["video"], feat_dir / f"demo_test_{tag}.npz", "I3D real (test)")
@@ -383,7 +386,7 @@ def fvd_scores(args: argparse.Namespace, data_path: str, real: dict, fake: torch
     ref_res = fvd_kvd_trials(real_f, ref_f, "tats")
     return dict(fvd=round(res["fvd"], 1), kvd=round(res["kvd"], 3), fvd_real_vs_real=round(ref_res["fvd"], 1),
                 kvd_real_vs_real=round(ref_res["kvd"], 3), n=n, frames=FVD_FRAMES, protocol="tats",
-                i3d_weights_sha256=i3d.weights_sha256)
+                i3d_weights_sha256=i3d.weights_sha256, features=I3DFeatureExtractor(i3d).numerics)
 
 
 def stage_eval(args: argparse.Namespace, gpt_ckpt: str, data_path: str) -> dict:

@@ -27,6 +27,7 @@ from tats.data.codes import FORMAT, CodesWriter, encode_split, file_sha256
 from tats.data.transforms import clip_length
 from tats.data.windows import ALL, parse_clips_per_video
 from tats.io.registry import resolve_args
+from tats.precision import device_name
 from tats.vqgan.load import load_vqgan
 
 
@@ -76,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
                 data_path=str(dm.data_path()), sequence_length=args.sequence_length,
                 resolution=args.resolution, sample_every_n_frames=args.sample_every_n_frames,
                 clips_per_video=str(args.clips_per_video),
+                encoded_on=device_name(args.device),  # VQGAN.encode runs without TF32 (tats.precision)
             )
             counts = {}
             test_clips = ALL if args.clips_per_video == ALL else 1

@@ -139,7 +139,8 @@ def condition(model, batch: dict):
 
 
 def frame_metrics(real: torch.Tensor, pred: torch.Tensor, lpips_model) -> dict[str, torch.Tensor]:
-    """Per-clip PSNR (dB), SSIM and LPIPS of uint8 videos ``(B, T, H, W, C)``."""
+    """Per-clip PSNR (dB), SSIM and LPIPS of uint8 videos ``(B, T, H, W, C)`` on the CPU; LPIPS runs on
+    its model's device (the clips are moved there chunk by chunk) and comes back to the CPU."""
     from einops import rearrange
 
     from tats.metrics.recon import lpips_video, psnr, ssim
@@ -150,7 +151,7 @@ def frame_metrics(real: torch.Tensor, pred: torch.Tensor, lpips_model) -> dict[s
     if min(x.shape[-2:]) >= 11:  # SSIM's Gaussian window
         out["ssim"] = ssim(x, y)
     if lpips_model is not None:
-        out["lpips"] = lpips_video(x, y, lpips_model)
+        out["lpips"] = lpips_video(x, y, lpips_model).cpu()
     return out
 
 

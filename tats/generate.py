@@ -397,7 +397,8 @@ def main(argv: Sequence[str] | None = None, long: bool = False) -> dict:
                    n_real_requested=args.n_real, real_available=real_meta.get("available"),
                    real_split="train", real_selection="random",
                    real_seed=args.real_seed, uint8="truncate" if truncate else "round",
-                   i3d_weights_sha256=getattr(extractor.model, "weights_sha256", None))
+                   i3d_weights_sha256=getattr(extractor.model, "weights_sha256", None),
+                   features=extractor.numerics)  # device, dtype, TF32 of the I3D features
         note = comparability_warning(len(real), len(fake))
         if note is not None:
             fvd["warning"] = note

@@ -42,6 +42,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.plugins.precision import MixedPrecision
 from pytorch_lightning.utilities import rank_zero_warn
 
 from tats.io.checkpoint import SAFE_GLOBALS, CheckpointError, load_checkpoint, save_checkpoint
@@ -302,6 +303,75 @@ def trainer_kwargs(args: argparse.Namespace, find_unused_parameters: bool = Fals
                 precision=precision, sync_batchnorm=sync_bn)
 
 
+def ddp_strategy(name: Any, **ddp_kwargs: Any) -> Any:
+    """Lightning's strategy for a DDP strategy ``name`` (``ddp``, ``ddp_spawn``, ...,
+    ``ddp_find_unused_parameters_true``) with extra ``DistributedDataParallel`` arguments; any other
+    name (``auto``, ``fsdp``, ...) or an already built strategy is returned unchanged."""
+    from pytorch_lightning.strategies import DDPStrategy, StrategyRegistry
+
+    if not ddp_kwargs or not isinstance(name, str) or name not in StrategyRegistry:
+        return name
+    entry = StrategyRegistry[name]
+    if entry["strategy"] is not DDPStrategy:
+        return name
+    return DDPStrategy(**entry["init_params"], **ddp_kwargs)
+
+
+class PerOptimizerGradScaler(MixedPrecision):
+    """``16-mixed`` (fp16 autocast) with one loss scaler per optimizer.
+
+    Lightning's ``MixedPrecision`` holds one GradScaler and updates it after every ``optimizer.step()``.
+    The VQGAN steps two optimizers per batch, so with one scaler an overflow in the discriminator's
+    gradients also halved the autoencoder's scale, the growth counter ran twice per batch, and under
+    gradient accumulation the discriminator's last micro-batch was scaled differently from the earlier
+    ones (the autoencoder's step updated the scale in between). Here optimizer ``i`` (in
+    ``configure_optimizers`` order) owns ``scalers[i]``: its backward passes are scaled, and its step
+    unscaled, skipped on overflow and its scale updated, by that scaler only.
+
+    The module picks the scaler for a backward pass with :meth:`select`; a step finds its own. The
+    checkpoint holds every scaler; a one-scaler state (a ``MixedPrecision`` checkpoint) seeds them all.
+    """
+
+    def __init__(self, device: str, n_optimizers: int = 2, init_scale: float = 2.0**16) -> None:
+        scalers = [torch.amp.GradScaler(device, init_scale=init_scale) for _ in range(max(n_optimizers, 1))]
+        super().__init__("16-mixed", device, scaler=scalers[0])
+        self.scalers = scalers
+
+    def select(self, index: int) -> None:
+        """Use optimizer ``index``'s scaler for the following backward pass(es)."""
+        self.scaler = self.scalers[index]
+
+    def optimizer_step(self, optimizer: Any, model: Any, closure: Callable[[], Any], **kwargs: Any) -> Any:
+        trainer = getattr(model, "_trainer", None)
+        optimizers = trainer.optimizers if trainer is not None else []
+        index = next((i for i, opt in enumerate(optimizers) if opt is optimizer), None)
+        if index is not None:
+            self.select(index)
+        return super().optimizer_step(optimizer, model=model, closure=closure, **kwargs)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scalers": [s.state_dict() for s in self.scalers]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        states = state_dict.get("scalers", [state_dict] * len(self.scalers))
+        for scaler, state in zip(self.scalers, states):
+            if state:
+                scaler.load_state_dict(state)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if type(self).__qualname__ not in checkpoint and MixedPrecision.__qualname__ in checkpoint:
+            self.load_state_dict(checkpoint[MixedPrecision.__qualname__])  # saved with one shared scaler
+
+
+def _autocast_device(accelerator: Any) -> str:
+    """The ``torch.autocast`` device type of a Trainer ``accelerator`` flag (as Lightning resolves it)."""
+    if accelerator in ("cpu", "mps"):
+        return accelerator
+    if accelerator in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda"
+
+
 def progress_bar_kwargs(refresh_rate: int | None) -> tuple[dict[str, Any], list]:
     """``(trainer kwargs, callbacks)`` for the release's ``--progress_bar_refresh_rate``."""
     if refresh_rate is None:
@@ -351,6 +421,8 @@ def build_trainer(
     callbacks: Iterable[Any] = (),
     manual_optimization: bool = False,
     find_unused_parameters: bool = False,
+    broadcast_buffers: bool = True,
+    loss_scalers: int = 1,
     **kw: Any,
 ):
     """Build a Lightning 2 ``Trainer`` from the flags of :func:`add_trainer_args`.
@@ -360,7 +432,11 @@ def build_trainer(
     the module steps its optimizers itself, so Lightning 2 must not get ``gradient_clip_val`` nor
     ``accumulate_grad_batches`` (it refuses both); the module reads them from its hyper-parameters.
     ``find_unused_parameters``: DDP must tolerate parameters without gradients in some steps (the VQGAN's
-    discriminators before ``discriminator_iter_start``). ``kw`` overrides any ``Trainer`` argument.
+    discriminators before ``discriminator_iter_start``). ``broadcast_buffers=False``: DDP does not copy
+    every buffer from rank 0 before each forward (for models whose buffers never change in training,
+    e.g. the transformer's attention masks and frozen VQGAN). ``loss_scalers``: under ``16-mixed``, one
+    fp16 loss scaler per optimizer (:class:`PerOptimizerGradScaler`) when > 1. ``kw`` overrides any
+    ``Trainer`` argument.
     """
     hw = trainer_kwargs(args, find_unused_parameters=find_unused_parameters)
     root = Path(args.default_root_dir)
@@ -380,6 +456,12 @@ def build_trainer(
     plugins = []
     if not str(hw["strategy"]).startswith(("fsdp", "deepspeed")):  # those write sharded checkpoints
         plugins.append(AtomicCheckpointIO())
+    if not broadcast_buffers:
+        hw["strategy"] = ddp_strategy(hw["strategy"], broadcast_buffers=False)
+    if hw["precision"] == "16-mixed" and loss_scalers > 1 and _autocast_device(hw["accelerator"]) == "cuda":
+        # (elsewhere Lightning runs 16-mixed as bf16-mixed, which needs no scaler)
+        plugins.append(PerOptimizerGradScaler("cuda", loss_scalers))
+        del hw["precision"]  # the plugin carries it (Lightning refuses both)
     opt_kw: dict[str, Any] = {}
     if not manual_optimization:
         opt_kw = dict(accumulate_grad_batches=args.accumulate_grad_batches,

@@ -23,7 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 class DumpState(Callback):
     """At the end of training write ``{"state": module.state_dict(), "world": ..., "rank": ...,
-    "samplers": [...]}`` for this rank; records the epochs its DistributedSampler was set to."""
+    "samplers": [...], "broadcast_buffers": ...}`` for this rank (the last: the DDP wrapper's setting);
+    records the epochs its DistributedSampler was set to."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -41,7 +42,9 @@ class DumpState(Callback):
         out.mkdir(parents=True, exist_ok=True)
         sampler = type(trainer.train_dataloader.sampler).__name__
         torch.save({"state": state, "world": world, "rank": rank, "global_step": trainer.global_step,
-                    "sampler_epochs": self.epochs, "sampler": sampler}, out / f"{self.name}_rank{rank}.pt")
+                    "sampler_epochs": self.epochs, "sampler": sampler,
+                    "broadcast_buffers": getattr(trainer.strategy.model, "broadcast_buffers", None)},
+                   out / f"{self.name}_rank{rank}.pt")
 
 
 def main() -> None:

@@ -118,6 +118,7 @@ def test_extract_codes_script(tmp_path):
     assert attrs["splits"] == {"train": 12, "test": 3} and attrs["latent_shape"] == (2, 4, 4)
     assert attrs["vqgan_sha256"] == file_sha256(vqgan_path) and attrs["n_classes"] == 20
     assert attrs["vqgan_config"]["downsample"] == [2, 4, 4] and attrs["has_text"]
+    assert attrs["encoded_on"] == "cpu"
     # test clips are deterministic: the stored codes are the VQGAN's codes of the dataset's clips
     videos = HDF5VideoDataset(demo, train=False, sequence_length=4, resolution=16)
     expected = load_vqgan(vqgan_path).encode(torch.stack([videos[i]["video"] for i in range(3)]))

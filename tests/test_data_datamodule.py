@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch.distributed as dist
 from PIL import Image
 from torch.utils.data import DistributedSampler
 
-from tats.data.datamodule import UnpaddedDistributedSampler, VideoDataModule, add_data_args
+from tats.data.datamodule import ValidationSampler, VideoDataModule, add_data_args
 from tats.data.frame_folder import FrameFolderDataset
 from tats.data.hdf5 import HDF5VideoDataset
 
@@ -83,15 +84,42 @@ def test_frame_folders_and_bad_path(tmp_path):
         VideoDataModule(_args(data_path=str(tmp_path / "nothing.txt"))).setup()
 
 
-def test_unpadded_sampler_covers_every_item_once():
+@pytest.mark.parametrize("n_clips, world", [(3, 4), (9, 4), (1, 8)])
+def test_every_rank_gets_the_same_number_of_validation_batches(n_clips, world, monkeypatch):
+    """Under DDP a rank with fewer validation batches than another (none at all when the set is smaller
+    than the world) leaves the others waiting in a collective: the split is padded to ceil(N / world)
+    clips per rank, and together the ranks still see every clip."""
+    import tats.data.datamodule as datamodule
+
+    dm = VideoDataModule(_args(batch_size=2))
+    clips = [dict(video=torch.full((3, 2, 4, 4), float(i))) for i in range(n_clips)]  # clip i holds i
+    dm.train_dataset = dm.val_dataset = clips
+    monkeypatch.setattr(datamodule, "_distributed", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda group=None: world)
+    per_rank = math.ceil(n_clips / world)
+    seen = []
+    for rank in range(world):
+        monkeypatch.setattr(dist, "get_rank", lambda group=None, r=rank: r)
+        batches = list(dm.val_dataloader())
+        assert len(batches) == math.ceil(per_rank / 2)
+        ids = [int(v) for b in batches for v in b["video"][:, 0, 0, 0, 0]]
+        assert len(ids) == per_rank
+        seen += ids
+    assert set(seen) == set(range(n_clips))
+
+
+def test_validation_sampler_pads_one_fixed_order():
     data = list(range(10))
-    shards = [list(UnpaddedDistributedSampler(data, num_replicas=3, rank=r)) for r in range(3)]
-    assert sorted(sum(shards, [])) == data
-    assert [len(UnpaddedDistributedSampler(data, num_replicas=3, rank=r)) for r in range(3)] == [4, 3, 3]
+    # ceil(10 / 3) = 4 positions per rank; the order's first 2 items fill the last 2 (padding)
+    shards = [list(ValidationSampler(data, num_replicas=3, rank=r)) for r in range(3)]
+    assert shards == [[0, 3, 6, 9], [1, 4, 7, 0], [2, 5, 8, 1]]
+    assert [len(ValidationSampler(data, num_replicas=3, rank=r)) for r in range(3)] == [4, 4, 4]
+    assert list(ValidationSampler(data, num_replicas=1, rank=0)) == data  # one process: each item once
     # a seeded order: shuffled like the release's validation loader, the same at every validation
-    shards = [list(UnpaddedDistributedSampler(data, num_replicas=3, rank=r, seed=5)) for r in range(3)]
-    assert sorted(sum(shards, [])) == data and sum(shards, []) != data
-    assert shards[0] == list(UnpaddedDistributedSampler(data, num_replicas=3, rank=0, seed=5))
+    shards = [list(ValidationSampler(data, num_replicas=3, rank=r, seed=5)) for r in range(3)]
+    order = [shards[r % 3][r // 3] for r in range(12)]  # the padded order, position by position
+    assert sorted(order[:10]) == data and order[:10] != data and order[10:] == order[:2]
+    assert shards[0] == list(ValidationSampler(data, num_replicas=3, rank=0, seed=5))
 
 
 def test_validation_order_is_a_fixed_random_subset(tmp_path, monkeypatch):
@@ -119,7 +147,7 @@ def test_samplers_under_torch_distributed(tmp_path, monkeypatch):
         dm = VideoDataModule(_args(sequence_length=4, resolution=16))
         train, val = dm.train_dataloader(), dm.val_dataloader()
         assert type(train.sampler) is DistributedSampler and train.sampler.shuffle
-        assert isinstance(val.sampler, UnpaddedDistributedSampler)
+        assert isinstance(val.sampler, ValidationSampler) and len(val.sampler) == len(dm.val_dataset)
         train.sampler.set_epoch(0)
         first = list(train.sampler)
         train.sampler.set_epoch(1)

@@ -81,6 +81,8 @@ def test_vqgan_ddp_ranks_hold_identical_codebooks_and_parameters(ddp_dumps):
         assert torch.equal(a["state"][key], b["state"][key]), key
     # per-epoch sampler seeding: our DistributedSampler got set_epoch(0) and set_epoch(1)
     assert a["sampler"] == "DistributedSampler" and a["sampler_epochs"] == b["sampler_epochs"] == [0, 1]
+    # BatchNorm statistics change in training: DDP keeps copying them from rank 0 (the default)
+    assert a["broadcast_buffers"] is b["broadcast_buffers"] is True
 
 
 def test_transformer_ddp_ranks_hold_identical_parameters(ddp_dumps):
@@ -91,6 +93,9 @@ def test_transformer_ddp_ranks_hold_identical_parameters(ddp_dumps):
         assert torch.equal(a["state"][key], b["state"][key]), key
     # the frozen VQGAN stayed frozen on both ranks (eval mode: no codebook EMA step)
     assert torch.equal(a["state"]["vqgan.codebook.N"], torch.ones(16))
+    # its buffers (masks, frozen VQGAN) never change: no per-step broadcast, yet equal on both ranks
+    assert a["broadcast_buffers"] is b["broadcast_buffers"] is False
+    assert any(k.endswith("attn.mask") for k in a["state"])  # still in the checkpoint layout
 
 
 def test_codebook_resolves_the_process_group_at_call_time(tmp_path, monkeypatch):

@@ -69,6 +69,16 @@ def test_lpips_video_uses_frames():
     torch.testing.assert_close(d, torch.tensor([0.0, 0.5 / 3]))
 
 
+def test_lpips_video_moves_the_frames_to_the_models_device():
+    """uint8 clips on the CPU, LPIPS elsewhere (the meta device stands in for a GPU: it refuses CPU
+    inputs as CUDA does): the frames go to the model, the distances stay on its device."""
+    from tats.metrics.lpips import LPIPS
+
+    x = torch.randint(0, 256, (2, 3, 4, 16, 16), dtype=torch.uint8)
+    d = lpips_video(x, x.clone(), LPIPS().to("meta"), frames_per_batch=3)
+    assert d.device.type == "meta" and d.shape == (2,)
+
+
 def test_lazy_package_exports():
     import tats.metrics as M
     from tats.metrics.fvd import frechet_distance

@@ -333,6 +333,37 @@ def test_predict_frames_script(ckpts, demo_h5, tmp_path):
     assert np.array_equal(np.load(tmp_path / "pred2" / "predicted.npy"), pred)
 
 
+class MetaDeviceLPIPS(torch.nn.Module):
+    """Stands in for an LPIPS on a GPU: it lives on the meta device, refuses inputs from elsewhere as
+    a convolution there would, and scores every frame pair 0.25 (meta tensors hold no values)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("anchor", torch.zeros(1, device="meta"))
+        self.seen: set[str] = set()
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.seen |= {x.device.type, y.device.type}
+        for t in (x, y):
+            if t.device != self.anchor.device:
+                raise RuntimeError(f"Tensor on device {t.device} is not on the expected device meta!")
+        return torch.full((x.shape[0], 1, 1, 1), 0.25)
+
+
+def test_predict_frames_gives_lpips_frames_on_its_device(ckpts, demo_h5, tmp_path, monkeypatch):
+    """The clips are uint8 on the CPU while LPIPS sits on the sampling device (a GPU in practice)."""
+    predict = load_script("predict_frames")
+    lpips = MetaDeviceLPIPS()
+    monkeypatch.setattr(predict, "load_lpips", lambda args, device: (lpips, None))
+    metrics = predict.main([
+        "--gpt_ckpt", str(ckpts["label"]), "--vqgan_ckpt", str(ckpts["vqgan"]), "--data_path", str(demo_h5),
+        "--n_observed", "1", "--n_frames", "8", "--n_sample", "2", "--batch_size", "2", "--greedy",
+        "--save", str(tmp_path), "--save_name", "pred", "--device", "cpu", "--no_progress",
+    ])
+    assert lpips.seen == {"meta"}
+    assert metrics["per_clip"]["lpips"] == [0.25, 0.25] and metrics["lpips"] == 0.25
+
+
 def test_predict_frames_bad_flags(ckpts, demo_h5, tmp_path):
     predict = load_script("predict_frames")
     base = ["--gpt_ckpt", str(ckpts["none"]), "--data_path", str(demo_h5), "--save", str(tmp_path)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.util
 import shlex
@@ -13,8 +14,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from tats.io.checkpoint import load_checkpoint
+from tats.trainer import PerOptimizerGradScaler
 from tats.vqgan.config import VQGANConfig
-from tats.vqgan.lightning import VQGANModule, remap_release_state_dict, sync_batchnorm_if_needed
+from tats.vqgan.lightning import (
+    VQGANModule,
+    check_vqgan_training_flags,
+    remap_release_state_dict,
+    sync_batchnorm_if_needed,
+)
 from tats.vqgan.losses import (
     VQGANLoss,
     disc_factor,
@@ -207,13 +214,32 @@ def test_non_finite_batch_is_skipped():
     assert torch.isfinite(module.vqgan.codebook.embeddings).all()
 
 
+class ScalerOnly(PerOptimizerGradScaler):
+    """fp16 loss scaling (one scaler per optimizer) without fp16 autocast, which is slow on CPU."""
+
+    def forward_context(self):
+        return contextlib.nullcontext()
+
+
+def _fit(module, n_clips: int, batch_size: int = 2, strategy_attrs: dict | None = None, **trainer_kw):
+    """One epoch over ``n_clips`` random clips on the CPU; ``strategy_attrs`` are set on the trainer's
+    strategy before fitting."""
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader
+
+    clips = [dict(video=torch.rand(3, 4, 16, 16) - 0.5) for _ in range(n_clips)]
+    trainer = pl.Trainer(**{**dict(accelerator="cpu", devices=1, max_epochs=1, logger=False,
+                                   enable_checkpointing=False, enable_progress_bar=False,
+                                   enable_model_summary=False, limit_val_batches=0), **trainer_kw})
+    for name, value in (strategy_attrs or {}).items():
+        setattr(trainer.strategy, name, value)
+    trainer.fit(module, DataLoader(clips, batch_size=batch_size))
+    return trainer
+
+
 def test_fp16_gradients_are_clipped_after_unscaling():
     """Manual optimization unscales inside ``opt.step()``: clipping must see UNSCALED gradients (clipping
     before the step clipped gradients still multiplied by the loss scale, 2**16 here)."""
-    import pytorch_lightning as pl
-    from pytorch_lightning.plugins.precision import MixedPrecision
-    from torch.utils.data import DataLoader
-
     module = VQGANModule(_cfg(), gradient_clip_val=1e9)
     stages = []
 
@@ -221,21 +247,104 @@ def test_fp16_gradients_are_clipped_after_unscaling():
         stages.append(module.trainer.precision_plugin.scaler._per_optimizer_states[id(opt)]["stage"].name)
 
     module.clip_gradients = record
-    class ScalerOnly(MixedPrecision):  # fp16 loss scaling without fp16 autocast (slow on CPU)
-        def forward_context(self):
-            return contextlib.nullcontext()
-
-    clips = [dict(video=torch.rand(3, 4, 16, 16) - 0.5) for _ in range(2)]
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                         plugins=[ScalerOnly("16-mixed", "cpu", scaler=scaler)])
-    trainer.fit(module, DataLoader(clips, batch_size=2))
+    _fit(module, 2, max_steps=1, plugins=[ScalerOnly("cpu", 2)])
     assert stages == ["UNSCALED"] * 2  # the autoencoder's step and the discriminator's
 
 
+def test_each_optimizer_has_its_own_fp16_loss_scaler():
+    """Accumulating 2 micro-batches over 4 batches, with the discriminator's gradients overflowing in the
+    first window: its step is skipped and only ITS scale halves; the autoencoder's scale and steps are
+    untouched. Each scaler is updated once per window (its growth tracker counts its own good steps)."""
+    module = VQGANModule(_cfg(), accumulate_grad_batches=2)
+    param = next(module.loss.video_discriminator.parameters())
+    calls = []
+    param.register_hook(lambda g: (calls.append(1), g * float("inf") if len(calls) == 1 else g)[1])
+    plugin = ScalerOnly("cpu", 2, init_scale=2.0 ** 16)
+    trainer = _fit(module, 4, batch_size=1, plugins=[plugin])
+    ae, disc = plugin.scalers
+    assert ae is not disc and trainer.global_step == 2
+    assert ae.get_scale() == 2.0 ** 16 and ae.state_dict()["_growth_tracker"] == 2
+    assert disc.get_scale() == 2.0 ** 15 and disc.state_dict()["_growth_tracker"] == 1
+    opt_ae, opt_disc = trainer.optimizers
+    assert int(opt_ae.state[next(module.vqgan.encoder.parameters())]["step"]) == 2
+    assert int(opt_disc.state[param]["step"]) == 1  # the overflowing window was skipped
+    state = plugin.state_dict()
+    fresh = PerOptimizerGradScaler("cpu", 2)
+    fresh.load_state_dict(state)  # resuming restores both scales
+    assert [s.get_scale() for s in fresh.scalers] == [2.0 ** 16, 2.0 ** 15]
+    fresh.on_load_checkpoint({"MixedPrecision": ae.state_dict()})  # a one-scaler checkpoint seeds both
+    assert [s.get_scale() for s in fresh.scalers] == [2.0 ** 16, 2.0 ** 16]
+
+
+def test_fp16_with_gradient_accumulation_is_accepted():
+    check_vqgan_training_flags(argparse.Namespace(precision="16", accumulate_grad_batches=6))
+    check_vqgan_training_flags(argparse.Namespace(precision="16-mixed", accumulate_grad_batches=2))
+
+
+def test_an_fp16_overflow_in_the_forward_reruns_the_batch_in_fp32():
+    """Under 16-mixed an inf loss from the forward (here forced on the second batch) is no diverged step:
+    the batch is rerun without autocast from the buffers it started with, and trained on. The run then
+    ends exactly where a run without the overflow ends (no random restarts: no random draw but the
+    shared frame index), so the batch's codebook and BatchNorm statistics counted once."""
+    from pytorch_lightning.plugins.precision import MixedPrecision
+
+    class NoAutocast(MixedPrecision):  # fp16 labelled, so the fallback is armed; computations in fp32
+        def forward_context(self):
+            return contextlib.nullcontext()
+
+    def run(overflow_call: int | None) -> VQGANModule:
+        torch.manual_seed(0)
+        module = VQGANModule(_cfg(no_random_restart=True))
+        generator_loss, calls = module.loss.generator_loss, []
+
+        def loss(*args, **kwargs):
+            value, logs = generator_loss(*args, **kwargs)
+            calls.append(1)
+            return (value * float("inf") if len(calls) == overflow_call else value), logs
+
+        module.loss.generator_loss = loss
+        torch.manual_seed(1)
+        trainer = _fit(module, 6, plugins=[NoAutocast("16-mixed", "cpu")])
+        assert trainer.global_step == 3 and len(calls) == 3 + (overflow_call is not None)
+        return module
+
+    plain, rerun = run(None), run(2)
+    assert rerun.fp32_fallbacks == 1 and rerun.nonfinite_ae.total == 0 and plain.fp32_fallbacks == 0
+    a, b = plain.state_dict(), rerun.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=0, msg=key)
+
+
+def test_accumulated_micro_batches_skip_the_gradient_all_reduce():
+    """DDP all-reduces gradients in every backward unless it runs inside
+    ``strategy.block_backward_sync()`` (``no_sync``). Accumulating 2 micro-batches over 5 batches, only
+    the last micro-batch of each window (batches 1, 3) and the epoch's last batch (4) sync, with both
+    their backward passes (autoencoder and discriminator)."""
+    module = VQGANModule(_cfg(), accumulate_grad_batches=2)
+    depth, synced = [0], []
+
+    @contextlib.contextmanager
+    def block_backward_sync():  # counts like DDP's no_sync: inside it, no all-reduce
+        depth[0] += 1
+        try:
+            yield
+        finally:
+            depth[0] -= 1
+
+    backward = module.manual_backward
+
+    def manual_backward(loss, *args, **kwargs):
+        synced.append(depth[0] == 0)
+        return backward(loss, *args, **kwargs)
+
+    module.manual_backward = manual_backward
+    trainer = _fit(module, 5, batch_size=1, strategy_attrs={"block_backward_sync": block_backward_sync})
+    expected = [b in (1, 3, 4) for b in range(5) for _ in ("autoencoder", "discriminator")]
+    assert synced == expected and trainer.global_step == 3
+
+
 @pytest.mark.parametrize("argv, message", [
-    (["--precision", "16", "--accumulate_grad_batches", "2"], "bf16-mixed"),
     (["--precision", "bf16-true"], "bf16-mixed"),
     (["--precision", "16-true"], "bf16-mixed"),
 ])

@@ -158,6 +158,47 @@ def test_build_trainer_cpu(tmp_path):
     assert periodic[0]._every_n_train_steps == 3000
 
 
+@pytest.mark.parametrize("strategy, start, find_unused", [
+    ("ddp", "popen", None), ("ddp_spawn", "spawn", None), ("ddp_find_unused_parameters_true", "popen", True)])
+def test_ddp_without_buffer_broadcast_keeps_the_strategy_flavour(strategy, start, find_unused, tmp_path):
+    """``broadcast_buffers=False`` (the transformer's constant masks and frozen VQGAN) reaches DDP's
+    arguments; the start method and unused-parameter handling of the named flavour are kept."""
+    from pytorch_lightning.strategies import DDPStrategy
+
+    args = _args("--accelerator", "cpu", "--devices", "2", "--strategy", strategy,
+                 "--default_root_dir", str(tmp_path))
+    trainer = build_trainer(args, "val/loss", 3000, broadcast_buffers=False)
+    assert isinstance(trainer.strategy, DDPStrategy) and trainer.strategy._start_method == start
+    expected = {"broadcast_buffers": False, **({"find_unused_parameters": True} if find_unused else {})}
+    assert trainer.strategy._ddp_kwargs == expected
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    assert build_trainer(args, "val/loss", 3000).strategy._ddp_kwargs.get("broadcast_buffers", True)
+    single = _args("--accelerator", "cpu", "--default_root_dir", str(tmp_path))
+    assert type(build_trainer(single, "val/loss", 3000, broadcast_buffers=False).strategy).__name__ == (
+        "SingleDeviceStrategy")
+
+
+def test_fp16_gets_one_loss_scaler_per_optimizer_when_asked(tmp_path, monkeypatch):
+    """The VQGAN asks for two scalers (autoencoder, discriminator); the precision stays 16-mixed.
+    (fp16 autocast is a GPU matter: the CUDA device is faked, the scalers then stay disabled.)"""
+    from pytorch_lightning.plugins.precision import MixedPrecision
+
+    import tats.trainer
+    from tats.trainer import PerOptimizerGradScaler
+
+    monkeypatch.setattr(tats.trainer, "_autocast_device", lambda accelerator: "cuda")
+    args = _args("--precision", "16", "--default_root_dir", str(tmp_path))
+    two = build_trainer(args, "val/loss", 3000, manual_optimization=True, loss_scalers=2)
+    plugin = two.precision_plugin
+    assert isinstance(plugin, PerOptimizerGradScaler) and two.precision == "16-mixed"
+    assert len(plugin.scalers) == 2 and plugin.scalers[0] is not plugin.scalers[1]
+    assert plugin.scaler is plugin.scalers[0]
+    assert not isinstance(build_trainer(args, "val/loss", 3000).precision_plugin, PerOptimizerGradScaler)
+    bf16 = build_trainer(_args("--precision", "bf16", "--default_root_dir", str(tmp_path)), "val/loss", 3000,
+                         loss_scalers=2)
+    assert type(bf16.precision_plugin) is MixedPrecision and bf16.precision_plugin.scaler is None
+
+
 def test_yaml_config_sets_defaults_and_command_line_wins(tmp_path):
     cfg = tmp_path / "recipe.yaml"
     cfg.write_text("max_steps: 100\nsync_batchnorm: true\nval_check_interval: 0.5\n"

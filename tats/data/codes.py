@@ -11,7 +11,7 @@ File layout (one file, both splits)::
     {split}_text    (N,) utf-8 strings, optional                       captions
     attrs: format="tats-codes-v1", n_codes, latent_shape (t, h, w), n_classes, vqgan_ckpt,
            vqgan_sha256, vqgan_config (JSON), data_path, sequence_length, resolution,
-           sample_every_n_frames, clips_per_video
+           sample_every_n_frames, clips_per_video, encoded_on (device; encoding runs without TF32)
 
 with ``split`` in ``train`` / ``test``.
 """

@@ -69,32 +69,33 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-class UnpaddedDistributedSampler(DistributedSampler):
-    """Evaluation sharding without padding: rank ``r`` gets items ``r, r + world, ...``.
-
-    ``DistributedSampler`` repeats items so that every rank has the same count, which would count
-    some clips twice in validation metrics; here every clip is seen exactly once over all ranks.
+class ValidationSampler(DistributedSampler):
+    """Validation sharding: one fixed order, padded so that every rank gets the same number of items.
 
     With ``seed`` the items come in one seeded random order (the same at every call): the release
     shuffled its validation loader, and a fixed order keeps validations of different steps comparable.
+    Under DDP the order is padded as the release's ``DistributedSampler`` padded it: ``ceil(N / world)``
+    items per rank, the first items of the order repeated (up to ``world - 1`` clips count twice). Every
+    rank then runs the same number of validation batches, so none waits in a collective (DDP's buffer
+    broadcast before each forward, the epoch-end metric all-reduce) that another never reaches, even
+    with fewer validation clips than ranks. Rank ``r`` gets positions ``r, r + world, ...`` of the order;
+    one process gets every item once.
     """
 
     def __init__(self, dataset: Dataset, num_replicas: int | None = None, rank: int | None = None,
                  seed: int | None = None):
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
-        self.num_samples = len(range(self.rank, len(dataset), self.num_replicas))
-        self.total_size = len(dataset)
+        # (DistributedSampler: num_samples = ceil(N / world), total_size = num_samples * world)
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
         self.order_seed = seed
 
     def __iter__(self) -> Iterator[int]:
-        positions = range(self.rank, self.total_size, self.num_replicas)
+        n = len(self.dataset)
         if self.order_seed is None:
-            return iter(positions)
-        order = torch.randperm(self.total_size, generator=torch.Generator().manual_seed(self.order_seed))
-        return iter(order[self.rank :: self.num_replicas].tolist())
-
-    def __len__(self) -> int:
-        return self.num_samples
+            order = list(range(n))
+        else:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.order_seed)).tolist()
+        padded = (order * math.ceil(self.total_size / max(n, 1)))[: self.total_size]
+        return iter(padded[self.rank :: self.num_replicas])
 
 
 def _distributed() -> bool:
@@ -179,8 +180,8 @@ class VideoDataModule(pl.LightningDataModule):
             # none) and calls its set_epoch() every epoch, so shuffling differs between epochs.
             if train:
                 sampler = DistributedSampler(dataset, shuffle=True, seed=self.seed, drop_last=False)
-        if not train:
-            sampler = UnpaddedDistributedSampler(dataset, num_replicas=world, rank=rank, seed=self.seed)
+        if not train:  # padded under DDP: the same number of batches on every rank (ValidationSampler)
+            sampler = ValidationSampler(dataset, num_replicas=world, rank=rank, seed=self.seed)
         per_rank = math.ceil(len(dataset) / world)
         return DataLoader(
             dataset,

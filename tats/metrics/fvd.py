@@ -192,8 +192,9 @@ class I3DFeatureExtractor:
     """Streams videos through I3D in batches and collects the (N, 400) logits.
 
     ``update(videos)`` takes uint8 ``(B, T, H, W, C)`` (numpy or torch) or float ``(B, C, T, H, W)``
-    in [-0.5, 0.5] (made uint8 by the protocol's rule); preprocessing runs on the model's device.
-    ``compute()`` returns float64 (N, 400).
+    in [-0.5, 0.5] (made uint8 by the protocol's rule); preprocessing runs on the model's device, I3D
+    without TF32 (:func:`tats.precision.no_tf32`). ``compute()`` returns float64 (N, 400). ``numerics``
+    says where the features are computed (device, dtype, TF32), for cache keys and summaries.
     """
 
     def __init__(
@@ -217,14 +218,24 @@ class I3DFeatureExtractor:
         p = next(iter(self.model.parameters()), None)
         return p.device if p is not None else torch.device("cpu")
 
+    @property
+    def numerics(self) -> dict[str, object]:
+        from tats.precision import no_tf32, numerics
+
+        with no_tf32():
+            return numerics(self.model)
+
     @torch.no_grad()
     def update(self, videos: np.ndarray | torch.Tensor) -> None:
+        from tats.precision import no_tf32
+
         v = to_uint8_thwc(videos, truncate=self.protocol.truncate)
         if self._bar is None and self.progress:
             self._bar = tqdm(desc=self.desc, unit="video")
         for i in range(0, len(v), self.batch_size):
             chunk = v[i : i + self.batch_size].to(self.device, non_blocking=True)
-            logits = self.model(preprocess_for_i3d(chunk, self.protocol))  # (b, 400)
+            with no_tf32():  # GPU features as close to the CPU's as float32 allows
+                logits = self.model(preprocess_for_i3d(chunk, self.protocol))  # (b, 400)
             self._feats.append(logits.double().cpu().numpy())
             if self._bar is not None:
                 self._bar.update(len(chunk))
@@ -325,7 +336,7 @@ def compute_fvd_from_arrays(
 
     real, fake: uint8 (N, T, H, W, C) or float (N, C, T, H, W) in [-0.5, 0.5]. ``i3d`` defaults to
     the fetched TF-hub weights (:func:`tats.metrics.i3d.load_i3d`). Returns :func:`fvd_kvd_trials`'s
-    dict plus ``protocol``, ``n_real``, ``n_fake``.
+    dict plus ``protocol``, ``n_real``, ``n_fake`` and ``features`` (device, dtype, TF32).
     """
     from tats.metrics.i3d import load_i3d
 
@@ -336,7 +347,8 @@ def compute_fvd_from_arrays(
         ext.update(videos)
         feats.append(ext.compute())
     out = fvd_kvd_trials(feats[0], feats[1], protocol, n_trials, sample_size, seed)
-    out.update(protocol=get_protocol(protocol).name, n_real=len(feats[0]), n_fake=len(feats[1]))
+    out.update(protocol=get_protocol(protocol).name, n_real=len(feats[0]), n_fake=len(feats[1]),
+               features=ext.numerics)
     return out
 
 
@@ -517,7 +529,8 @@ def source_features(
 
     With ``cache`` (a folder), features are stored as ``.npz`` under a key of the resolved path, its
     size and modification time, the protocol, frames, resolution, frame stride, split, clip count,
-    selection, seed, clips per video and the I3D weights hash (``model.weights_sha256``), and reused
+    selection, seed, clips per video, the I3D weights hash (``model.weights_sha256``) and where the
+    features are computed (device, dtype, TF32: :attr:`I3DFeatureExtractor.numerics`), and reused
     when every part matches. Returns the features and the metadata dict (``n_clips`` used,
     ``available``, and ``cache_file`` when cached).
     """
@@ -526,6 +539,7 @@ def source_features(
 
     p = Path(spec).expanduser()
     stat = p.stat() if p.exists() else None
+    ext = I3DFeatureExtractor(model, protocol, batch_size, progress, desc=f"I3D {p.name or spec}")
     meta = {
         "source": spec if spec == "demo" else str(p.resolve()),
         "protocol": get_protocol(protocol).name,
@@ -541,6 +555,7 @@ def source_features(
         "bn_eps": getattr(model, "bn_eps", None),
         "mtime": stat.st_mtime if stat else None,
         "size": stat.st_size if stat else None,
+        **ext.numerics,  # CPU and GPU features differ slightly: never mixed
     }
     key = hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()[:16]
     file = Path(cache) / f"fvd_feats_{key}.npz" if cache is not None else None
@@ -549,7 +564,6 @@ def source_features(
         extra = {"available": int(stored["available"])} if stored.get("available", "").isdigit() else {}
         return feats, {**meta, **extra, "n_clips": len(feats), "cache_file": str(file), "cached": True}
     info: dict = {}
-    ext = I3DFeatureExtractor(model, protocol, batch_size, progress, desc=f"I3D {p.name or spec}")
     ext.update_from(
         iter_video_batches(
             spec, n_frames, max_videos, batch_size, resolution, sample_every_n_frames, split, image_folder,

@@ -82,27 +82,36 @@ def ssim(
 def lpips_video(
     x: torch.Tensor, y: torch.Tensor, model: nn.Module, frames_per_batch: int = 64
 ) -> torch.Tensor:
-    """LPIPS per video (mean over frames) -> (B,). Videos are mapped to [-1, 1] first.
+    """LPIPS per video (mean over frames) -> (B,) on the model's device. Videos are mapped to [-1, 1].
 
-    ``model``: an :class:`tats.metrics.lpips.LPIPS` (use ``LPIPS.pretrained()``), on the videos' device.
+    ``model``: an :class:`tats.metrics.lpips.LPIPS` (use ``LPIPS.pretrained()``) on any device; the
+    videos may live elsewhere (e.g. uint8 on the CPU): ``frames_per_batch`` frames at a time are moved
+    to the model's device, which runs without TF32 (:func:`tats.precision.no_tf32`).
     Grey videos (C = 1) are repeated to three channels.
     """
+    from tats.precision import no_tf32
+
     if x.shape != y.shape or x.dim() != 5:
         raise ValueError(
             f"expected two (B, C, T, H, W) videos of equal shape, got {tuple(x.shape)}, {tuple(y.shape)}"
         )
+    anchor = next(iter(model.parameters()), None)
+    if anchor is None:
+        anchor = next(iter(model.buffers()), None)
+    device = anchor.device if anchor is not None else x.device
 
-    def to_unit(v: torch.Tensor) -> torch.Tensor:
+    def to_unit(frames: torch.Tensor) -> torch.Tensor:  # (n, C, H, W) -> float (n, 3, H, W) in [-1, 1]
+        v = frames.to(device)
         v = v.float() / 127.5 - 1 if v.dtype == torch.uint8 else v.float() * 2
-        return v.expand(-1, 3, -1, -1, -1) if v.shape[1] == 1 else v
+        return v.expand(-1, 3, -1, -1) if v.shape[1] == 1 else v
 
     b, _, t = x.shape[:3]
-    xf = rearrange(to_unit(x), "b c t h w -> (b t) c h w")
-    yf = rearrange(to_unit(y), "b c t h w -> (b t) c h w")
-    with torch.no_grad():
+    xf = rearrange(x, "b c t h w -> (b t) c h w")  # input dtype and device until each chunk is moved
+    yf = rearrange(y, "b c t h w -> (b t) c h w")
+    with torch.no_grad(), no_tf32():
         d = torch.cat(
             [
-                model(xf[i : i + frames_per_batch], yf[i : i + frames_per_batch]).flatten()
+                model(to_unit(xf[i : i + frames_per_batch]), to_unit(yf[i : i + frames_per_batch])).flatten()
                 for i in range(0, len(xf), frames_per_batch)
             ]
         )

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from tats.precision import no_tf32
+
 EMA_DECAY = 0.99
 LAPLACE_EPS = 1e-7
 COMMITMENT_COST = 0.25
@@ -48,8 +50,14 @@ def nearest_codes(
     ``flat (N, D)``, ``embeddings (K, D)`` (both fp32) -> ``LongTensor (N,)``. Distances are
     ``|x|^2 - 2 x.e + |e|^2`` (the release's expansion and order, so near-ties round alike), computed
     for ``max(1, chunk_elements // K)`` rows at a time: peak extra memory is about
-    ``chunk_elements`` floats whatever N is.
+    ``chunk_elements`` floats whatever N is. TF32 is off for the distances
+    (:func:`tats.precision.no_tf32`): its 10-bit products would flip near-ties.
     """
+    with no_tf32():
+        return _nearest_codes(flat, embeddings, chunk_elements)
+
+
+def _nearest_codes(flat: torch.Tensor, embeddings: torch.Tensor, chunk_elements: int) -> torch.Tensor:
     n, k = flat.shape[0], embeddings.shape[0]
     e_sq = embeddings.pow(2).sum(dim=1)[None, :]  # (1, K)
     rows = max(1, chunk_elements // max(k, 1))

@@ -14,11 +14,18 @@ restart threshold counts each clip once, and training is faster. A run reproduci
 dynamics exactly would see its EMA move about twice as fast per step.
 
 Mixed precision: gradients are clipped in :meth:`VQGANModule.on_before_optimizer_step`, which Lightning
-calls after the AMP plugin has unscaled them. ``16-mixed`` with gradient accumulation and
-``16-true``/``bf16-true`` are refused (:func:`check_vqgan_training_flags`); ``bf16-mixed`` works on CPU
-and GPU. Non-finite losses are skipped and counted by :class:`tats.faults.NonFiniteGuard`
+calls after the AMP plugin has unscaled them. Under ``16-mixed`` each optimizer has its own loss scaler
+(:class:`tats.trainer.PerOptimizerGradScaler`), so gradient accumulation works, and a forward pass
+that overflows fp16 (a non-finite loss, which no loss scale can prevent) is rerun in fp32 from the
+buffers the batch started with (``train/fp32_fallbacks``) instead of being skipped. ``16-true`` /
+``bf16-true`` are refused (:func:`check_vqgan_training_flags`); ``bf16-mixed`` works on CPU and GPU.
+Losses still non-finite are skipped and counted by :class:`tats.faults.NonFiniteGuard`
 (``--max_nonfinite_steps``). On several devices BatchNorm always becomes SyncBatchNorm
 (:func:`sync_batchnorm_if_needed`), as the release's norm was.
+
+Gradient accumulation under DDP: the backward passes of every micro-batch but the last of a window run
+inside ``trainer.strategy.block_backward_sync()`` (DDP's ``no_sync``), so gradients are all-reduced
+once per optimizer step, not once per micro-batch (:meth:`VQGANModule._backward`).
 
 ``global_step`` counts autoencoder steps only, as in the release (one step per accumulated batch):
 Lightning 2 counts every ``optimizer.step()`` of a manually optimized module, so the discriminator's
@@ -33,6 +40,7 @@ prefix (:func:`remap_release_state_dict`). ``hyper_parameters["config"]`` is the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -83,6 +91,17 @@ def _step_uncounted(optimizer: Any) -> None:
         optimizer._on_before_step, optimizer._on_after_step = before, after
 
 
+def _buffers(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of every buffer (codebook statistics, BatchNorm running statistics)."""
+    return {name: buf.detach().clone() for name, buf in module.named_buffers()}
+
+
+@torch.no_grad()
+def _restore_buffers(module: torch.nn.Module, saved: Mapping[str, torch.Tensor]) -> None:
+    for name, buf in module.named_buffers():
+        buf.copy_(saved[name])
+
+
 class VQGANModule(pl.LightningModule):
     """Trains a :class:`~tats.vqgan.model.VQGAN` (``self.vqgan``) with :class:`VQGANLoss` (``self.loss``).
 
@@ -118,6 +137,7 @@ class VQGANModule(pl.LightningModule):
         # one guard per loss: each counts its own run of non-finite steps (tats.faults)
         self.nonfinite_ae = NonFiniteGuard(max_nonfinite_steps)
         self.nonfinite_disc = NonFiniteGuard(max_nonfinite_steps)
+        self.fp32_fallbacks = 0  # fp16 forwards that overflowed and were rerun in fp32
         self.automatic_optimization = False
         self.config = cfg
         self.vqgan = VQGAN(cfg)
@@ -145,17 +165,50 @@ class VQGANModule(pl.LightningModule):
                                 gradient_clip_algorithm=self.hparams.gradient_clip_algorithm)
 
     # ---------------------------------------------------------------------------------- training
+    def _backward(self, loss: torch.Tensor, optimizer_index: int, sync: bool) -> None:
+        """``manual_backward(loss)`` with optimizer ``optimizer_index``'s fp16 loss scaler
+        (:class:`tats.trainer.PerOptimizerGradScaler`), and without DDP's gradient all-reduce unless
+        ``sync``: the micro-batches before the last of an accumulation window accumulate locally
+        (``strategy.block_backward_sync()``), and the last one's all-reduce carries the window's sum."""
+        from tats.trainer import PerOptimizerGradScaler
+
+        plugin = self.trainer.precision_plugin
+        if isinstance(plugin, PerOptimizerGradScaler):
+            plugin.select(optimizer_index)
+        block = None if sync else getattr(self.trainer.strategy, "block_backward_sync", None)
+        with block() if block is not None else contextlib.nullcontext():
+            self.manual_backward(loss)
+
+    def _fp16_overflow(self, loss: torch.Tensor) -> bool:
+        """True under ``16-mixed`` when ``loss`` is non-finite on any rank (all ranks then rerun alike)."""
+        if self.trainer.precision != "16-mixed":
+            return False
+        return self.nonfinite_ae.any_fn(not bool(torch.isfinite(loss.detach()).all()), loss.device)
+
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor | None:
         x = batch["video"]  # (B, C, T, H, W) in [-0.5, 0.5]
         opt_ae, opt_disc = self.optimizers()
         acc = max(int(self.hparams.accumulate_grad_batches), 1)
         update = (batch_idx + 1) % acc == 0 or self.trainer.is_last_batch
         step = self.global_step  # autoencoder steps so far (the release's global_step)
+        # fp16: the buffers this batch starts from (codebook, BatchNorm statistics of the VQGAN and the
+        # discriminators), in case its forward overflows and must be rerun
+        fp16 = self.trainer.precision == "16-mixed"
+        start = _buffers(self) if fp16 else None
 
         out = self.vqgan(x)
         frame_idx = self.loss.random_frame_index(x)  # (B,) shared by both steps
         self.toggle_optimizer(opt_ae)  # discriminator params frozen: no grads from the GAN terms
         ae_loss, logs = self.loss.generator_loss(x, out["recon"], out["commitment_loss"], step, frame_idx)
+        if self._fp16_overflow(ae_loss):
+            # fp16 overflowed in the forward; the loss scaler only scales the backward, so it cannot help.
+            # Rerun the batch in fp32 from the buffers it started with: its statistics count once.
+            _restore_buffers(self, start)
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                out = self.vqgan(x)
+                ae_loss, logs = self.loss.generator_loss(x, out["recon"], out["commitment_loss"], step,
+                                                         frame_idx)
+            self.fp32_fallbacks += 1
         # A non-finite loss on any rank skips the batch everywhere (NonFiniteGuard decides over all ranks, so
         # DDP stays in step; too many in a row stop the run): no backward, no step, global_step does not
         # advance. The codebook already refused the batch's statistics; gradients accumulated in this
@@ -167,7 +220,7 @@ class VQGANModule(pl.LightningModule):
             self.log("train/nonfinite_steps", float(self.nonfinite_ae.total), on_step=True, on_epoch=False,
                      batch_size=x.shape[0])
             return None
-        self.manual_backward(ae_loss / acc)
+        self._backward(ae_loss / acc, 0, sync=update)
         if update:
             opt_ae.step()  # gradient clipping: on_before_optimizer_step (after AMP unscaling)
             opt_ae.zero_grad(set_to_none=True)
@@ -175,12 +228,18 @@ class VQGANModule(pl.LightningModule):
 
         if self.loss.discriminators_active(step):
             self.toggle_optimizer(opt_disc)
+            d_start = _buffers(self.loss) if fp16 else None
             d_loss, d_logs = self.loss.discriminator_loss(x, out["recon"], step, frame_idx)
+            if self._fp16_overflow(d_loss):
+                _restore_buffers(self.loss, d_start)
+                with torch.autocast(device_type=x.device.type, enabled=False):
+                    d_loss, d_logs = self.loss.discriminator_loss(x, out["recon"].float(), step, frame_idx)
+                self.fp32_fallbacks += 1
             d_bad = self.nonfinite_disc.check(d_loss, step, "discriminator loss")
             if d_bad:
                 opt_disc.zero_grad(set_to_none=True)  # drop this window's discriminator gradients
             else:
-                self.manual_backward(d_loss / acc)
+                self._backward(d_loss / acc, 1, sync=update)
             if update and not d_bad:  # (an fp16 GradScaler refuses a step without any gradient)
                 _step_uncounted(opt_disc)
                 opt_disc.zero_grad(set_to_none=True)
@@ -188,6 +247,8 @@ class VQGANModule(pl.LightningModule):
             logs.update(d_logs)
 
         logs.update(perplexity=out["perplexity"], usage=out["usage"])
+        if fp16:
+            logs["fp32_fallbacks"] = torch.tensor(float(self.fp32_fallbacks))
         now = time.perf_counter()
         if self._last_batch_time is not None:
             logs["videos_per_sec"] = torch.tensor(x.shape[0] / max(now - self._last_batch_time, 1e-9))
@@ -332,9 +393,9 @@ def check_vqgan_training_flags(args: argparse.Namespace) -> None:
     * ``16-true`` / ``bf16-true`` cast every buffer to half, the codebook's EMA counts included: a count
       of 300 plus 0.01 stays 300 in bf16, so the EMA freezes (the Codebook keeps its buffers fp32 anyway,
       but the rest of the model would run without fp32 master weights). Use ``bf16-mixed``.
-    * ``16-mixed`` with ``--accumulate_grad_batches > 1``: the autoencoder and the discriminator share
-      Lightning's one GradScaler, updated at every ``opt.step()``, so the discriminator's accumulated
-      micro-batches would mix loss scales. bf16 needs no scaler.
+
+    ``16-mixed`` works with gradient accumulation: each optimizer has its own loss scaler
+    (:class:`tats.trainer.PerOptimizerGradScaler`), changed only by its own step at the end of a window.
     """
     from tats.trainer import _precision
 
@@ -342,11 +403,6 @@ def check_vqgan_training_flags(args: argparse.Namespace) -> None:
     if precision.endswith("-true") and precision.startswith(("16", "bf16")):
         raise ValueError(f"--precision {args.precision}: pure half precision keeps no fp32 master weights "
                          "(small EMA and Adam updates round away); use --precision bf16-mixed (or 16-mixed)")
-    if precision == "16-mixed" and int(getattr(args, "accumulate_grad_batches", 1) or 1) > 1:
-        raise ValueError(f"--precision {args.precision} with --accumulate_grad_batches "
-                         f"{args.accumulate_grad_batches}: the two optimizers share one fp16 loss scaler, "
-                         "which changes between accumulated micro-batches; use --precision bf16-mixed "
-                         "(no scaler) or --accumulate_grad_batches 1")
 
 
 def sync_batchnorm_if_needed(
@@ -402,7 +458,7 @@ def fit_vqgan(args: argparse.Namespace) -> tuple[pl.Trainer, VQGANModule]:
     datamodule = VideoDataModule(args)
     trainer = build_trainer(args, monitor="val/recon_loss", ckpt_every_n_steps=3000, mode="min",
                             callbacks=[VideoLoggerCallback(args.log_videos_every_n_steps)],
-                            manual_optimization=True, find_unused_parameters=True)
+                            manual_optimization=True, find_unused_parameters=True, loss_scalers=2)
     n_dev = devices_per_node(trainer)  # the release's --gpus: per node, not the world size
     config.lr = scale_vqgan_lr(args.lr, args.accumulate_grad_batches, n_dev, args.batch_size)
     rank_zero_print(f"learning rate {config.lr:.3e} = {args.accumulate_grad_batches} (accumulate)"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tats.precision import no_tf32
 from tats.vqgan.codebook import Codebook
 from tats.vqgan.config import VQGANConfig
 from tats.vqgan.modules import Decoder, Encoder, SamePadConv3d
@@ -62,8 +63,10 @@ class VQGAN(nn.Module):
 
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """``(B, C, T, H, W)`` in [-0.5, 0.5] -> codes ``LongTensor (B, t, h, w)``. Never updates the
-        codebook statistics (unlike the release's encode in training mode)."""
-        return self.codebook.codes(self.encode_latents(video))
+        codebook statistics (unlike the release's encode in training mode). Runs without TF32
+        (:func:`tats.precision.no_tf32`): GPU codes match the CPU's but for float32 rounding."""
+        with no_tf32():
+            return self.codebook.codes(self.encode_latents(video))
 
     def decode_latents(self, quantized: torch.Tensor) -> torch.Tensor:
         """Quantised latents ``(B, D, t, h, w)`` -> video ``(B, C, T, H, W)``."""

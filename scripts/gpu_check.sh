@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# GPU and multi-GPU readiness: one PASS/FAIL (or SKIP) line per check, then a summary; exit 1 on a FAIL.
+#   bash scripts/gpu_check.sh                  # on this machine's GPUs (under 8 minutes on one H100)
+#   bash scripts/gpu_check.sh --cpu-smoke      # the checks' CPU paths at tiny sizes (the test suite runs it)
+#   bash scripts/gpu_check.sh --only long-sampling --work runs/gpu_check   # (see --help for the checks)
+# Python: $PY if set, else ./.venv/bin/python (scripts/test.sh makes it), else python3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -z "${PY:-}" ]; then
+  if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
+fi
+for arg in "$@"; do  # the smoke run's tiny ops: one thread each (no spinning on a shared CPU)
+  if [ "$arg" = "--cpu-smoke" ]; then
+    export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"
+    export MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
+  fi
+done
+exec "$PY" scripts/gpu_check.py "$@"
