@@ -14,49 +14,19 @@ Rerunning the same command resumes from the newest checkpoint in ``--default_roo
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
+
+from tats.train import vqgan  # the work: flags, checks and fit_vqgan
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tats.data import add_data_args
-    from tats.faults import add_fault_args
-    from tats.trainer import add_trainer_args
-    from tats.vqgan.lightning import add_vqgan_args
-
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_vqgan_args(parser)
-    add_data_args(parser)
-    add_trainer_args(parser)
-    add_fault_args(parser)
-    if not any(a.dest == "frame_rate" for a in parser._actions):
-        # The fork's README (seeds/002) passes --frame_rate 16: there it resamples decoded videos to that
-        # many frames per second. Here clips are taken in the file's own frame rate and thinned with
-        # --sample_every_n_frames; the flag is accepted so that command runs, and otherwise ignored.
-        parser.add_argument("--frame_rate", type=float, default=None,
-                            help="accepted for the fork's commands; ignored (use --sample_every_n_frames)")
-        parser.set_defaults(frame_rate_ignored=True)
-    return parser
+    """The flags (``--help`` shows this file's docstring)."""
+    return vqgan.build_parser(description=__doc__)
 
 
 def main(argv: Sequence[str] | None = None):
     """Parse ``argv`` (default ``sys.argv[1:]``), train; returns ``(trainer, module)``."""
-    from tats.faults import check_data_flags
-    from tats.trainer import parse_args_with_config
-    from tats.vqgan.lightning import fit_vqgan, vqgan_config_from_args
-
-    parser = build_parser()
-    args = parse_args_with_config(parser, argv, section="vqgan")
-    try:  # validate every model flag before any data or model is built
-        vqgan_config_from_args(args)
-    except ValueError as err:
-        parser.error(str(err))
-    check_data_flags(args)  # before any demo data is generated or the model built
-    if getattr(args, "frame_rate_ignored", False) and args.frame_rate is not None:
-        print("note: --frame_rate is accepted for compatibility and ignored; clips keep the files' own "
-              "frame rate (thin them with --sample_every_n_frames)", file=sys.stderr)
-    return fit_vqgan(args)
+    return vqgan.fit_vqgan(vqgan.parse_args(build_parser(), argv))
 
 
 if __name__ == "__main__":

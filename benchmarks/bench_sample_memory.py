@@ -1,6 +1,6 @@
 """Peak memory of ``sample_short_videos.py`` at benchmark scale: streaming vs keeping every video.
 
-``tats.generate.main`` streams: each batch is decoded, converted to uint8 and appended to
+``tats.cli.sample.main`` streams: each batch is decoded, converted to uint8 and appended to
 ``samples.npy`` with plain file writes (and fed to the FVD feature extractor), so its memory should
 not grow with ``--n_sample`` (a memory map would: its written pages stay resident in the process).
 The baseline, written here, keeps every decoded uint8 video in a Python list and stacks and saves
@@ -61,7 +61,7 @@ def worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     if args.mode == "streaming":
-        from tats.generate import main
+        from tats.cli.sample import main
 
         main(["--gpt_ckpt", args.ckpt, "--n_sample", str(args.n_sample), "--batch_size",
               str(args.batch_size), "--save", args.out, "--save_name", "streaming", "--device", "cpu",

@@ -45,9 +45,8 @@ import torch
 import torch.nn.functional as F
 
 from tats.gpt import GPT, GPTConfig
-from tats.gpt.load import VideoTransformer
-from tats.sampling import generate_tokens, kv_cache, sample_long, sample_short
-from tats.sampling.short import SamplingOptions, precision
+from tats.gpt.video_transformer import VideoTransformer
+from tats.sampling import SamplingOptions, generate_tokens, kv_cache, precision, sample_long, sample_short
 
 # ----------------------------------------------------------------------------- the release's way
 

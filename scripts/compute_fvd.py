@@ -27,12 +27,12 @@ import warnings
 
 import torch
 
+from tats.data.sources import SELECTIONS
 from tats.data.windows import parse_clips_per_video
 from tats.io.fetch import cache_dir
 from tats.metrics.fvd import (
     PROTOCOLS,
     PUBLISHED_N,
-    SELECTIONS,
     comparability_warning,
     fvd_kvd_trials,
     source_features,
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
         real_split=args.real_split,
         real_seed=args.real_seed,
         real_selection=args.real_selection,
-        uint8="truncate" if PROTOCOLS[args.protocol].truncate else "round",
+        uint8=PROTOCOLS[args.protocol].uint8,
         frames=args.n_frames,
         sample_size=args.sample_size or min(len(real), len(fake)),
         n_trials=args.n_trials,

@@ -287,21 +287,20 @@ def conditions(args: argparse.Namespace, n: int, class_names: list[str]) -> tupl
 
 def stage_samples(args: argparse.Namespace, gpt_ckpt: str, class_names: list[str]) -> dict:
     from tats.gpt.load import load_transformer
-    from tats.sampling import decode_codes, sample_long, sample_short
+    from tats.sampling import SamplingOptions, sample_long, sample_short
 
     model = load_transformer(gpt_ckpt)
     t = model.config.latent_shape[0]
-    g = torch.Generator().manual_seed(args.seed)
-    kw = dict(top_p=args.top_p, temperature=args.temperature, generator=g, progress=True)
+    options = SamplingOptions(top_p=args.top_p, temperature=args.temperature,
+                              generator=torch.Generator().manual_seed(args.seed))
     cond, names = conditions(args, args.n_samples, class_names)
     log(f"stage samples: {args.n_samples} short clips ({t} latent frames) for: {names}")
-    short = decode_codes(model.vqgan, sample_short(model, args.n_samples, cond=cond, **kw)).clamp(-0.5, 0.5)
+    short = model.decode(sample_short(model, args.n_samples, cond, options, progress=True)).clamp(-0.5, 0.5)
     n_long = max(args.n_samples // 2, 1)
     n_latent = t * args.long_factor
     log(f"stage samples: {n_long} long videos of {n_latent} latent frames ({args.long_factor}x the clips)")
-    long_codes = sample_long(model, n_latent, n_long, cond=cond[:n_long],
-                             temporal_sample_pos=t - 1, **kw)
-    long = decode_codes(model.vqgan, long_codes).clamp(-0.5, 0.5)
+    long_codes = sample_long(model, n_latent, n_long, cond[:n_long], t - 1, options, progress=True)
+    long = model.decode(long_codes).clamp(-0.5, 0.5)
     files = []
     for name, video, frames in (("samples_short", short, 16), ("samples_long", long, 32)):
         files += show(video, args.out / name, args, sheet_frames=frames)
@@ -325,7 +324,7 @@ def _features(extractor_args: tuple, videos: torch.Tensor, cache: Path | None, d
 def eval_samples(args: argparse.Namespace, gpt_ckpt: str) -> tuple[dict, torch.Tensor]:
     """The real test clips (``FVD_FRAMES`` frames) and as many samples conditioned like them."""
     from tats.gpt.load import load_transformer
-    from tats.sampling import decode_codes, sample_long
+    from tats.sampling import sample_long
 
     real = real_clips(args, args.fvd_samples, FVD_FRAMES, "test")
     n = len(real["label"])  # fewer when the test split is smaller
@@ -338,7 +337,7 @@ def eval_samples(args: argparse.Namespace, gpt_ckpt: str) -> tuple[dict, torch.T
     codes = sample_long(model, -(-FVD_FRAMES // dt), n, cond=cond,
                         temporal_sample_pos=model.config.latent_shape[0] - 1, top_p=args.top_p,
                         temperature=args.temperature, generator=g, progress=True)
-    return real, decode_codes(model.vqgan, codes)[:, :, :FVD_FRAMES].clamp(-0.5, 0.5)  # (n, C, 16, R, R)
+    return real, model.decode(codes)[:, :, :FVD_FRAMES].clamp(-0.5, 0.5)  # (n, C, 16, R, R)
 
 
 def digit_scores(data_path: str, real: dict, fake: torch.Tensor) -> dict:
@@ -447,19 +446,19 @@ def main(argv: Sequence[str] | None = None) -> dict:
     log(f"budget {args.minutes:g} min: VQGAN {budget['vqgan'] / 60:.1f} min, transformer "
         f"{budget['transformer'] / 60:.1f} min, the rest for data, codes, sampling and FVD; "
         f"output in {args.out}")
-    from tats.data.codes import file_sha256
+    from tats.io.download import file_digest
 
     data = stages.run("data", [args.resolution, args.demo_train_clips, args.demo_test_clips],
                       lambda: stage_data(args))
     steps = args.max_steps or None
     vq = stages.run("vqgan", [vqgan_argv(args), steps], lambda: stage_vqgan(args, budget["vqgan"]),
                     budget_s=None if steps else budget["vqgan"], workdir=args.out / "vqgan")
-    vq_sha = file_sha256(vq["checkpoint"])
+    vq_sha = file_digest(vq["checkpoint"])
     codes = stages.run("codes", [vq_sha, args.clips_per_video], lambda: stage_codes(args, vq["checkpoint"]))
     gpt = stages.run("transformer", [vq_sha, transformer_argv(args), steps],
                      lambda: stage_transformer(args, budget["transformer"], codes["codes"], vq["checkpoint"]),
                      budget_s=None if steps else budget["transformer"], workdir=args.out / "transformer")
-    gpt_sha = file_sha256(gpt["checkpoint"])
+    gpt_sha = file_digest(gpt["checkpoint"])
     class_names = real_clips(args, 1, args.sequence_length)["class_names"]
     samples = stages.run("samples", [gpt_sha, args.n_samples, args.long_factor, args.top_p, args.temperature,
                                      args.seed], lambda: stage_samples(args, gpt["checkpoint"], class_names))

@@ -23,9 +23,10 @@ import h5py
 import torch
 
 from tats.data import VideoDataModule, add_data_args
-from tats.data.codes import FORMAT, CodesWriter, encode_split, file_sha256
+from tats.data.codes import FORMAT, CodesWriter, encode_split
 from tats.data.transforms import clip_length
 from tats.data.windows import ALL, parse_clips_per_video
+from tats.io.download import file_digest
 from tats.io.registry import resolve_args
 from tats.precision import device_name
 from tats.vqgan.load import load_vqgan
@@ -73,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
             f.attrs.update(
                 format=FORMAT, n_codes=vqgan.config.n_codes, latent_shape=list(latent_shape),
                 n_classes=int(dm.n_classes), vqgan_ckpt=str(Path(args.vqgan_ckpt).resolve()),
-                vqgan_sha256=file_sha256(args.vqgan_ckpt), vqgan_config=json.dumps(vqgan.config.to_dict()),
+                vqgan_sha256=file_digest(args.vqgan_ckpt), vqgan_config=json.dumps(vqgan.config.to_dict()),
                 data_path=str(dm.data_path()), sequence_length=args.sequence_length,
                 resolution=args.resolution, sample_every_n_frames=args.sample_every_n_frames,
                 clips_per_video=str(args.clips_per_video),

@@ -18,7 +18,8 @@ import argparse
 import sys
 
 from tats.io.download import DownloadError
-from tats.io.fetch import ChecksumError, fetch
+from tats.io.fetch import ChecksumError
+from tats.metrics.weights import fetch_weights
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--from_file converts one file: pass exactly one of --lpips/--i3d with it")
     for kind in kinds:
         try:
-            path = fetch(kind, cache=args.cache_dir, from_file=args.from_file, force=args.force)
+            path = fetch_weights(kind, cache=args.cache_dir, from_file=args.from_file, force=args.force)
         except (ChecksumError, DownloadError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2

@@ -33,8 +33,9 @@ import numpy as np
 import torch
 
 from tats.data.demo import make_demo_data
+from tats.data.sources import pick_clips
 from tats.data.video_folder import VideoFolderDataset
-from tats.metrics.fvd import frechet_distance, pick_clips, polynomial_mmd, source_features
+from tats.metrics.fvd import frechet_distance, polynomial_mmd, source_features
 from tats.metrics.i3d import load_i3d
 
 FRAMES = 16  # frames I3D sees per clip, as the release

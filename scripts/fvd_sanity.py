@@ -19,7 +19,8 @@ import time
 import numpy as np
 import torch
 
-from tats.metrics.fvd import I3DFeatureExtractor, frechet_distance, iter_video_batches, polynomial_mmd
+from tats.data.sources import iter_video_batches
+from tats.metrics.fvd import I3DFeatureExtractor, frechet_distance, polynomial_mmd
 from tats.metrics.i3d import load_i3d
 
 

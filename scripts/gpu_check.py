@@ -187,7 +187,7 @@ def vqgan_argv(ctx: Context, root: Path, precision: str, *extra: str) -> list[st
 
 def _train_vqgan(ctx: Context, precision: str, *extra: str) -> str:
     import train_vqgan
-    from tats.trainer import PerOptimizerGradScaler
+    from tats.train.scalers import PerOptimizerGradScaler
 
     root = ctx.work / f"vqgan_{precision}"
     trainer, module = train_vqgan.main(vqgan_argv(ctx, root, precision, *extra))
@@ -212,7 +212,7 @@ def _train_vqgan(ctx: Context, precision: str, *extra: str) -> str:
 def check_vqgan_fp16(ctx: Context) -> str:
     if ctx.device.type != "cuda":
         import train_vqgan
-        from tats.trainer import parse_args_with_config
+        from tats.train.flags import parse_args_with_config
 
         parse_args_with_config(train_vqgan.build_parser(),
                                vqgan_argv(ctx, ctx.work / "x", "16-mixed", "--accumulate_grad_batches", "2"))
@@ -332,7 +332,8 @@ def _long_greedy(model, n_latent: int, cond: torch.Tensor, pos: int, dtype=None)
 def check_long_sampling(ctx: Context) -> str:
     import copy
 
-    from tats.gpt.load import VideoTransformer, load_transformer
+    from tats.gpt.load import load_transformer
+    from tats.gpt.video_transformer import VideoTransformer
 
     on_cpu = ctx.device.type == "cpu"  # (the smoke run: the device side is the CPU side, computed once)
     trained_cpu = load_transformer(ctx.need("gpt_ckpt"), with_vqgan=False)
@@ -435,8 +436,9 @@ class _StandInFeatures(torch.nn.Module):
 
 
 def check_fvd(ctx: Context) -> str:
+    from tats.data.sources import iter_video_batches
     from tats.io.fetch import SOURCES, cache_dir
-    from tats.metrics.fvd import I3DFeatureExtractor, frechet_distance, iter_video_batches
+    from tats.metrics.fvd import I3DFeatureExtractor, frechet_distance
     from tats.metrics.i3d import InceptionI3d, load_i3d
 
     s = ctx.sizes
@@ -498,7 +500,7 @@ def check_ddp_nccl(ctx: Context) -> str:
     argv[argv.index("--perceptual_weight") + 1] = "0"  # (LPIPS is checked above; keep the ranks light)
     if ctx.n_gpus < 2:
         import train_vqgan
-        from tats.trainer import parse_args_with_config
+        from tats.train.flags import parse_args_with_config
 
         parse_args_with_config(train_vqgan.build_parser(), argv)
         raise Skip(f"needs 2 GPUs, found {ctx.n_gpus} (command line parsed)")

@@ -30,16 +30,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tats.generate import (
-    NpyStreamWriter,
+from tats.cli.common import (
     add_sampling_flags,
-    check_files,
     check_sampling_flags,
-    sampling_kwargs,
+    pick_device,
+    plain_settings,
+    run_dir,
+    sampling_options,
+    sampling_tag,
+    seed_everything,
 )
-from tats.io.registry import resolve_args
-from tats.io.video import save_contact_sheet, save_video_grid, to_uint8
-from tats.utils import pick_device, seed_everything
+from tats.io.registry import check_files, resolve_args
+from tats.io.samples import PairWriter
+from tats.io.video import to_uint8
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,11 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def output_dir(args: argparse.Namespace) -> Path:
-    if args.save_name:
-        return Path(args.save) / args.save_name
-    sampling = "greedy" if args.greedy else f"topk{args.top_k}_topp{args.top_p}_temp{args.temperature}"
-    return Path(args.save) / (f"{Path(args.gpt_ckpt).stem}_predict{args.n_observed}to{args.n_frames}_"
-                              f"{args.split}_{sampling}_n{args.n_sample}_seed{args.seed}_run{args.run}")
+    return run_dir(args, f"{Path(args.gpt_ckpt).stem}_predict{args.n_observed}to{args.n_frames}_"
+                         f"{args.split}_{sampling_tag(args)}_n{args.n_sample}_seed{args.seed}_run{args.run}")
 
 
 def validate(args: argparse.Namespace, model) -> int:
@@ -170,7 +170,7 @@ def load_lpips(args: argparse.Namespace, device: torch.device):
 def main(argv: Sequence[str] | None = None) -> dict:
     """Predict ``--n_sample`` clips; returns the metrics written to ``metrics.json``."""
     from tats.gpt.load import load_transformer
-    from tats.sampling import decode_codes, predict_frames
+    from tats.sampling import predict_frames
 
     args = build_parser().parse_args(argv)
     resolve_args(args, gpt_ckpt="transformer", vqgan_ckpt="vqgan")  # published names
@@ -180,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     model = load_transformer(args.gpt_ckpt, vqgan_ckpt=args.vqgan_ckpt, device=device)
     resolution = validate(args, model)
     loader = real_clips(args, resolution)
-    common = sampling_kwargs(args, device)
+    options = sampling_options(args, device)
     lpips_model, lpips_note = load_lpips(args, device)
     dt = model.vqgan.config.downsample[0]
     n_latent = math.ceil(args.n_frames / dt)
@@ -196,9 +196,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         if isinstance(cond, (list, torch.Tensor)):
             cond = cond[: len(video)]
         codes = predict_frames(model, video, args.n_observed, n_latent, cond,
-                               temporal_sample_pos=args.temporal_sample_pos,
-                               progress=not args.no_progress, **common)  # (B, n_latent, h, w)
-        pred = decode_codes(model.vqgan, codes, chunk_size=8, out_device="cpu")[:, :, : args.n_frames]
+                               temporal_sample_pos=args.temporal_sample_pos, options=options,
+                               progress=not args.no_progress)  # (B, n_latent, h, w)
+        pred = model.decode(codes, chunk_size=8, out_device="cpu")[:, :, : args.n_frames]
         # the observed frames are given: show (and store) the real ones, not their reconstruction
         pred = torch.cat([video[:, :, : args.n_observed], pred[:, :, args.n_observed :].float()], dim=2)
         real_u8, pred_u8 = to_uint8(video), to_uint8(pred.float())  # (B, T, H, W, C)
@@ -218,41 +218,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
         **{k: float(np.mean(v)) for k, v in per_clip.items()},
         **{f"{k}_std": float(np.std(v)) for k, v in per_clip.items()},
         "lpips_note": lpips_note, "per_clip": per_clip, "seconds": round(time.perf_counter() - t0, 2),
-        "settings": {k: v for k, v in vars(args).items() if v is None or isinstance(v, (int, float, str))},
+        "settings": plain_settings(args),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     shown = "  ".join(f"{k.upper()} {metrics[k]:.4f}" for k in ("psnr", "ssim", "lpips") if k in metrics)
     print(f"predicted {done} clips ({args.n_observed} -> {args.n_frames} frames) into {out}: {shown}")
     return metrics
-
-
-class PairWriter:
-    """Streams ``real`` and ``predicted`` uint8 clips ``(b, T, H, W, C)`` to ``real.npy`` /
-    ``predicted.npy`` and writes grids of the first batch side by side."""
-
-    def __init__(self, out: Path, n_total: int, fps: float) -> None:
-        self.out, self.n_total, self.fps = out, n_total, fps
-        self.arrays: dict[str, NpyStreamWriter] = {}
-
-    def add(self, real: np.ndarray, pred: np.ndarray) -> None:
-        if not self.arrays:
-            self.out.mkdir(parents=True, exist_ok=True)
-            pair = np.concatenate([real, pred], axis=3)  # (b, T, H, 2W, C): real | predicted
-            save_video_grid(pair, self.out / "grid.mp4", fps=self.fps)
-            save_video_grid(pair, self.out / "grid.gif", fps=self.fps)
-            save_contact_sheet(pair, self.out / "contact_sheet.png")
-            for name in ("real", "predicted"):
-                self.arrays[name] = NpyStreamWriter(self.out / f"{name}.npy", (self.n_total, *real.shape[1:]))
-        self.arrays["real"].write(real)
-        self.arrays["predicted"].write(pred)
-
-    @property
-    def video_shape(self) -> list[int]:
-        return list(self.arrays["predicted"].shape[1:]) if self.arrays else []
-
-    def close(self) -> None:
-        for arr in self.arrays.values():
-            arr.close()
 
 
 if __name__ == "__main__":

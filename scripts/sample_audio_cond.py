@@ -29,18 +29,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tats.generate import (
-    NpyStreamWriter,
-    SampleWriter,
+from tats.cli.common import (
     add_sampling_flags,
-    check_files,
     check_sampling_flags,
+    pick_device,
+    plain_settings,
     resolve_filter_defaults,
-    sampling_kwargs,
+    run_dir,
+    sampling_options,
+    sampling_tag,
+    seed_everything,
 )
-from tats.io.registry import resolve_args
+from tats.io.registry import check_files, resolve_args
+from tats.io.samples import NpyStreamWriter, SampleWriter
 from tats.io.video import to_uint8
-from tats.utils import pick_device, seed_everything
 
 #: Where the AudioSet-Drums videos are expected when --data_path is not given.
 DEFAULT_DATA_PATH = "data/drums"
@@ -69,11 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def output_dir(args: argparse.Namespace) -> Path:
-    if args.save_name:
-        return Path(args.save) / args.save_name
-    sampling = "greedy" if args.greedy else f"topk{args.top_k}_topp{args.top_p}_temp{args.temperature}"
-    return Path(args.save) / (f"{Path(args.gpt_ckpt).stem}_audio_{args.split}_{sampling}_n{args.n_sample}"
-                              f"_seed{args.seed}_run{args.run}")
+    return run_dir(args, f"{Path(args.gpt_ckpt).stem}_audio_{args.split}_{sampling_tag(args)}"
+                         f"_n{args.n_sample}_seed{args.seed}_run{args.run}")
 
 
 def load_models(args: argparse.Namespace, device: torch.device):
@@ -125,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if len(dataset) < args.n_sample:
         raise SystemExit(f"--n_sample {args.n_sample}: --data_path {args.data_path} has only {len(dataset)} "
                          f"{args.split} videos of at least {t * dt * args.sample_every_n_frames} frames")
-    common = sampling_kwargs(args, device)
+    options = sampling_options(args, device)
     out = output_dir(args)
     writer = SampleWriter(out, args.n_sample, fps=args.fps, save_videos=args.save_videos)
     real_all, sources = None, []
@@ -138,9 +137,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         if audio_codes.shape[1] != model.config.n_cond_tokens:
             raise SystemExit(f"the STFT VQGAN gives {audio_codes.shape[1]} audio tokens per clip but the "
                              f"transformer expects {model.config.n_cond_tokens}")
-        codes = sample_short(model, len(items), audio_codes, progress=not args.no_progress, **common)
-        with torch.inference_mode():
-            fake = to_uint8(model.vqgan.decode(codes).float())  # (b, T, H, W, C)
+        codes = sample_short(model, len(items), audio_codes, options, progress=not args.no_progress)
+        fake = to_uint8(model.decode(codes))  # (b, T, H, W, C)
         real = to_uint8(torch.stack([it["video"] for it in items]))
         if real_all is None:  # grids of real | generated for the first batch
             pairs = SampleWriter(out / "side_by_side", len(items), fps=args.fps)
@@ -156,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     summary = {
         "gpt_ckpt": str(args.gpt_ckpt), "dataset": args.dataset, "mode": "audio", "n_sample": args.n_sample,
         "video_shape": writer.video_shape, "seconds": round(time.perf_counter() - t0, 2),
-        "settings": {k: v for k, v in vars(args).items() if v is None or isinstance(v, (int, float, str))},
+        "settings": plain_settings(args),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"wrote {args.n_sample} audio-conditioned videos {tuple(writer.video_shape)} to {out}")

@@ -24,16 +24,18 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from tats.generate import (
-    SampleWriter,
+from tats.cli.common import (
     add_sampling_flags,
-    check_files,
     check_sampling_flags,
-    sampling_kwargs,
+    pick_device,
+    plain_settings,
+    run_dir,
+    sampling_options,
+    seed_everything,
 )
-from tats.io.registry import resolve_args
+from tats.io.registry import check_files, resolve_args
+from tats.io.samples import SampleWriter
 from tats.io.video import to_uint8
-from tats.utils import pick_device, seed_everything
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,17 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def output_dir(args: argparse.Namespace) -> Path:
-    if args.save_name:
-        return Path(args.save) / args.save_name
     sampling = ("greedy" if args.greedy else
                 f"topk{args.top_k}_topp{args.top_p}_init{args.top_k_init}_{args.top_p_init}")
-    name = (f"{Path(args.ckpt1).stem}_hier_len{args.sample_length}_pos{args.temporal_sample_pos}_{sampling}"
-            f"_n{args.n_sample}_seed{args.seed}_run{args.run}")
-    return Path(args.save) / name
+    return run_dir(args, f"{Path(args.ckpt1).stem}_hier_len{args.sample_length}"
+                         f"_pos{args.temporal_sample_pos}_{sampling}_n{args.n_sample}_seed{args.seed}_run{args.run}")
 
 
 def load_models(args: argparse.Namespace, device: torch.device):
-    """``(ar, interp)`` :class:`~tats.gpt.load.VideoTransformer` models sharing the one VQGAN."""
+    """``(ar, interp)`` :class:`~tats.gpt.video_transformer.VideoTransformer` models sharing the one VQGAN."""
     from tats.gpt.load import load_transformer
     from tats.sampling import interpolation_layout
 
@@ -110,7 +109,7 @@ def cond_for(model, args: argparse.Namespace, start: int, size: int):
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Sample ``--n_sample`` hierarchical videos; returns the summary written to ``summary.json``."""
-    from tats.sampling import decode_codes, sample_hierarchical
+    from tats.sampling import sample_hierarchical
 
     args = build_parser().parse_args(argv)
     resolve_args(args, ckpt1="transformer", ckpt2="transformer", vqgan="vqgan")  # published names
@@ -120,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ar, interp = load_models(args, device)
     vocab = min(ar.config.vocab_size, interp.config.vocab_size)
     check_sampling_flags(args, vocab, "the hierarchical models")
-    common = sampling_kwargs(args, device)
+    options = sampling_options(args, device)
     out = output_dir(args)
     writer = SampleWriter(out, args.n_sample, fps=args.fps, save_videos=args.save_videos)
     t0 = time.perf_counter()
@@ -129,10 +128,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         start = b * args.batch_size
         size = min(args.batch_size, args.n_sample - start)
         codes = sample_hierarchical(ar, interp, args.sample_length, size, cond_for(ar, args, start, size),
-                                    temporal_sample_pos=args.temporal_sample_pos, top_k_init=args.top_k_init,
-                                    top_p_init=args.top_p_init, progress=not args.no_progress, **common)
-        video = decode_codes(ar.vqgan, codes, chunk_size=args.decode_chunk, out_device="cpu")
-        writer.add(to_uint8(video.float()))  # (b, T, H, W, C)
+                                    temporal_sample_pos=args.temporal_sample_pos, options=options,
+                                    top_k_init=args.top_k_init, top_p_init=args.top_p_init,
+                                    progress=not args.no_progress)
+        video = ar.decode(codes, chunk_size=args.decode_chunk, out_device="cpu")
+        writer.add(to_uint8(video))  # (b, T, H, W, C)
     writer.close()
     elapsed = time.perf_counter() - t0
     s = interp.config.latent_shape[0] - 1
@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "n_sample": args.n_sample, "sparse_latent_frames": args.sample_length, "interpolation_stride": s,
         "latent_frames": (args.sample_length - 1) * s + 1, "video_shape": writer.video_shape,
         "seconds": round(elapsed, 2),
-        "settings": {k: v for k, v in vars(args).items() if v is None or isinstance(v, (int, float, str))},
+        "settings": plain_settings(args),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"wrote {args.n_sample} videos {tuple(writer.video_shape)} to {out}")

@@ -18,19 +18,21 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
-from tats.generate import (
-    SampleWriter,
+from tats.cli.common import (
     add_sampling_flags,
-    check_files,
     check_sampling_flags,
-    sampling_kwargs,
+    pick_device,
+    plain_settings,
+    run_dir,
+    sampling_options,
+    sampling_tag,
+    seed_everything,
 )
-from tats.io.registry import resolve_args
+from tats.io.registry import check_files, resolve_args
+from tats.io.samples import SampleWriter
 from tats.io.video import to_uint8
-from tats.utils import pick_device, seed_everything
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,11 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def output_dir(args: argparse.Namespace) -> Path:
-    if args.save_name:
-        return Path(args.save) / args.save_name
-    sampling = "greedy" if args.greedy else f"topk{args.top_k}_topp{args.top_p}_temp{args.temperature}"
-    return Path(args.save) / (f"{Path(args.gpt_ckpt).stem}_text{len(args.text)}_{sampling}_n{args.n_sample}"
-                              f"_seed{args.seed}_run{args.run}")
+    return run_dir(args, f"{Path(args.gpt_ckpt).stem}_text{len(args.text)}_{sampling_tag(args)}"
+                         f"_n{args.n_sample}_seed{args.seed}_run{args.run}")
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -72,22 +71,21 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if model.vqgan is None:
         raise SystemExit(f"{args.gpt_ckpt} holds no VQGAN: pass --vqgan_ckpt")
     check_sampling_flags(args, model.config.vocab_size, args.gpt_ckpt)
-    common = sampling_kwargs(args, device)
+    options = sampling_options(args, device)
     captions = [t for t in args.text for _ in range(args.n_sample)]  # caption-major
     out = output_dir(args)
     writer = SampleWriter(out, len(captions), fps=args.fps, save_videos=args.save_videos)
     t0 = time.perf_counter()
     for start in tqdm(range(0, len(captions), args.batch_size), desc="batches", disable=args.no_progress):
         batch = captions[start : start + args.batch_size]
-        codes = sample_short(model, len(batch), batch, progress=not args.no_progress, **common)
-        with torch.inference_mode():
-            writer.add(to_uint8(model.vqgan.decode(codes).float()))  # (b, T, H, W, C)
+        codes = sample_short(model, len(batch), batch, options, progress=not args.no_progress)
+        writer.add(to_uint8(model.decode(codes)))  # (b, T, H, W, C)
     writer.close()
     (out / "captions.json").write_text(json.dumps(captions, indent=2))
     summary = {
         "gpt_ckpt": str(args.gpt_ckpt), "mode": "text", "captions": args.text, "n_sample": len(captions),
         "video_shape": writer.video_shape, "seconds": round(time.perf_counter() - t0, 2),
-        "settings": {k: v for k, v in vars(args).items() if v is None or isinstance(v, (int, float, str))},
+        "settings": plain_settings(args),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"wrote {len(captions)} videos {tuple(writer.video_shape)} for {len(args.text)} caption(s) "

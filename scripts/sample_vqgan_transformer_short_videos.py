@@ -3,7 +3,7 @@
 See ``--help``.
 """
 
-from tats.generate import main
+from tats.cli.sample import main
 
 if __name__ == "__main__":
     main(long=False)

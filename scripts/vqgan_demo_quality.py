@@ -84,8 +84,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     import pytorch_lightning as pl
 
     from tats.io.video import save_contact_sheet
-    from tats.trainer import parse_args_with_config
-    from tats.vqgan.lightning import vqgan_config_from_args
+    from tats.train.flags import parse_args_with_config
+    from tats.train.vqgan import vqgan_config_from_args
     from tats.vqgan.load import load_vqgan
     from tats.vqgan.model import VQGAN
 

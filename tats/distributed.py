@@ -1,5 +1,6 @@
-"""Small torch.distributed helpers, resolved at call time.
+"""Small torch.distributed helpers, resolved at call time, and printing on rank 0.
 
+The codebook's all-reduce and broadcast and the non-finite guard's cross-rank decision use them.
 Lightning creates the process group inside ``Trainer.fit`` (after the modules were built), so nothing
 here decides at import or construction time whether training is distributed: every helper checks
 ``torch.distributed.is_initialized()`` when it is called and is a no-op / identity otherwise.
@@ -8,6 +9,8 @@ here decides at import or construction time whether training is distributed: eve
 from __future__ import annotations
 
 import os
+import sys
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -16,26 +19,6 @@ import torch.distributed as dist
 def is_distributed() -> bool:
     """True inside an initialised process group (DDP run), False otherwise."""
     return dist.is_available() and dist.is_initialized()
-
-
-def world_size() -> int:
-    """Processes in the group (1 when not distributed)."""
-    return dist.get_world_size() if is_distributed() else 1
-
-
-def global_rank() -> int:
-    """This process's rank: from the process group, else from the launcher's environment (torchrun
-    ``RANK``, SLURM ``SLURM_PROCID``), else 0. Usable before Lightning has set up the group."""
-    if is_distributed():
-        return dist.get_rank()
-    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
-        if var in os.environ:
-            return int(os.environ[var])
-    return 0
-
-
-def is_rank_zero() -> bool:
-    return global_rank() == 0
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
@@ -62,3 +45,9 @@ def any_across_ranks(flag: bool, device: torch.device | str = "cpu") -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def rank_zero_print(*msg: Any) -> None:
+    """Print on global rank 0 only (rank from the launcher's environment, before the Trainer exists)."""
+    if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", os.environ.get("SLURM_PROCID", "0")))) == 0:
+        print(*msg, file=sys.stdout, flush=True)

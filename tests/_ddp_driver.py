@@ -48,9 +48,10 @@ class DumpState(Callback):
 
 
 def main() -> None:
-    import tats.trainer
+    import tats.train.transformer
+    import tats.train.vqgan
 
-    original = tats.trainer.build_trainer
+    original = tats.train.trainer.build_trainer
     runs: list[list[str]] = [[]]
     for arg in sys.argv[1:]:
         if arg == ":::":
@@ -61,15 +62,15 @@ def main() -> None:
         def build_trainer(*args, callbacks=(), _name=which, **kw):
             return original(*args, callbacks=[*callbacks, DumpState(_name)], **kw)
 
-        tats.trainer.build_trainer = build_trainer
         if which == "vqgan":
             import train_vqgan
 
+            tats.train.vqgan.build_trainer = build_trainer  # imported by name there
             train_vqgan.main(argv)
         else:
             import train_transformer
 
-            train_transformer.build_trainer = build_trainer  # imported by name there
+            tats.train.transformer.build_trainer = build_trainer  # imported by name there
             train_transformer.main(argv)
 
 

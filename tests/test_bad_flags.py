@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from tats.data.demo import make_demo_data
-from tats.faults import check_data_flags, check_transformer_budget
 from tats.gpt.load import load_transformer
 from tats.io.checkpoint import CheckpointError
+from tats.train.guards import check_data_flags, check_transformer_budget
 from tats.vqgan.load import load_vqgan
 from tests.tiny_models import save_transformer, save_vqgan
 
@@ -152,9 +152,9 @@ def test_train_transformer_refuses_a_transformer_as_vqvae(files, tmp_path, cache
     _nothing_done(tmp_path, cache)
 
 
-# ------------------------------------------------------------------------------- tats.generate
+# ----------------------------------------------------------------------------- tats.cli.sample
 def _sample(files, out: Path, *extra: str, long: bool = False):
-    from tats.generate import main
+    from tats.cli.sample import main
 
     return main(["--gpt_ckpt", str(files["gpt"]), "--save", str(out), "--save_name", "run", "--n_sample", "1",
                  "--batch_size", "1", "--device", "cpu", "--no_progress", *extra], long=long)
@@ -174,7 +174,7 @@ def test_sampling_flags_fail_before_sampling(extra, flag, files, tmp_path, capsy
 
 
 def test_sampling_missing_and_swapped_checkpoints(files, tmp_path):
-    from tats.generate import main
+    from tats.cli.sample import main
 
     with pytest.raises(SystemExit, match="--gpt_ckpt /no/such.ckpt: file not found"):
         main(["--gpt_ckpt", "/no/such.ckpt", "--save", str(tmp_path)])

@@ -17,7 +17,6 @@ from tats.data.codes import (
     CodesDataModule,
     CodesDataset,
     CodesWriter,
-    file_sha256,
     load_codes,
     read_codes_attrs,
     unigram_entropy,
@@ -25,6 +24,7 @@ from tats.data.codes import (
 from tats.data.demo import make_demo_data
 from tats.data.hdf5 import HDF5VideoDataset
 from tats.io.checkpoint import save_checkpoint
+from tats.io.download import file_digest
 from tats.vqgan.config import VQGANConfig
 from tats.vqgan.load import load_vqgan
 from tats.vqgan.model import VQGAN
@@ -116,7 +116,7 @@ def test_extract_codes_script(tmp_path):
                        "--clips_per_video", "2"])
     attrs = read_codes_attrs(out)
     assert attrs["splits"] == {"train": 12, "test": 3} and attrs["latent_shape"] == (2, 4, 4)
-    assert attrs["vqgan_sha256"] == file_sha256(vqgan_path) and attrs["n_classes"] == 20
+    assert attrs["vqgan_sha256"] == file_digest(vqgan_path) and attrs["n_classes"] == 20
     assert attrs["vqgan_config"]["downsample"] == [2, 4, 4] and attrs["has_text"]
     assert attrs["encoded_on"] == "cpu"
     # test clips are deterministic: the stored codes are the VQGAN's codes of the dataset's clips

@@ -132,7 +132,7 @@ def test_vqgan_trains_in_fp16_with_a_loss_scaler_per_optimizer(tmp_path, lpips_d
     import sys
 
     from tats.data.demo import make_demo_data
-    from tats.trainer import PerOptimizerGradScaler
+    from tats.train.scalers import PerOptimizerGradScaler
 
     sys.path.insert(0, str(ROOT))
     import train_vqgan

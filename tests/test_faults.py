@@ -14,7 +14,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from tats.faults import DEFAULT_MAX_NONFINITE_STEPS, NonFiniteGuard, NonFiniteLossError, add_fault_args
+from tats.faults import DEFAULT_MAX_NONFINITE_STEPS, NonFiniteGuard, NonFiniteLossError
+from tats.train.flags import add_fault_args
 
 
 def test_guard_counts_and_resets():

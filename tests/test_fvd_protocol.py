@@ -9,14 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from tats.metrics.fvd import (
-    I3DFeatureExtractor,
-    comparability_warning,
-    frechet_distance,
-    iter_video_batches,
-    pick_clips,
-    to_uint8_thwc,
-)
+from tats.data.sources import iter_video_batches, pick_clips
+from tats.io.video import to_uint8
+from tats.metrics.fvd import I3DFeatureExtractor, comparability_warning, frechet_distance
 
 CLASS_BASE = {"A": 20, "B": 100, "C": 180}  # frame i of a class-k video has grey level base + 2 i
 N_VIDEOS, N_FRAMES = 4, 20  # per class; windows of 16 frames: 5 per video, 60 in all
@@ -108,7 +103,7 @@ def test_real_clips_from_frame_folders_without_split(tmp_path):
             Image.fromarray(np.full((8, 8, 3), 10 * v + i, np.uint8)).save(tmp_path / f"v{v}" / f"{i}.png")
     info: dict = {}
     clips = np.concatenate(list(iter_video_batches(str(tmp_path), n_frames=16, resolution=8,
-                                                   image_folder=True, truncate=False, info=info)))
+                                                   image_folder=True, uint8="round", info=info)))
     assert clips.shape == (3, 16, 8, 8, 3) and info == {"available": 3, "used": 3}
     for v, clip in enumerate(clips):  # one clip per folder (in order), 16 consecutive frames from 0 or 1
         levels = clip.reshape(16, -1).mean(axis=1) - 10 * v
@@ -118,8 +113,8 @@ def test_real_clips_from_frame_folders_without_split(tmp_path):
 def test_uint8_by_truncation_under_protocol_tats():
     levels = torch.tensor([0.0, 17.7, 100.5, 254.99, 255.0])  # pixel values before the uint8 cast
     video = (levels / 255 - 0.5).view(1, 1, 5, 1, 1).expand(1, 3, 5, 2, 2)  # (B, C, T, H, W)
-    assert to_uint8_thwc(video, truncate=True)[0, :, 0, 0, 0].tolist() == [0, 17, 100, 254, 255]
-    assert to_uint8_thwc(video)[0, :, 0, 0, 0].tolist() == [0, 18, 100, 255, 255]  # rounding (styleganv)
+    assert to_uint8(video, "truncate")[0, :, 0, 0, 0].tolist() == [0, 17, 100, 254, 255]
+    assert to_uint8(video)[0, :, 0, 0, 0].tolist() == [0, 18, 100, 255, 255]  # rounding (styleganv)
 
     class Record(nn.Module):
         def forward(self, x):

@@ -10,7 +10,8 @@ import torch
 
 from tats.gpt import GPT, GPTConfig, build_mask
 from tats.gpt.conditioning import codes_to_ids, cond_tokens, ids_to_codes
-from tats.gpt.load import VideoTransformer, guess_downsample, load_transformer
+from tats.gpt.load import guess_downsample, load_transformer
+from tats.gpt.video_transformer import VideoTransformer
 from tats.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tests.numerics import assert_close_to_scale
 

@@ -8,6 +8,7 @@ import scipy.linalg
 import torch
 from torch import nn
 
+from tats.io.video import to_uint8
 from tats.metrics.fvd import (
     I3DFeatureExtractor,
     compute_fvd_from_arrays,
@@ -19,7 +20,6 @@ from tats.metrics.fvd import (
     polynomial_mmd,
     preprocess_for_i3d,
     save_features,
-    to_uint8_thwc,
 )
 from tests.numerics import assert_close_to_scale
 
@@ -101,11 +101,11 @@ def test_preprocessing():
     assert xs.shape == xt.shape == (1, 3, 2, 224, 224)
     assert xs[0, 0, 0, 0, 0] > xt[0, 0, 0, 0, 0]  # the crop cut off the dark left edge
     f = torch.rand(2, 3, 4, 8, 8) - 0.5
-    u = to_uint8_thwc(f)
+    u = torch.from_numpy(to_uint8(f))
     assert u.shape == (2, 4, 8, 8, 3) and u.dtype == torch.uint8
     torch.testing.assert_close(u.float() / 255 - 0.5, f.permute(0, 2, 3, 4, 1), atol=0.5 / 255 + 1e-6, rtol=0)
-    with pytest.raises(ValueError, match="uint8 videos"):
-        to_uint8_thwc(torch.zeros(2, 3, 4, 8, 8, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="uint8 .B, T, H, W, C."):
+        to_uint8(torch.zeros(2, 3, 4, 8, 8, dtype=torch.uint8))
 
 
 class _TinyFeatures(nn.Module):

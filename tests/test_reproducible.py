@@ -67,7 +67,7 @@ def test_transformer_training_is_bit_identical(assets):
 
 
 def test_sampling_is_bit_identical(assets):
-    from tats.generate import main
+    from tats.cli.sample import main
 
     def sample(name: str, seed: str) -> np.ndarray:
         main(["--gpt_ckpt", str(assets["gpt"]), "--save", str(assets["dir"]), "--save_name", name,

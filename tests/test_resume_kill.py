@@ -17,10 +17,11 @@ import pytest
 import torch
 from pytorch_lightning.callbacks import Callback
 
-import tats.trainer
+import tats.train.trainer
+import tats.train.vqgan
 from tats.data.demo import make_demo_data
 from tats.io.checkpoint import load_checkpoint
-from tats.trainer import _peek_global_step, find_resume_checkpoint
+from tats.train.resume import find_resume_checkpoint, peek_global_step
 from tats.vqgan.codebook import Codebook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +41,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 
 def _newest_step(ckpt_dir: Path) -> int:
-    steps = [_peek_global_step(p) for p in ckpt_dir.glob("step*.ckpt")] if ckpt_dir.is_dir() else []
+    steps = [peek_global_step(p) for p in ckpt_dir.glob("step*.ckpt")] if ckpt_dir.is_dir() else []
     return max([s for s in steps if s is not None], default=-1)
 
 
@@ -98,8 +99,8 @@ def test_sigkilled_vqgan_run_resumes_intact(tmp_path, monkeypatch):
 
     # rerun the same command (in-process, with a probe callback)
     probe = Probe()
-    build = tats.trainer.build_trainer
-    monkeypatch.setattr(tats.trainer, "build_trainer",
+    build = tats.train.trainer.build_trainer
+    monkeypatch.setattr(tats.train.vqgan, "build_trainer",
                         lambda *a, callbacks=(), **kw: build(*a, callbacks=[*callbacks, probe], **kw))
     inits = []
     original = Codebook._init_from
@@ -121,8 +122,8 @@ def test_sigkilled_vqgan_run_resumes_intact(tmp_path, monkeypatch):
 def test_kill_during_a_checkpoint_save_keeps_the_previous_file(tmp_path, monkeypatch):
     # Lightning's checkpoint I/O here is AtomicCheckpointIO, which writes through save_checkpoint
     written = []
-    monkeypatch.setattr(tats.trainer, "save_checkpoint", lambda obj, path: written.append(path))
-    tats.trainer.AtomicCheckpointIO().save_checkpoint({"global_step": 1}, tmp_path / "x.ckpt")
+    monkeypatch.setattr(tats.train.trainer, "save_checkpoint", lambda obj, path: written.append(path))
+    tats.train.trainer.AtomicCheckpointIO().save_checkpoint({"global_step": 1}, tmp_path / "x.ckpt")
     assert written == [tmp_path / "x.ckpt"]
 
     ckpt_dir = tmp_path / "checkpoints"

@@ -1,6 +1,6 @@
 """Smoke runs of the sampling command lines on tiny checkpoints (flags as the seed READMEs write them).
 
-``sample_short_videos.py`` / ``sample_long_videos.py`` are ``tats.generate.main(argv, long=...)``;
+``sample_short_videos.py`` / ``sample_long_videos.py`` are ``tats.cli.sample.main(argv, long=...)``;
 the other scripts under ``scripts/`` are imported from their files and their ``main(argv)`` called.
 """
 
@@ -16,7 +16,7 @@ import pytest
 import torch
 from tiny_models import CLIP_SHAPE, N_CLASSES, save_transformer, save_vqgan
 
-from tats.generate import main
+from tats.cli.sample import main
 
 ROOT = Path(__file__).resolve().parents[1]
 N_FRAMES = CLIP_SHAPE[1]  # pixel frames of one training clip of the tiny models
@@ -74,6 +74,7 @@ class _TinyI3D(torch.nn.Module):
 def tiny_fvd(monkeypatch, tmp_path):
     """Random I3D instead of the fetched weights; the 'demo' data at 16 px with a few clips."""
     import tats.data.demo
+    import tats.data.sources
     import tats.metrics.i3d
 
     calls = []
@@ -90,7 +91,7 @@ def tiny_fvd(monkeypatch, tmp_path):
                          resolution=16, progress=False)
 
     monkeypatch.setattr(tats.metrics.i3d, "load_i3d", load_i3d)
-    monkeypatch.setattr(tats.data.demo, "make_demo_data", make_demo_data)
+    monkeypatch.setattr(tats.data.sources, "make_demo_data", make_demo_data)
     return calls
 
 
@@ -215,7 +216,7 @@ def test_long_seed002_command_spatial_window(ckpts, tmp_path):
 
 
 def test_npy_stream_writer(tmp_path):
-    from tats.generate import NpyStreamWriter
+    from tats.io.samples import NpyStreamWriter
 
     data = np.random.default_rng(0).integers(0, 256, (5, 2, 3, 3, 3), dtype=np.uint8)
     w = NpyStreamWriter(tmp_path / "a.npy", data.shape)
@@ -545,11 +546,16 @@ def test_release_command_lines_default_to_2048_samples_top_k_2048_top_p_092(one_
     long command's --batch_size 5 is raised to 64: 410 batches of 16 sequential steps take seconds.)"""
     import tats.sampling
 
-    used = []  # the filter settings every sampling call received
+    used = []  # the filter settings every sampling call received (in its SamplingOptions)
     for name in ("sample_short", "sample_long"):
         real = getattr(tats.sampling, name)
-        monkeypatch.setattr(tats.sampling, name, lambda *a, _f=real, **k: used.append(
-            (k["top_k"], k["top_p"], k["release_compat"])) or _f(*a, **k))
+
+        def spy(*a, _f=real, **k):
+            o = next(x for x in (*a, *k.values()) if isinstance(x, tats.sampling.SamplingOptions))
+            used.append((o.top_k, o.top_p, o.release_compat))
+            return _f(*a, **k)
+
+        monkeypatch.setattr(tats.sampling, name, spy)
     gpt, vq = str(one_token_models["gpt"]), str(one_token_models["vqgan"])
     short, out = run(["--gpt_ckpt", gpt, "--vqgan_ckpt", vq, "--class_cond", "--save", str(tmp_path / "s"),
                       "--data_path", "demo", "--batch_size", "16", "--resolution", "128",

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tats.gpt import GPT, GPTConfig
-from tats.gpt.load import VideoTransformer
+from tats.gpt.video_transformer import VideoTransformer
 from tats.sampling import (
     decode_codes,
     encode_observed,
@@ -18,7 +18,7 @@ from tats.sampling import (
     sample_long,
     sample_short,
 )
-from tats.sampling.decode import temporal_radius
+from tats.vqgan.decode import temporal_radius
 from tests.numerics import assert_close_to_scale
 
 pytestmark = pytest.mark.usefixtures("one_thread")

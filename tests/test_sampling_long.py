@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from tats.gpt import GPT, GPTConfig
-from tats.gpt.load import VideoTransformer, load_transformer
+from tats.gpt.load import load_transformer
+from tats.gpt.video_transformer import VideoTransformer
 from tats.sampling import context_frames, sample_long, sample_short, spatial_origin
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -18,6 +18,7 @@ from tats.gpt.config import GPTConfig
 from tats.gpt.lightning import TransformerModule, optimizer_groups
 from tats.gpt.load import load_transformer
 from tats.io.checkpoint import load_checkpoint, save_checkpoint
+from tats.train.transformer import build_gpt_config
 from tats.vqgan.config import VQGANConfig
 from tats.vqgan.model import VQGAN
 from tests.numerics import assert_close_to_scale
@@ -248,6 +249,6 @@ def test_release_readme_flags_parse():
 def test_readme_commands_build_valid_configs(command, latent, expected):
     base = "--vocab_size 16384 --n_layer 24 --n_head 16 --n_embd 1024 --resolution 128 "
     args = train_transformer.build_parser().parse_args((base + command).split())
-    cfg = train_transformer.build_gpt_config(args, latent, n_codes=16384, n_classes=1)
+    cfg = build_gpt_config(args, latent, n_codes=16384, n_classes=1)
     assert cfg.latent_shape == expected and cfg.vocab_size == 16384 and cfg.block_size == args.block_size
     assert cfg.n_cond_tokens + cfg.n_latent_tokens - 1 == cfg.block_size

@@ -14,14 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from tats.io.checkpoint import load_checkpoint
-from tats.trainer import PerOptimizerGradScaler
+from tats.train.scalers import PerOptimizerGradScaler
+from tats.train.vqgan import check_vqgan_training_flags, sync_batchnorm_if_needed
 from tats.vqgan.config import VQGANConfig
-from tats.vqgan.lightning import (
-    VQGANModule,
-    check_vqgan_training_flags,
-    remap_release_state_dict,
-    sync_batchnorm_if_needed,
-)
+from tats.vqgan.lightning import VQGANModule, remap_release_state_dict
 from tats.vqgan.losses import (
     VQGANLoss,
     disc_factor,
@@ -489,14 +485,13 @@ def test_flags_are_validated_before_any_work(tmp_path, capsys):
 
 @pytest.mark.parametrize("recipe", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.stem)
 def test_recipes_parse_for_both_scripts(recipe):
-    from tats.trainer import parse_args_with_config
+    from tats.train.flags import parse_args_with_config
 
     vq = parse_args_with_config(_load_script("train_vqgan").build_parser(), ["--config", str(recipe)],
                                 section="vqgan")
     VQGANConfig.from_dict(vars(vq))  # a valid model
     tt = _load_script("train_transformer")
-    if hasattr(tt, "build_parser"):
-        parse_args_with_config(tt.build_parser(), ["--config", str(recipe)], section="transformer")
+    parse_args_with_config(tt.build_parser(), ["--config", str(recipe)], section="transformer")
 
 
 def test_save_reconstructions_writes_input_above_reconstruction(tmp_path):

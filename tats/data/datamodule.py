@@ -27,12 +27,9 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from tats.data.demo import make_demo_data
-from tats.data.frame_folder import FrameFolderDataset
-from tats.data.hdf5 import HDF5VideoDataset
-from tats.data.video_folder import VideoFolderDataset
+from tats.data.sources import open_dataset
 from tats.data.windows import parse_clips_per_video
 
-HDF5_SUFFIXES = (".h5", ".hdf5")
 #: The demo data is generated at 16..64 px; other ``--resolution`` values are resized on load.
 DEMO_MAX_RESOLUTION = 64
 
@@ -143,14 +140,7 @@ class VideoDataModule(pl.LightningDataModule):
         common = dict(train=train, sequence_length=a.sequence_length, resolution=a.resolution,
                       sample_every_n_frames=a.sample_every_n_frames, random_flip=a.random_flip,
                       clips_per_video=a.clips_per_video if clips_per_video is None else clips_per_video)
-        if path.suffix.lower() in HDF5_SUFFIXES:
-            return HDF5VideoDataset(path, **common)
-        if not path.is_dir():
-            raise ValueError(f"--data_path {path}: expected a .h5/.hdf5 file or a folder (train/ and test/ "
-                             f"sub-folders of videos, or frame folders with --image_folder)")
-        if a.image_folder:
-            return FrameFolderDataset(path, **common)
-        return VideoFolderDataset(path, **common)
+        return open_dataset(path, a.image_folder, **common)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_dataset is None:

@@ -28,6 +28,8 @@ from tats.data.base import ClipDataset, warn_skipped
 from tats.data.transforms import clip_length, preprocess_clip, random_flip
 from tats.data.windows import ClipsPerVideo
 
+HDF5_SUFFIXES = (".h5", ".hdf5")
+
 
 def _video_bounds(idx: np.ndarray, n_frames: int, path: str, prefix: str) -> np.ndarray:
     """``(N_videos, 2)`` start/end frame of every video, validating the index."""

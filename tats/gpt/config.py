@@ -19,6 +19,12 @@ TEXT_VOCAB_SIZE = 49408
 COND_TYPES = ("none", "label", "text", "audio")
 
 
+def kept_latent_frames(t: int, every: int) -> int:
+    """Latent frames the transformer sees of a clip of ``t``: every ``every``-th one when ``every > 0``
+    (the hierarchical AR transformer's sparse grid, REFERENCE.md), else all of them."""
+    return math.ceil(t / every) if every > 0 else t
+
+
 @dataclass
 class GPTConfig:
     """Architecture of the GPT plus the description of what its tokens mean.

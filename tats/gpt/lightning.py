@@ -95,7 +95,7 @@ class TransformerModule(pl.LightningModule):
         vqgan_config: the video VQGAN's config (dict or VQGANConfig); weights come from a
             checkpoint (``from_vqgan``/``load_from_checkpoint``).
         cond_vqgan_config: the audio (STFT) VQGAN's config for ``cond_type="audio"``, else None.
-        learning_rate: the already scaled lr (``tats.trainer.scale_transformer_lr``); None = ``base_lr``.
+        learning_rate: the already scaled lr (``tats.train.lr.scale_transformer_lr``); None = ``base_lr``.
         weight_decay: AdamW decay of Linear weights.
         activation_checkpointing: recompute block activations in backward (less memory).
         compile: ``torch.compile`` the GPT in place (same parameter names).

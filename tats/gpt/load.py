@@ -23,95 +23,16 @@ from typing import Any, Union
 import torch
 import torch.nn as nn
 
-from tats.gpt.conditioning import Cond, codes_to_ids, cond_tokens, ids_to_codes
-from tats.gpt.config import TEXT_VOCAB_SIZE, GPTConfig
+from tats.gpt.config import TEXT_VOCAB_SIZE, GPTConfig, kept_latent_frames
 from tats.gpt.model import GPT
-from tats.io.checkpoint import CheckpointError, expect_kind, hparams_dict, load_checkpoint
+from tats.gpt.video_transformer import VideoTransformer
+from tats.io.checkpoint import CheckpointError, expect_kind, hparams_dict, load_checkpoint, strip_prefix
 from tats.io.registry import resolve_checkpoint
 
 CkptLike = Union[str, os.PathLike, Mapping[str, Any]]
 
 # The release's --cond_stage_key values -> our cond_type.
 _COND_KEYS = {"label": "label", "text": "text", "stft": "audio"}
-
-
-class VideoTransformer(nn.Module):
-    """A GPT over VQGAN codes plus the frozen VQGAN that encodes/decodes them.
-
-    Attributes:
-        transformer: the :class:`GPT`.
-        vqgan: the video VQGAN (eval mode, frozen), or None when none was found.
-        cond_vqgan: the audio VQGAN of audio-conditioned models (frozen), else None.
-        config: the GPT's :class:`GPTConfig` (token layout included).
-    """
-
-    def __init__(
-        self, transformer: GPT, vqgan: nn.Module | None = None, cond_vqgan: nn.Module | None = None
-    ) -> None:
-        super().__init__()
-        self.transformer = transformer
-        self.vqgan = vqgan
-        self.cond_vqgan = cond_vqgan
-        for m in (vqgan, cond_vqgan):
-            if m is not None:
-                m.eval().requires_grad_(False)
-
-    def train(self, mode: bool = True) -> VideoTransformer:
-        super().train(mode)
-        for m in (self.vqgan, self.cond_vqgan):  # the first stage stays frozen in eval mode
-            if m is not None:
-                m.eval()
-        return self
-
-    @property
-    def config(self) -> GPTConfig:
-        return self.transformer.config
-
-    @property
-    def latent_shape(self) -> tuple[int, int, int]:
-        """``(t, h, w)`` code grid of one training clip as the transformer sees it."""
-        return self.config.latent_shape
-
-    @property
-    def device(self) -> torch.device:
-        return self.transformer.pos_emb.device
-
-    def cond_tokens(self, cond: Cond, batch_size: int, device: torch.device | None = None) -> torch.Tensor:
-        """Condition ids ``(B, n_cond_tokens)``; see :func:`tats.gpt.conditioning.cond_tokens`."""
-        return cond_tokens(self.config, cond, batch_size, self.device if device is None else device)
-
-    def codes_to_ids(self, codes: torch.Tensor) -> torch.Tensor:
-        """VQGAN codes ``(B, t, h, w)`` -> shifted token ids ``(B, t*h*w)``."""
-        return codes_to_ids(self.config, codes)
-
-    def ids_to_codes(self, ids: torch.Tensor, latent_shape: Sequence[int] | None = None) -> torch.Tensor:
-        """Token ids ``(B, L)`` -> codes ``clamp(id - n_cond_vocab, 0, n_codes - 1)``."""
-        return ids_to_codes(self.config, ids, latent_shape)
-
-    def _need_vqgan(self) -> nn.Module:
-        if self.vqgan is None:
-            raise RuntimeError(
-                "this transformer has no VQGAN: its checkpoint holds none; "
-                "pass vqgan_ckpt= to load_transformer"
-            )
-        return self.vqgan
-
-    @torch.no_grad()
-    def encode(self, video: torch.Tensor) -> torch.Tensor:
-        """Video ``(B, C, T, H, W)`` in [-0.5, 0.5] -> codes ``(B, t, h, w)``, keeping every
-        ``sample_every_n_latent_frames``-th latent frame when that is > 0 (REFERENCE.md)."""
-        codes = self._need_vqgan().encode(video)
-        s = self.config.sample_every_n_latent_frames
-        return codes[:, ::s] if s > 0 else codes
-
-    @torch.no_grad()
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codes ``(B, t, h, w)`` -> video ``(B, C, T, H, W)`` (whole; see tats.sampling.decode)."""
-        return self._need_vqgan().decode(codes)
-
-
-def _strip(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
 def _n_down_blocks(vq_sd: Mapping[str, torch.Tensor]) -> int:
@@ -134,7 +55,7 @@ def guess_downsample(
         if sequence_length % dt or resolution % dh:
             continue
         t = sequence_length // dt
-        t = math.ceil(t / s) if s > 0 else t
+        t = kept_latent_frames(t, s)
         if t * (resolution // dh) ** 2 == n_latent_tokens:
             return dt, dh, dh
     raise CheckpointError(
@@ -244,9 +165,9 @@ def load_transformer(
     expect_kind(ckpt, "transformer", path)
     sd = ckpt["state_dict"]
     hp = hparams_dict(ckpt)
-    t_sd = _strip(sd, "transformer.")
-    vq_sd = _strip(sd, "first_stage_model.") or _strip(sd, "vqgan.")
-    audio_sd = _strip(sd, "cond_stage_model.")
+    t_sd = strip_prefix(sd, "transformer.")
+    vq_sd = strip_prefix(sd, "first_stage_model.") or strip_prefix(sd, "vqgan.")
+    audio_sd = strip_prefix(sd, "cond_stage_model.")
 
     ours = isinstance(hp.get("config"), Mapping)
     s_every = int(hp.get("sample_every_n_latent_frames") or 0)
@@ -298,7 +219,7 @@ def load_transformer(
         if downsample is not None and len(data) == 2:
             dt, dh, dw = downsample
             t = data["sequence_length"] // dt
-            latent_shape = (math.ceil(t / s_every) if s_every > 0 else t,
+            latent_shape = (kept_latent_frames(t, s_every),
                             data["resolution"] // dh, data["resolution"] // dw)
         n_codes = vqgan.config.n_codes if vqgan is not None else (
             vq_sd["codebook.embeddings"].shape[0] if "codebook.embeddings" in vq_sd else None

@@ -1,10 +1,13 @@
-"""Safe checkpoint loading and atomic saving.
+"""Safe checkpoint loading and atomic saving: the only place this project unpickles anything.
 
 Every checkpoint this project reads goes through :func:`load_checkpoint`: ``torch.load`` with
 ``weights_only=True`` and a minimal allow-list. The release's Lightning-1.5 files pickle an
 ``argparse.Namespace`` of the training flags (REFERENCE.md, "Checkpoint files"), so that class is
 allowed; nothing that can run code is. A file that needs anything else is refused with an error that
 names the file and the global, and its payload never executes.
+
+The pretrained metric weights come as plain pickles of numpy arrays (:mod:`tats.io.fetch`); they are
+read by :func:`load_numpy_pickle`, an unpickler that rebuilds containers and numpy arrays only.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -124,8 +128,43 @@ def expect_kind(ckpt: Mapping, expected: str, path: str | os.PathLike) -> None:
         raise CheckpointError(f"{path} is not a {expected} checkpoint: {hint}")
 
 
-def __getattr__(name: str) -> Any:
-    # SAFE_GLOBALS is computed on first use so that importing this module does not import Lightning.
-    if name == "SAFE_GLOBALS":
-        return safe_globals()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of ``state_dict`` under ``prefix`` (``"vqgan."``, ``"transformer."``, ...), without it."""
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Rebuilds dicts, lists, scalars and numpy arrays; refuses every other global (no code runs)."""
+
+    _ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed (numpy arrays only)")
+        if name == "_reconstruct":  # numpy's own reconstructor, whichever module it lives in
+            return np.zeros(0).__reduce__()[0]
+        if name == "scalar":
+            return np.float32(0).__reduce__()[0]
+        return getattr(np, name)
+
+
+def load_numpy_pickle(path: str | os.PathLike) -> dict:
+    """Unpickle a file that may contain only nested containers and numpy arrays.
+
+    Raises ``pickle.UnpicklingError`` (with the file name) if it asks for any other class.
+    """
+    with open(path, "rb") as f:
+        try:
+            obj = _NumpyOnlyUnpickler(f).load()
+        except pickle.UnpicklingError as err:
+            raise pickle.UnpicklingError(f"refusing to unpickle {path}: {err}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a pickled dict of numpy arrays, got {type(obj).__name__}")
+    return obj

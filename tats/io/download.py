@@ -7,7 +7,7 @@ finished file onto ``dst``; a kill at any point leaves either no ``dst`` or a co
 moment): the first one downloads, the others wait and then find the file.
 
 Nothing downloaded is executed: the files are archives or weight files that the callers read with
-:mod:`tats.io.checkpoint`'s weights-only loader or :mod:`tats.io.fetch`'s numpy-only unpickler.
+:mod:`tats.io.checkpoint`'s weights-only loader or its numpy-only unpickler.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def offline() -> bool:
 
 
 def file_digest(path: str | os.PathLike, algo: str = "sha256") -> str:
-    """Hex digest of a file's bytes (``algo`` as in :mod:`hashlib`, sha256 by default)."""
+    """Hex digest of a file's bytes (``algo`` as in :mod:`hashlib`, sha256 by default): the one file
+    hash of the project (downloads, the published models' records, a codes file's VQGAN, I3D weights)."""
     h = hashlib.new(algo)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(CHUNK), b""):

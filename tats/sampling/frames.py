@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from tats.gpt.conditioning import Cond
+from tats.sampling.core import SamplingOptions
 from tats.sampling.long import sample_long
 from tats.sampling.short import sample_short
 
@@ -33,7 +34,7 @@ def observed_latent_frames(n_observed_frames: int, dt: int) -> int:
 @torch.inference_mode()
 def encode_observed(model, video: torch.Tensor, n_observed_frames: int) -> torch.Tensor:
     """Encode the first ``n_observed_frames`` of ``video (B, C, T, H, W)`` -> codes ``(B, k, h, w)``."""
-    vqgan = model._need_vqgan()
+    vqgan = model.require_vqgan()
     if not 1 <= n_observed_frames <= video.shape[2]:
         raise ValueError(f"n_observed_frames must lie in [1, {video.shape[2]}], got {n_observed_frames}")
     dt = vqgan.config.downsample[0]
@@ -53,20 +54,24 @@ def predict_frames(
     n_latent_frames: int | None = None,
     cond: Cond = None,
     temporal_sample_pos: int | None = None,
+    options: SamplingOptions | None = None,
+    progress: bool = False,
     **sampling: Any,
 ) -> torch.Tensor:
     """Continue real videos: codes ``(B, n_latent_frames, h, w)`` whose first latent frames encode
     the observed pixel frames.
 
     Args:
-        model: a :class:`tats.gpt.load.VideoTransformer` with a dense (non-sparse) latent grid.
+        model: a :class:`tats.gpt.video_transformer.VideoTransformer` with a dense (non-sparse) latent grid.
         video: ``(B, C, T, H, W)`` in [-0.5, 0.5]; only the first ``n_observed_frames`` are used.
         n_observed_frames: observed pixel frames (1 for BAIR, 5 for Kinetics).
         n_latent_frames: result length; None = the training length ``t``.
         cond: the condition, as for :func:`sample_short`.
         temporal_sample_pos: window for frames beyond ``t``; None = ``t - 1``.
-        sampling: temperature, top_k, top_p, greedy, generator, dtype, progress, release_compat.
+        options, sampling: how tokens are drawn, as for :func:`sample_short`.
+        progress: progress bars.
     """
+    options = SamplingOptions.of(options, **sampling)
     if model.config.sample_every_n_latent_frames > 0:
         raise ValueError("predict_frames needs a dense transformer (sample_every_n_latent_frames = 0)")
     t = model.config.latent_shape[0]
@@ -76,8 +81,8 @@ def predict_frames(
     if k >= n:
         return prefix[:, :n]
     first = min(n, t)
-    codes = sample_short(model, B, cond, prefix_codes=prefix[:, :first], **sampling)[:, :first]
+    codes = sample_short(model, B, cond, options, progress, prefix_codes=prefix[:, :first])[:, :first]
     if n > t:
         p = t - 1 if temporal_sample_pos is None else temporal_sample_pos
-        codes = sample_long(model, n, B, cond, temporal_sample_pos=p, prefix_codes=codes, **sampling)
+        codes = sample_long(model, n, B, cond, p, options, progress, prefix_codes=codes)
     return codes

@@ -18,12 +18,14 @@ Procedure (the release's TATS-hierarchical models, README of the TATS release):
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from tqdm.auto import tqdm
 
 from tats.gpt.conditioning import Cond
+from tats.sampling.core import SamplingOptions, generate_tokens, kv_cache, precision
 from tats.sampling.long import sample_long
-from tats.sampling.short import SamplingOptions, kv_cache, precision
 
 __all__ = ["interpolate_frames", "interpolation_layout", "sample_hierarchical"]
 
@@ -53,18 +55,15 @@ def interpolate_frames(
     first: torch.Tensor,
     last: torch.Tensor,
     cond: Cond = None,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    greedy: bool = False,
-    generator: torch.Generator | None = None,
-    dtype: torch.dtype | None = None,
-    release_compat: bool = False,
+    options: SamplingOptions | None = None,
+    **sampling: Any,
 ) -> torch.Tensor:
     """Fill the ``s - 1`` latent frames between ``first (B, h, w)`` and ``last (B, h, w)`` codes.
 
+    ``options`` / ``sampling``: how tokens are drawn, as for :func:`tats.sampling.sample_short`.
     Returns codes ``(B, s - 1, h, w)``.
     """
+    options = SamplingOptions.of(options, **sampling)
     config = model.config
     gpt = model.transformer
     device = gpt.pos_emb.device
@@ -78,16 +77,8 @@ def interpolate_frames(
     positions = torch.arange(block, device=device)
     ends_pos = torch.cat([positions[block - (n - 1) :], positions[: n + 1]])
     n_mid = block - 2 * n  # = (s - 1) * h * w tokens at positions n+1 .. block-n
-    options = SamplingOptions(temperature, top_k, top_p, greedy, generator, release_compat)
-    out = head.new_empty(B, n_mid)
-    with precision(device, dtype), kv_cache(gpt, B, dtype):
-        logits = gpt(ends, input_pos=ends_pos, last_only=True)[:, -1]
-        for i in range(n_mid):
-            token = options.draw(logits)
-            out[:, i] = token
-            if i + 1 < n_mid:
-                p = n + 1 + i
-                logits = gpt(token[:, None], input_pos=positions[p : p + 1], last_only=True)[:, -1]
+    with precision(device, options.dtype), kv_cache(gpt, B, options.dtype):
+        out = generate_tokens(gpt, ends, n_mid, options, prefix_pos=ends_pos, first_pos=n + 1)
     return model.ids_to_codes(out, (s - 1, *config.latent_shape[1:]))
 
 
@@ -99,22 +90,20 @@ def sample_hierarchical(
     batch_size: int,
     cond: Cond = None,
     temporal_sample_pos: int = 1,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
+    options: SamplingOptions | None = None,
     top_k_init: int | None = None,
     top_p_init: float | None = None,
-    greedy: bool = False,
-    generator: torch.Generator | None = None,
-    dtype: torch.dtype | None = None,
     progress: bool = False,
-    release_compat: bool = False,
+    **sampling: Any,
 ) -> torch.Tensor:
     """Sparse frames from ``ar_model`` then interpolation -> codes ``(B, (K-1)*s + 1, h, w)``.
 
     ``n_sparse_frames`` = K latent frames of the AR model's sparse grid; s comes from the
     interpolation model (and must equal the AR model's ``sample_every_n_latent_frames`` when set).
+    ``options`` / ``sampling``: how tokens are drawn, as for :func:`tats.sampling.sample_short`;
+    ``top_k_init`` / ``top_p_init``: for the AR model's first frames (:func:`sample_long`).
     """
+    options = SamplingOptions.of(options, **sampling)
     s, _ = interpolation_layout(interp_model.config)
     s_ar = ar_model.config.sample_every_n_latent_frames
     if s_ar and s_ar != s:
@@ -123,16 +112,14 @@ def sample_hierarchical(
         )
     if tuple(ar_model.latent_shape[1:]) != tuple(interp_model.latent_shape[1:]):
         raise ValueError("AR and interpolation models have different latent frame sizes")
-    common = dict(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy, generator=generator,
-                  dtype=dtype, release_compat=release_compat)
     # Within the AR model's training length the widest window is a plain short sample.
     t_ar = ar_model.latent_shape[0]
     p = t_ar - 1 if n_sparse_frames <= t_ar else temporal_sample_pos
-    sparse = sample_long(ar_model, n_sparse_frames, batch_size, cond, temporal_sample_pos=p,
-                         progress=progress, top_k_init=top_k_init, top_p_init=top_p_init, **common)
+    sparse = sample_long(ar_model, n_sparse_frames, batch_size, cond, temporal_sample_pos=p, options=options,
+                         progress=progress, top_k_init=top_k_init, top_p_init=top_p_init)
     interp_cond = cond if interp_model.config.cond_type != "none" else None
     frames = [sparse[:, :1]]
     for k in tqdm(range(n_sparse_frames - 1), desc="interpolation", disable=not progress):
-        frames.append(interpolate_frames(interp_model, sparse[:, k], sparse[:, k + 1], interp_cond, **common))
+        frames.append(interpolate_frames(interp_model, sparse[:, k], sparse[:, k + 1], interp_cond, options))
         frames.append(sparse[:, k + 1 : k + 2])
     return torch.cat(frames, dim=1)

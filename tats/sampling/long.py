@@ -19,13 +19,13 @@ is prefilled afresh.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Union
+from typing import Any, Union
 
 import torch
 from tqdm.auto import tqdm
 
 from tats.gpt.conditioning import Cond
-from tats.sampling.short import SamplingOptions, generate_tokens, kv_cache, precision
+from tats.sampling.core import SamplingOptions, generate_tokens, kv_cache, precision
 
 __all__ = ["context_frames", "sample_long", "spatial_origin"]
 
@@ -60,30 +60,26 @@ def sample_long(
     batch_size: int,
     cond: Cond = None,
     temporal_sample_pos: int = 1,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    greedy: bool = False,
-    generator: torch.Generator | None = None,
-    dtype: torch.dtype | None = None,
+    options: SamplingOptions | None = None,
     progress: bool = False,
-    release_compat: bool = False,
     sample_resolution: Union[None, int, Sequence[int]] = None,
     prefix_codes: torch.Tensor | None = None,
     top_k_init: int | None = None,
     top_p_init: float | None = None,
     return_ids: bool = False,
+    **sampling: Any,
 ) -> torch.Tensor:
     """Sample ``n_latent_frames`` latent frames with the sliding window.
 
     Args:
-        model: a :class:`tats.gpt.load.VideoTransformer`.
+        model: a :class:`tats.gpt.video_transformer.VideoTransformer`.
         n_latent_frames: length of the result in latent frames (pixel frames = this x dt).
         batch_size: B.
         cond: the condition, as for :func:`tats.sampling.sample_short`.
         temporal_sample_pos: p, the number of previous latent frames each new frame sees
             (``1 <= p < t_train``).
-        temperature, top_k, top_p, greedy, generator, dtype, release_compat: as for sample_short.
+        options, sampling: how tokens are drawn and in which precision, as for
+            :func:`tats.sampling.sample_short`.
         sample_resolution: latent (H, W) (or one int) of the result; None = the trained (h, w).
         prefix_codes: ``(B, k, H, W)`` known first latent frames (video prediction).
         top_k_init, top_p_init: override top_k / top_p for the first p frames (when given).
@@ -92,6 +88,7 @@ def sample_long(
     Returns:
         codes ``(B, n_latent_frames, H, W)``.
     """
+    options = SamplingOptions.of(options, **sampling)
     config = model.config
     gpt = model.transformer
     device = gpt.pos_emb.device
@@ -114,12 +111,12 @@ def sample_long(
         ids[:, :n_known] = model.codes_to_ids(prefix_codes[:, :n_known].to(device)).view(
             batch_size, n_known, H, W
         )
-    options = SamplingOptions(temperature, top_k, top_p, greedy, generator, release_compat)
-    init_options = SamplingOptions(
-        temperature, top_k if top_k_init is None else top_k_init, top_p if top_p_init is None else top_p_init,
-        greedy, generator, release_compat,
+    init_options = SamplingOptions.of(
+        options,
+        top_k=options.top_k if top_k_init is None else top_k_init,
+        top_p=options.top_p if top_p_init is None else top_p_init,
     )
-    with precision(device, dtype), kv_cache(gpt, batch_size, dtype):
+    with precision(device, options.dtype), kv_cache(gpt, batch_size, options.dtype):
         if (H, W) == (h, w):
             _temporal_only(gpt, ids, cond_ids, p, n_known, options, init_options, progress)
         else:

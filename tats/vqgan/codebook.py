@@ -15,31 +15,17 @@ import math
 from typing import Callable
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from tats.distributed import all_reduce_sum, broadcast
 from tats.precision import no_tf32
 
 EMA_DECAY = 0.99
 LAPLACE_EPS = 1e-7
 COMMITMENT_COST = 0.25
 FP32_BUFFERS = ("embeddings", "N", "z_avg")
-
-
-def default_all_reduce(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum ``tensor`` in place over all ranks when torch.distributed is running, else a no-op."""
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(tensor)
-    return tensor
-
-
-def default_broadcast(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
-    """Overwrite ``tensor`` in place with rank ``src``'s copy when distributed, else a no-op."""
-    if dist.is_available() and dist.is_initialized():
-        dist.broadcast(tensor, src)
-    return tensor
 
 
 def nearest_codes(
@@ -94,8 +80,8 @@ class Codebook(nn.Module):
         no_random_restart: bool = False,
         restart_thres: float = 1.0,
         chunk_elements: int = 1 << 24,
-        all_reduce_fn: Callable[[torch.Tensor], object] = default_all_reduce,
-        broadcast_fn: Callable[..., object] = default_broadcast,
+        all_reduce_fn: Callable[[torch.Tensor], object] = all_reduce_sum,
+        broadcast_fn: Callable[..., object] = broadcast,
     ) -> None:
         super().__init__()
         self.n_codes = n_codes

@@ -19,16 +19,12 @@ from typing import Any
 
 import torch
 
-from tats.io.checkpoint import CheckpointError, expect_kind, hparams_dict, load_checkpoint
+from tats.io.checkpoint import CheckpointError, expect_kind, hparams_dict, load_checkpoint, strip_prefix
 from tats.io.registry import resolve_checkpoint
 from tats.vqgan.config import VQGANConfig
 from tats.vqgan.model import VQGAN
 
 VQGAN_PREFIXES = ("encoder.", "decoder.", "pre_vq_conv.", "post_vq_conv.", "codebook.")
-
-
-def _strip(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
 def infer_vqgan_config(
@@ -139,7 +135,7 @@ def load_vqgan(path_or_ckpt: str | os.PathLike | Mapping, device: str | torch.de
     expect_kind(ckpt, "vqgan", where)
     sd = ckpt["state_dict"]
     if any(k.startswith("vqgan.encoder.") for k in sd):  # ours: VQGANModule.vqgan
-        sd = _strip(sd, "vqgan.")
+        sd = strip_prefix(sd, "vqgan.")
     config = _config_from_checkpoint(ckpt, sd, where)
     try:
         model = vqgan_from_state_dict(sd, config)
@@ -159,7 +155,7 @@ def load_first_stage(
     for a non-isotropic VQGAN. Prefer the user's own ``--vqgan_ckpt`` when given: it stores its flags.
     """
     where, ckpt = _read(resolve_checkpoint(path_or_ckpt, "transformer"))
-    sd = _strip(ckpt.get("state_dict", {}), prefix)
+    sd = strip_prefix(ckpt.get("state_dict", {}), prefix)
     if not sd:
         raise CheckpointError(f"{where} has no weights under {prefix!r}: not a transformer checkpoint "
                               "with an embedded VQGAN")

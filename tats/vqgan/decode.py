@@ -1,4 +1,5 @@
-"""Decode long code sequences with the VQGAN in bounded memory.
+"""Decode long code sequences with the VQGAN in bounded memory: the one decoding route of samples
+(:meth:`tats.gpt.video_transformer.VideoTransformer.decode` calls :func:`decode_codes`).
 
 A long sample (e.g. 256 latent frames = 1024 pixel frames) does not fit through the 3D decoder at
 once. We decode temporal chunks of ``chunk_size`` latent frames, each widened by ``overlap`` latent

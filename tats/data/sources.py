@@ -1,0 +1,167 @@
+"""Video sources by path: open a dataset, or read uint8 clip batches from a dataset, a ``.npy`` array or
+a folder of video files (what FVD and the evaluation scripts read).
+
+:func:`open_dataset` picks the dataset class of a path (HDF5 file, frame folders, video folders) for
+the datamodule and for :func:`iter_video_batches`, which also draws which clips a set uses
+(:func:`pick_clips`: the release's seeded random draw, or the first clips).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from tats.data.demo import make_demo_data
+from tats.data.frame_folder import FrameFolderDataset
+from tats.data.hdf5 import HDF5_SUFFIXES, HDF5VideoDataset
+from tats.data.transforms import sequence_length_for
+from tats.data.video_folder import VideoFolderDataset
+from tats.io.video import read_video, to_uint8
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".gif", ".m4v")
+
+
+def describe_source(spec: str) -> str:
+    """``"npy"``, ``"dataset"`` (.h5/.hdf5, a folder with train/ and test/, or ``demo``) or ``"videos"``."""
+    p = Path(spec).expanduser()
+    if spec == "demo" or p.suffix.lower() in HDF5_SUFFIXES:
+        return "dataset"
+    if p.suffix.lower() == ".npy":
+        return "npy"
+    if p.is_dir() and (p / "train").is_dir() and (p / "test").is_dir():
+        return "dataset"
+    if p.is_dir():
+        return "videos"
+    raise ValueError(
+        f"{spec}: expected a .npy of uint8 (N, T, H, W, C), a folder of videos, a dataset "
+        "(.h5/.hdf5 file or a folder with train/ and test/), or 'demo'"
+    )
+
+
+SELECTIONS = ("random", "first")
+
+
+def pick_clips(n_available: int, n: int | None, selection: str = "random", seed: int = 0) -> np.ndarray:
+    """Indices of the clips a set uses: ``n`` of ``n_available`` (all when ``n`` is None or larger).
+
+    ``"random"``: a seeded draw without replacement, as the release took its real clips from a
+    shuffled loader, returned in increasing order (reading order; FVD ignores order). ``"first"``: the
+    first ``n``; on a dataset sorted by path that is the alphabetically first videos (classes), a
+    biased set kept only for comparisons.
+    """
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
+    if n is None or n >= n_available:
+        return np.arange(n_available)
+    if selection == "first":
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n_available, size=n, replace=False))
+
+
+def iter_video_batches(
+    spec: str,
+    n_frames: int = 16,
+    max_videos: int | None = None,
+    batch_size: int = 16,
+    resolution: int = 128,
+    sample_every_n_frames: int = 1,
+    split: str = "train",
+    image_folder: bool = False,
+    selection: str = "random",
+    seed: int = 0,
+    clips_per_video: int | str | None = None,
+    uint8: str = "truncate",
+    info: dict | None = None,
+) -> Iterable[np.ndarray]:
+    """Yield uint8 ``(b, T, H, W, C)`` batches of at most ``max_videos`` clips of ``n_frames`` frames.
+
+    ``spec`` (see :func:`describe_source`): a ``.npy`` array (memory-mapped; clips cut to the first
+    ``n_frames``), a folder of videos (first ``n_frames`` of each; shorter ones are skipped), or a
+    dataset read through :mod:`tats.data` at ``resolution`` with the training preprocessing (``split``
+    "train" or "test"; ``demo`` = the built-in moving digits). A dataset's clips are its items with
+    ``clips_per_video`` (None: the release's, every window of a video folder, one random window per
+    HDF5 video or frame folder), ``n_frames`` frames each at stride ``sample_every_n_frames``.
+
+    Which clips: :func:`pick_clips` (``selection``, ``seed``); random starts inside a dataset are
+    seeded by ``seed`` too, so a set is reproducible. Dataset clips become uint8 by the ``uint8`` rule
+    of :func:`tats.io.video.to_uint8` (``"truncate"``, protocol ``tats``, or ``"round"``). ``info`` (a
+    dict) receives ``available`` (the clips to choose from) and ``used``.
+    """
+    # frame folders need no train/ and test/ (the release's layout): a folder with --image_folder is a dataset
+    kind = "dataset" if image_folder and Path(spec).expanduser().is_dir() else describe_source(spec)
+    info = {} if info is None else info
+    if kind == "npy":
+        arr = np.load(Path(spec).expanduser(), mmap_mode="r")
+        if arr.dtype != np.uint8 or arr.ndim != 5 or arr.shape[1] < n_frames:
+            raise ValueError(
+                f"{spec}: expected uint8 (N, T >= {n_frames}, H, W, C), got {arr.dtype} {arr.shape}"
+            )
+        rows = pick_clips(len(arr), max_videos, selection, seed)
+        info.update(available=len(arr), used=len(rows))
+        for i in range(0, len(rows), batch_size):
+            yield np.stack([arr[j, :n_frames] for j in rows[i : i + batch_size]])  # copies of the memmap
+        return
+    if kind == "videos":
+        files = sorted(f for f in Path(spec).expanduser().rglob("*") if f.suffix.lower() in VIDEO_SUFFIXES)
+        if not files:
+            raise ValueError(f"{spec}: no video files ({', '.join(VIDEO_SUFFIXES)}) found")
+        order = range(len(files))
+        if selection == "random":
+            order = np.random.default_rng(seed).permutation(len(files))
+        limit = max_videos if max_videos is not None else len(files)
+        batch: list[np.ndarray] = []
+        used = 0
+        for k in order:  # random order: the first `limit` long enough files form a uniform draw
+            frames = read_video(files[k])
+            if len(frames) < n_frames:
+                continue
+            if batch and frames.shape[1:] != batch[0].shape[1:]:  # frame size changed: flush
+                yield np.stack(batch)
+                batch = []
+            batch.append(frames[:n_frames])
+            used += 1
+            if len(batch) == batch_size:
+                yield np.stack(batch)
+                batch = []
+            if used >= limit:
+                break
+        if batch:
+            yield np.stack(batch)
+        if used == 0:
+            raise ValueError(f"{spec}: no video has at least {n_frames} frames")
+        info.update(available=len(files), used=used)
+        return
+    seq = sequence_length_for(n_frames, sample_every_n_frames, image_folder)
+    from_demo = spec == "demo"
+    path = make_demo_data(sequence_length=max(16, seq)) if from_demo else Path(spec).expanduser()
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    dataset = open_dataset(path, image_folder, train=split == "train", sequence_length=seq,
+                           resolution=resolution, sample_every_n_frames=sample_every_n_frames,
+                           clips_per_video=clips_per_video)
+    rows = pick_clips(len(dataset), max_videos, selection, seed)
+    info.update(available=len(dataset), used=len(rows))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # the random starts of one-clip-per-video datasets
+        for i in range(0, len(rows), batch_size):
+            clips = torch.stack([dataset[int(j)]["video"] for j in rows[i : i + batch_size]])  # (b,C,T,H,W)
+            yield to_uint8(clips, uint8)
+
+
+def open_dataset(path: Path, image_folder: bool = False, **kwargs: Any) -> Dataset:
+    """The dataset at ``path``: :class:`HDF5VideoDataset` for a ``.h5``/``.hdf5`` file, else a folder of
+    frame folders (``image_folder``: :class:`FrameFolderDataset`) or of videos
+    (:class:`VideoFolderDataset`). ``kwargs``: the dataset's arguments (``train``, ``resolution``, ...)."""
+    if path.suffix.lower() in HDF5_SUFFIXES:
+        return HDF5VideoDataset(path, **kwargs)
+    if not path.is_dir():
+        raise ValueError(f"--data_path {path}: expected a .h5/.hdf5 file or a folder (train/ and test/ "
+                         f"sub-folders of videos, or frame folders with --image_folder)")
+    if image_folder:
+        return FrameFolderDataset(path, **kwargs)
+    return VideoFolderDataset(path, **kwargs)

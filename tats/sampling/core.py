@@ -1,0 +1,109 @@
+"""The sampling core every sampler shares: how a token is drawn (:class:`SamplingOptions`), the one
+place sampling precision is chosen (:func:`precision`), the static KV cache's lifetime
+(:func:`kv_cache`) and the token loop (:func:`generate_tokens`).
+
+The loop prefills the given tokens in one batched forward that fills the cache; then one token per
+step is fed at its absolute position, and only the last position's logits are computed (the head is
+the largest matrix for a 16k vocabulary). No per-step ``torch.cat`` (STYLE.md rule 10).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from tats.gpt.model import GPT
+from tats.sampling.filtering import sample_next
+
+__all__ = ["SamplingOptions", "generate_tokens", "kv_cache", "precision"]
+
+
+@dataclass
+class SamplingOptions:
+    """How the next token is drawn (see :func:`tats.sampling.filtering.sample_next`) and in which
+    precision the transformer runs (``dtype``: autocast dtype, e.g. ``torch.bfloat16`` on GPU; None =
+    float32). ``generator``: a ``torch.Generator`` on the model's device, for reproducible draws."""
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    greedy: bool = False
+    generator: torch.Generator | None = None
+    release_compat: bool = False
+    dtype: torch.dtype | None = None
+
+    @classmethod
+    def of(cls, options: SamplingOptions | None = None, **fields: Any) -> SamplingOptions:
+        """``options`` (default: all defaults) with ``fields`` replaced: how the samplers take both an
+        options object and its fields as keywords (``sample_short(model, 4, greedy=True)``). An unknown
+        field is a ``TypeError``."""
+        return dataclasses.replace(options if options is not None else cls(), **fields)
+
+    def draw(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits (B, V)`` -> tokens ``(B,)``."""
+        return sample_next(
+            logits, self.temperature, self.top_k, self.top_p, self.greedy, self.generator, self.release_compat
+        )
+
+
+def precision(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """The one place sampling precision is chosen: autocast to ``dtype`` (e.g. bf16), or fp32."""
+    if dtype is None or dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def kv_cache(gpt: GPT, batch_size: int, dtype: torch.dtype | None = None) -> Iterator[GPT]:
+    """Allocate the GPT's KV cache (``block_size`` long) for the duration of a ``with`` block."""
+    gpt.set_kv_cache(batch_size, dtype=dtype if dtype is not None else gpt.pos_emb.dtype)
+    try:
+        yield gpt
+    finally:
+        gpt.clear_kv_cache()
+
+
+def generate_tokens(
+    gpt: GPT,
+    prefix: torch.Tensor,
+    n_new: int,
+    options: SamplingOptions,
+    progress: bool = False,
+    desc: str = "tokens",
+    prefix_pos: torch.Tensor | None = None,
+    first_pos: int | None = None,
+) -> torch.Tensor:
+    """Continue ``prefix (B, P)`` by ``n_new`` tokens; returns the new ids ``(B, n_new)``.
+
+    The prefix sits at window positions ``0..P-1`` and the new tokens follow at ``P, P+1, ...``;
+    ``prefix_pos (P,)`` / ``first_pos`` place them elsewhere (the interpolation transformer prefills
+    both ends of its window and fills the middle). The KV cache must be allocated (:func:`kv_cache`)
+    for batch B; it is overwritten from position 0, so one allocation serves every window of a long
+    video.
+    """
+    B, P = prefix.shape
+    if n_new <= 0:
+        return prefix.new_empty(B, 0)
+    first = P if first_pos is None else first_pos
+    if first + n_new - 1 > gpt.block_size:
+        raise ValueError(
+            f"{P} prefix + {n_new} new tokens need a window of {first + n_new - 1} > block_size "
+            f"{gpt.block_size}"
+        )
+    positions = torch.arange(gpt.block_size, device=prefix.device)
+    out = prefix.new_empty(B, n_new)
+    pos = positions[:P] if prefix_pos is None else prefix_pos
+    logits = gpt(prefix, input_pos=pos, last_only=True)[:, -1]  # (B, V)
+    for i in tqdm(range(n_new), desc=desc, disable=not progress, leave=False):
+        token = options.draw(logits)  # (B,)
+        out[:, i] = token
+        if i + 1 < n_new:
+            pos = positions[first + i : first + i + 1]  # the token's absolute position in the window
+            logits = gpt(token[:, None], input_pos=pos, last_only=True)[:, -1]
+    return out
