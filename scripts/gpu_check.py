@@ -357,7 +357,9 @@ def check_long_sampling(ctx: Context) -> str:
     notes.append(f"seeded model {tuple(got.shape)} equal")
     # 2. the release fixture, when the reference folder is there
     if (FIXTURES / "gpt_label.ckpt").is_file() and not on_cpu:
-        io = torch.load(FIXTURES / "gpt_label_io.pt", weights_only=True)
+        from tats.io.checkpoint import load_checkpoint
+
+        io = load_checkpoint(FIXTURES / "gpt_label_io.pt")
         release = load_transformer(FIXTURES / "gpt_label.ckpt", with_vqgan=False, device=ctx.device)
         ids = _long_greedy(release, 5, io["cond"][:, 0], int(io["long_temporal_sample_pos"]))
         assert torch.equal(ids, io["long_greedy_ids"]), "release fixture: " + \
@@ -512,7 +514,9 @@ def check_ddp_nccl(ctx: Context) -> str:
     proc = subprocess.run([sys.executable, str(ROOT / "tests" / "_ddp_driver.py"), "vqgan", *argv], env=env,
                           cwd=ctx.work, capture_output=True, text=True, timeout=420)
     assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-3000:]}"
-    a, b = (torch.load(dump / f"vqgan_rank{r}.pt", weights_only=True) for r in (0, 1))
+    from tats.io.checkpoint import load_checkpoint
+
+    a, b = (load_checkpoint(dump / f"vqgan_rank{r}.pt") for r in (0, 1))
     assert a["world"] == b["world"] == 2 and a["global_step"] == b["global_step"] == 6
     codebook = [k for k in a["state"] if k.startswith("vqgan.codebook.")]
     differ = [k for k in a["state"] if not torch.equal(a["state"][k], b["state"][k])]

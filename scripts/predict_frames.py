@@ -30,16 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tats.cli.common import (
-    add_sampling_flags,
-    check_sampling_flags,
-    pick_device,
-    plain_settings,
-    run_dir,
-    sampling_options,
-    sampling_tag,
-    seed_everything,
-)
+from tats.cli import common
 from tats.io.registry import check_files, resolve_args
 from tats.io.samples import PairWriter
 from tats.io.video import to_uint8
@@ -62,13 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sliding-window context beyond the training length (default t - 1)")
     p.add_argument("--no_lpips", action="store_true", help="skip LPIPS even when its weights are cached")
     p.add_argument("--lpips_cache_dir", default=None, help="where the converted LPIPS weights are")
-    add_sampling_flags(p, n_sample=16, batch_size=8)
+    common.add_sampling_flags(p, n_sample=16, batch_size=8)
     return p
 
 
 def output_dir(args: argparse.Namespace) -> Path:
-    return run_dir(args, f"{Path(args.gpt_ckpt).stem}_predict{args.n_observed}to{args.n_frames}_"
-                         f"{args.split}_{sampling_tag(args)}_n{args.n_sample}_seed{args.seed}_run{args.run}")
+    return common.run_dir(args, f"{Path(args.gpt_ckpt).stem}_predict{args.n_observed}to{args.n_frames}_"
+                                f"{args.split}_{common.sampling_tag(args)}")
 
 
 def validate(args: argparse.Namespace, model) -> int:
@@ -81,7 +72,7 @@ def validate(args: argparse.Namespace, model) -> int:
                          "dense model (sample_every_n_latent_frames = 0)")
     if cfg.cond_type == "audio":
         raise SystemExit("--gpt_ckpt is audio-conditioned: use scripts/sample_audio_cond.py")
-    check_sampling_flags(args, cfg.vocab_size, args.gpt_ckpt)
+    common.check_sampling_flags(args, cfg.vocab_size, args.gpt_ckpt)
     dt, dh, dw = model.vqgan.config.downsample
     _, h, w = cfg.latent_shape
     resolution = args.resolution or h * dh
@@ -175,12 +166,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     resolve_args(args, gpt_ckpt="transformer", vqgan_ckpt="vqgan")  # published names
     check_files(args, "gpt_ckpt", "vqgan_ckpt")
-    device = pick_device(args.device)
-    seed_everything(args.seed + args.run)
+    device = common.pick_device(args.device)
+    common.seed_everything(args.seed + args.run)
     model = load_transformer(args.gpt_ckpt, vqgan_ckpt=args.vqgan_ckpt, device=device)
     resolution = validate(args, model)
     loader = real_clips(args, resolution)
-    options = sampling_options(args, device)
+    options = common.sampling_options(args, device)
     lpips_model, lpips_note = load_lpips(args, device)
     dt = model.vqgan.config.downsample[0]
     n_latent = math.ceil(args.n_frames / dt)
@@ -218,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         **{k: float(np.mean(v)) for k, v in per_clip.items()},
         **{f"{k}_std": float(np.std(v)) for k, v in per_clip.items()},
         "lpips_note": lpips_note, "per_clip": per_clip, "seconds": round(time.perf_counter() - t0, 2),
-        "settings": plain_settings(args),
+        "settings": common.plain_settings(args),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     shown = "  ".join(f"{k.upper()} {metrics[k]:.4f}" for k in ("psnr", "ssim", "lpips") if k in metrics)

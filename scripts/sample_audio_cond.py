@@ -29,17 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tats.cli.common import (
-    add_sampling_flags,
-    check_sampling_flags,
-    pick_device,
-    plain_settings,
-    resolve_filter_defaults,
-    run_dir,
-    sampling_options,
-    sampling_tag,
-    seed_everything,
-)
+from tats.cli import common
 from tats.io.registry import check_files, resolve_args
 from tats.io.samples import NpyStreamWriter, SampleWriter
 from tats.io.video import to_uint8
@@ -65,14 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, default=None, help="frame size; default: the model's")
     p.add_argument("--sample_every_n_frames", type=int, default=1)
     add_audio_args(p)
-    add_sampling_flags(p, n_sample=10, batch_size=10, release_filter=True)
+    common.add_sampling_flags(p, n_sample=10, batch_size=10, release_filter=True)
     p.set_defaults(save="results_audio")
     return p
 
 
 def output_dir(args: argparse.Namespace) -> Path:
-    return run_dir(args, f"{Path(args.gpt_ckpt).stem}_audio_{args.split}_{sampling_tag(args)}"
-                         f"_n{args.n_sample}_seed{args.seed}_run{args.run}")
+    return common.run_dir(args, f"{Path(args.gpt_ckpt).stem}_audio_{args.split}_{common.sampling_tag(args)}")
 
 
 def load_models(args: argparse.Namespace, device: torch.device):
@@ -101,17 +90,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
     from tats.sampling import sample_short
 
     args = build_parser().parse_args(argv)
-    resolve_filter_defaults(args)
+    common.resolve_filter_defaults(args)
     resolve_args(args, gpt_ckpt="transformer", vqgan_ckpt="vqgan", stft_vqgan_ckpt="vqgan")  # published names
     check_files(args, "gpt_ckpt", "vqgan_ckpt", "stft_vqgan_ckpt")
     if not Path(args.data_path).is_dir():
         default = " (the default)" if args.data_path == DEFAULT_DATA_PATH else ""
         raise SystemExit(f"--data_path {args.data_path}{default}: not a folder of videos with audio "
                          "(train/ and test/ with class sub-folders); pass --data_path DRUMS_FOLDER")
-    device = pick_device(args.device)
-    seed_everything(args.seed + args.run)
+    device = common.pick_device(args.device)
+    common.seed_everything(args.seed + args.run)
     model, stft_vqgan = load_models(args, device)
-    check_sampling_flags(args, model.config.vocab_size, args.gpt_ckpt)
+    common.check_sampling_flags(args, model.config.vocab_size, args.gpt_ckpt)
     (t, h, _), (dt, dh, _) = model.config.latent_shape, model.vqgan.config.downsample
     resolution = args.resolution or h * dh
     try:
@@ -124,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if len(dataset) < args.n_sample:
         raise SystemExit(f"--n_sample {args.n_sample}: --data_path {args.data_path} has only {len(dataset)} "
                          f"{args.split} videos of at least {t * dt * args.sample_every_n_frames} frames")
-    options = sampling_options(args, device)
+    options = common.sampling_options(args, device)
     out = output_dir(args)
     writer = SampleWriter(out, args.n_sample, fps=args.fps, save_videos=args.save_videos)
     real_all, sources = None, []
@@ -154,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     summary = {
         "gpt_ckpt": str(args.gpt_ckpt), "dataset": args.dataset, "mode": "audio", "n_sample": args.n_sample,
         "video_shape": writer.video_shape, "seconds": round(time.perf_counter() - t0, 2),
-        "settings": plain_settings(args),
+        "settings": common.plain_settings(args),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"wrote {args.n_sample} audio-conditioned videos {tuple(writer.video_shape)} to {out}")

@@ -24,15 +24,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from tats.cli.common import (
-    add_sampling_flags,
-    check_sampling_flags,
-    pick_device,
-    plain_settings,
-    run_dir,
-    sampling_options,
-    seed_everything,
-)
+from tats.cli import common
 from tats.io.registry import check_files, resolve_args
 from tats.io.samples import SampleWriter
 from tats.io.video import to_uint8
@@ -55,15 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top_p_init", type=float, default=None, help="top_p for the AR model's first frames")
     p.add_argument("--label", type=int, default=None, help="class id for label-conditional models")
     p.add_argument("--decode_chunk", type=int, default=8, help="latent frames decoded at once")
-    add_sampling_flags(p, n_sample=8, batch_size=4)
+    common.add_sampling_flags(p, n_sample=8, batch_size=4)
     return p
 
 
 def output_dir(args: argparse.Namespace) -> Path:
     sampling = ("greedy" if args.greedy else
                 f"topk{args.top_k}_topp{args.top_p}_init{args.top_k_init}_{args.top_p_init}")
-    return run_dir(args, f"{Path(args.ckpt1).stem}_hier_len{args.sample_length}"
-                         f"_pos{args.temporal_sample_pos}_{sampling}_n{args.n_sample}_seed{args.seed}_run{args.run}")
+    return common.run_dir(args, f"{Path(args.ckpt1).stem}_hier_len{args.sample_length}"
+                                f"_pos{args.temporal_sample_pos}_{sampling}")
 
 
 def load_models(args: argparse.Namespace, device: torch.device):
@@ -114,12 +106,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     resolve_args(args, ckpt1="transformer", ckpt2="transformer", vqgan="vqgan")  # published names
     check_files(args, "ckpt1", "ckpt2", "vqgan")
-    device = pick_device(args.device)
-    seed_everything(args.seed + args.run)
+    device = common.pick_device(args.device)
+    common.seed_everything(args.seed + args.run)
     ar, interp = load_models(args, device)
     vocab = min(ar.config.vocab_size, interp.config.vocab_size)
-    check_sampling_flags(args, vocab, "the hierarchical models")
-    options = sampling_options(args, device)
+    common.check_sampling_flags(args, vocab, "the hierarchical models")
+    options = common.sampling_options(args, device)
     out = output_dir(args)
     writer = SampleWriter(out, args.n_sample, fps=args.fps, save_videos=args.save_videos)
     t0 = time.perf_counter()
@@ -141,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "n_sample": args.n_sample, "sparse_latent_frames": args.sample_length, "interpolation_stride": s,
         "latent_frames": (args.sample_length - 1) * s + 1, "video_shape": writer.video_shape,
         "seconds": round(elapsed, 2),
-        "settings": plain_settings(args),
+        "settings": common.plain_settings(args),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"wrote {args.n_sample} videos {tuple(writer.video_shape)} to {out}")

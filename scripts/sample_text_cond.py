@@ -20,16 +20,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from tats.cli.common import (
-    add_sampling_flags,
-    check_sampling_flags,
-    pick_device,
-    plain_settings,
-    run_dir,
-    sampling_options,
-    sampling_tag,
-    seed_everything,
-)
+from tats.cli import common
 from tats.io.registry import check_files, resolve_args
 from tats.io.samples import SampleWriter
 from tats.io.video import to_uint8
@@ -42,14 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vqgan_ckpt", default=None,
                    help="VQGAN checkpoint (or mugen); default: the one inside --gpt_ckpt")
     p.add_argument("--text", action="append", required=True, help="a caption (repeat for several)")
-    add_sampling_flags(p, n_sample=4, batch_size=8)
+    common.add_sampling_flags(p, n_sample=4, batch_size=8)
     p.set_defaults(save="results_text")
     return p
 
 
 def output_dir(args: argparse.Namespace) -> Path:
-    return run_dir(args, f"{Path(args.gpt_ckpt).stem}_text{len(args.text)}_{sampling_tag(args)}"
-                         f"_n{args.n_sample}_seed{args.seed}_run{args.run}")
+    return common.run_dir(args, f"{Path(args.gpt_ckpt).stem}_text{len(args.text)}_"
+                                f"{common.sampling_tag(args)}")
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -62,16 +53,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
     check_files(args, "gpt_ckpt", "vqgan_ckpt")
     if any(not t.strip() for t in args.text):
         raise SystemExit("--text: captions must not be empty")
-    device = pick_device(args.device)
-    seed_everything(args.seed + args.run)
+    device = common.pick_device(args.device)
+    common.seed_everything(args.seed + args.run)
     model = load_transformer(args.gpt_ckpt, vqgan_ckpt=args.vqgan_ckpt, device=device)
     if model.config.cond_type != "text":
         raise SystemExit(f"--gpt_ckpt {args.gpt_ckpt} is conditioned on {model.config.cond_type!r}, not on "
                          "text; use sample_short_videos.py")
     if model.vqgan is None:
         raise SystemExit(f"{args.gpt_ckpt} holds no VQGAN: pass --vqgan_ckpt")
-    check_sampling_flags(args, model.config.vocab_size, args.gpt_ckpt)
-    options = sampling_options(args, device)
+    common.check_sampling_flags(args, model.config.vocab_size, args.gpt_ckpt)
+    options = common.sampling_options(args, device)
     captions = [t for t in args.text for _ in range(args.n_sample)]  # caption-major
     out = output_dir(args)
     writer = SampleWriter(out, len(captions), fps=args.fps, save_videos=args.save_videos)
@@ -85,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     summary = {
         "gpt_ckpt": str(args.gpt_ckpt), "mode": "text", "captions": args.text, "n_sample": len(captions),
         "video_shape": writer.video_shape, "seconds": round(time.perf_counter() - t0, 2),
-        "settings": plain_settings(args),
+        "settings": common.plain_settings(args),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"wrote {len(captions)} videos {tuple(writer.video_shape)} for {len(args.text)} caption(s) "

@@ -11,8 +11,7 @@ The public entry points are imported lazily so that ``import tats`` stays cheap:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from tats.lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -23,11 +22,7 @@ _LAZY = {
     "sample_long": "tats.sampling",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'tats' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = list(_LAZY) + ["__version__"]

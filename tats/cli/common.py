@@ -131,9 +131,10 @@ def sampling_tag(args: argparse.Namespace) -> str:
     return "greedy" if args.greedy else f"topk{args.top_k}_topp{args.top_p}_temp{args.temperature}"
 
 
-def run_dir(args: argparse.Namespace, name: str) -> Path:
-    """``--save/--save_name``, or ``--save/name`` (a name that encodes every setting of the run)."""
-    return Path(args.save) / (args.save_name or name)
+def run_dir(args: argparse.Namespace, settings: str) -> Path:
+    """``--save/--save_name``, or ``--save/{settings}_n{N}_seed{S}_run{R}``: a folder name that encodes
+    every setting of the run (``settings``: the model and sampling settings)."""
+    return Path(args.save) / (args.save_name or f"{settings}_n{args.n_sample}_seed{args.seed}_run{args.run}")
 
 
 def plain_settings(args: argparse.Namespace) -> dict[str, Any]:

@@ -19,18 +19,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from tats.cli.common import (
-    RELEASE_N_SAMPLE,
-    add_sampling_flags,
-    check_sampling_flags,
-    pick_device,
-    plain_settings,
-    resolve_filter_defaults,
-    run_dir,
-    sampling_options,
-    sampling_tag,
-    seed_everything,
-)
+from tats.cli import common
 from tats.cli.evaluate import fvd_extractor, sample_fvd
 from tats.io.registry import check_files, resolve_args
 from tats.io.samples import SampleWriter
@@ -49,7 +38,7 @@ def build_parser(long: bool) -> argparse.ArgumentParser:
     p.add_argument("--class_cond", action="store_true", help="the model is class-conditional (checked)")
     p.add_argument("--label", type=int, default=None, help="class id for every sample (default: cycle)")
     p.add_argument("--text", action="append", default=None, help="caption(s) for a text-conditioned model")
-    add_sampling_flags(p, n_sample=RELEASE_N_SAMPLE, release_filter=True)
+    common.add_sampling_flags(p, n_sample=common.RELEASE_N_SAMPLE, release_filter=True)
     p.add_argument("--compute_fvd", action="store_true",
                    help="FVD/KVD of the samples against real training clips from --data_path")
     p.add_argument("--data_path", default=None, help="real clips for FVD: dataset, .npy, videos, demo")
@@ -59,7 +48,7 @@ def build_parser(long: bool) -> argparse.ArgumentParser:
     p.add_argument("--fvd_protocol", choices=("tats", "styleganv"), default="tats",
                    help="tats (the release's): samples and real clips become uint8 by truncation, frames "
                         "squashed to 224x224; styleganv: rounding, shorter side 224 and centre crop")
-    p.add_argument("--n_real", type=int, default=RELEASE_N_SAMPLE,
+    p.add_argument("--n_real", type=int, default=common.RELEASE_N_SAMPLE,
                    help="real clips for FVD, drawn at random over every training window (the release: 2048)")
     p.add_argument("--real_seed", type=int, default=0, help="seed of the real clips' draw")
     p.add_argument("--i3d_path", "--i3d", default=None,
@@ -86,8 +75,7 @@ def output_dir(args: argparse.Namespace, long: bool) -> Path:
         parts += [f"len{args.sample_length}", f"pos{args.temporal_sample_pos}"]
         if args.sample_resolution:
             parts.append(f"res{args.sample_resolution}")
-    parts += [sampling_tag(args), f"n{args.n_sample}", f"seed{args.seed}", f"run{args.run}"]
-    return run_dir(args, "_".join(parts))
+    return common.run_dir(args, "_".join([*parts, common.sampling_tag(args)]))
 
 
 def check_paths(args: argparse.Namespace) -> None:
@@ -105,7 +93,7 @@ def check_paths(args: argparse.Namespace) -> None:
 def validate(args: argparse.Namespace, model: Any, long: bool) -> None:
     """Fail fast, before sampling, on flags that cannot work with this model."""
     cfg = model.config
-    check_sampling_flags(args, cfg.vocab_size, args.gpt_ckpt)
+    common.check_sampling_flags(args, cfg.vocab_size, args.gpt_ckpt)
     if args.class_cond and cfg.cond_type != "label":
         raise SystemExit(f"--class_cond given but {args.gpt_ckpt} is conditioned on {cfg.cond_type!r}, "
                          "not on class labels")
@@ -150,16 +138,16 @@ def main(argv: Sequence[str] | None = None, long: bool = False) -> dict:
     from tats.sampling import sample_long, sample_short
 
     args = build_parser(long).parse_args(argv)
-    resolve_filter_defaults(args)
+    common.resolve_filter_defaults(args)
     resolve_args(args, gpt_ckpt="transformer", vqgan_ckpt="vqgan", i3d_path="i3d")  # published names
     check_paths(args)
-    device = pick_device(args.device)
-    seed_everything(args.seed + args.run)
+    device = common.pick_device(args.device)
+    common.seed_everything(args.seed + args.run)
     model = load_transformer(args.gpt_ckpt, vqgan_ckpt=args.vqgan_ckpt, device=device)
     validate(args, model, long)
     out = output_dir(args, long)
     out.mkdir(parents=True, exist_ok=True)
-    options = sampling_options(args, device)
+    options = common.sampling_options(args, device)
     extractor = fvd_extractor(args, device) if args.compute_fvd else None
     # uint8 as the FVD protocol has it (tats: truncation, the release's), so samples.npy is what FVD saw
     uint8 = PROTOCOLS[args.fvd_protocol].uint8
@@ -194,7 +182,7 @@ def main(argv: Sequence[str] | None = None, long: bool = False) -> dict:
         "gpt_ckpt": str(args.gpt_ckpt), "dataset": args.dataset, "mode": "long" if long else "short",
         "n_sample": args.n_sample, "video_shape": list(samples.shape[1:]), "seconds": round(elapsed, 2),
         "tokens_per_s": round(n_tokens / elapsed, 1), "videos_per_s": round(args.n_sample / elapsed, 3),
-        "uint8": uint8, "settings": plain_settings(args),
+        "uint8": uint8, "settings": common.plain_settings(args),
     }
     if args.text:
         summary["captions"] = list(args.text)  # sample i got caption i % len(captions)

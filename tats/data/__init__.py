@@ -7,8 +7,7 @@ Imports are lazy so that e.g. ``tats.data.demo`` does not pull in Lightning::
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from tats.lazy import lazy_getattr
 
 _LAZY = {
     "VideoDataModule": "tats.data.datamodule",
@@ -21,11 +20,7 @@ _LAZY = {
     "preprocess_clip": "tats.data.transforms",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'tats.data' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = list(_LAZY)

@@ -6,11 +6,12 @@ One dataclass of primitives (STYLE.md rule 1): it is stored as a plain dict in o
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from tats.io.checkpoint import config_from_dict, config_to_dict
 
 # The CLIP BPE vocabulary size: text ids come first and video codes are shifted by it
 # (REFERENCE.md, "Token ids").
@@ -86,12 +87,9 @@ class GPTConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of primitives for ``hyper_parameters["config"]`` (tuples become lists)."""
-        d = dataclasses.asdict(self)
-        d["latent_shape"] = list(self.latent_shape)
-        return d
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> GPTConfig:
         """Build from a mapping, ignoring keys that are not fields (checkpoints carry extras)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return config_from_dict(cls, d)

@@ -13,15 +13,18 @@ read by :func:`load_numpy_pickle`, an unpickler that rebuilds containers and num
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import pickle
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+
+T = TypeVar("T")
 
 
 def safe_globals() -> list[Any]:
@@ -89,6 +92,20 @@ def save_checkpoint(obj: Any, path: str | os.PathLike) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A model's config dataclass as the plain dict stored in ``hyper_parameters["config"]`` (STYLE.md
+    rule 1: primitives only, so loading needs no pickled class); tuples become lists."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+
+
+def config_from_dict(cls: type[T], mapping: Mapping[str, Any], skip_none: bool = False) -> T:
+    """The config dataclass ``cls`` from a mapping (ours, or the release's flattened Namespace): keys
+    that are no field of ``cls`` are ignored (checkpoints carry extras), and with ``skip_none`` so are
+    None values (the field's default applies)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in mapping.items() if k in names and not (skip_none and v is None)})
 
 
 def hparams_dict(ckpt: Mapping) -> dict:

@@ -9,8 +9,7 @@ Submodules import lazily so `import tats.metrics` stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from tats.lazy import lazy_getattr
 
 _LAZY = {
     "LPIPS": "tats.metrics.lpips",
@@ -26,11 +25,7 @@ _LAZY = {
     "code_perplexity": "tats.metrics.codebook",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'tats.metrics' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = list(_LAZY)

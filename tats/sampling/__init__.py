@@ -14,7 +14,8 @@ KV cache.
   on the k survivors only (:func:`top_k_top_p_probs`; on the CPU :func:`draw_filtered_cpu`), the
   same distribution as the full filter.
 
-Greedy sampling reproduces the release's greedy samplers token for token (tests/test_sampling_long.py).
+Greedy sampling reproduces the release's greedy samplers token for token
+(tests/sampling/test_sampling_long.py).
 """
 
 from tats.sampling.core import SamplingOptions, generate_tokens, kv_cache, precision

@@ -16,8 +16,8 @@ Speed (:func:`sample_next`): when top-k is active the draw works on the k surviv
 probabilities) instead of cloning, sorting and renormalising the whole vocabulary every step. This
 is the same distribution as :func:`filter_logits` on the full vocabulary: the filtered-out tokens
 have probability 0 there, so the survivors' softmax, their descending order and hence their
-cumulative sums are the same (tests/test_sampling_filtering.py compares the two). When the k-th
-value is tied with tokens outside the k (the release keeps such ties) the full path is used.
+cumulative sums are the same (tests/sampling/test_sampling_filtering.py compares the two). When the
+k-th value is tied with tokens outside the k (the release keeps such ties) the full path is used.
 
 On the CPU (:func:`draw_filtered_cpu`) the k survivors are found with numpy's introselect
 (``np.partition``, values only) and sorted with its SIMD sort, 5-10x faster there than

@@ -7,11 +7,12 @@ directly and ours store ``dataclasses.asdict(config)`` as ``hyper_parameters["co
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from tats.io.checkpoint import config_from_dict, config_to_dict
 
 NORM_TYPES = ("group", "batch")
 PADDING_TYPES = ("replicate", "constant", "reflect", "circular")
@@ -112,12 +113,10 @@ class VQGANConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python dict (lists for tuples) to store in ``hyper_parameters["config"]``."""
-        d = dataclasses.asdict(self)
-        d["downsample"] = list(self.downsample)
-        return d
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> VQGANConfig:
-        """Build from a mapping (e.g. the release's flattened Namespace); unknown keys are ignored."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names and v is not None})
+        """Build from a mapping (e.g. the release's flattened Namespace); unknown keys and None values
+        (flags the release left unset) are ignored."""
+        return config_from_dict(cls, d, skip_none=True)
