@@ -1,6 +1,7 @@
 """Sampling throughput: our static-KV-cache sampler vs the release's concatenating-cache sampler.
 
-The baseline, written here, decodes the way the release's sampler does (same weights, same run):
+The baseline (``tests/reference_impls.py``, where the suite checks it against ours) decodes the way the
+release's sampler does (same weights, same run):
 - step 0 feeds the whole condition window in one forward, with the causal mask, and the head
   computes full-vocabulary logits at every window position;
 - every later step feeds the one new token; the past is a Python list holding one tensor per step,
@@ -38,93 +39,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from tats.gpt import GPT, GPTConfig
 from tats.gpt.video_transformer import VideoTransformer
 from tats.sampling import SamplingOptions, generate_tokens, kv_cache, precision, sample_long, sample_short
 
-# ----------------------------------------------------------------------------- the release's way
-
-
-def baseline_forward(gpt: GPT, idx: torch.Tensor, past: list[torch.Tensor] | None, past_length: int):
-    """One forward of the concatenating sampler.
-
-    ``idx (B, T)``; ``past``: list of ``(L, 2, B, nh, T_i, hd)`` per earlier step, or None at step 0.
-    Returns logits ``(B, T, V)`` (every position) and this step's ``(L, 2, B, nh, T, hd)``.
-    """
-    B, T = idx.shape
-    x = gpt.tok_emb(idx)
-    if past is not None:
-        stacked = torch.cat(past, dim=-2)  # (L, 2, B, nh, past_length, hd), regrown every step
-        x = x + gpt.pos_emb[:, past_length]
-    else:
-        stacked = None
-        x = x + gpt.pos_emb[:, :T]
-    presents = []
-    for i, block in enumerate(gpt.blocks):
-        a = block.attn
-        h = block.ln1(x)
-        nh = a.n_head
-        k = a.key(h).view(B, T, nh, -1).transpose(1, 2)  # (B, nh, T, hd)
-        q = a.query(h).view(B, T, nh, -1).transpose(1, 2)
-        v = a.value(h).view(B, T, nh, -1).transpose(1, 2)
-        presents.append(torch.stack((k, v)))
-        if stacked is not None:
-            k = torch.cat((stacked[i, 0], k), dim=-2)
-            v = torch.cat((stacked[i, 1], v), dim=-2)
-        att = (q @ k.transpose(-2, -1)) * (1.0 / k.shape[-1] ** 0.5)
-        if stacked is None:
-            att = att.masked_fill(a.mask[:, :, :T, :T] == 0, float("-inf"))
-        y = (F.softmax(att, dim=-1) @ v).transpose(1, 2).contiguous().view(B, T, -1)
-        x = x + a.proj(y)
-        x = x + block.mlp(block.ln2(x))
-    logits = gpt.head(gpt.ln_f(x))  # (B, T, V): every position
-    return logits, torch.stack(presents)
-
-
-def baseline_filter(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    """Full-vocabulary top-k then top-p, in place on ``logits (B, V)`` (REFERENCE.md "Sampling")."""
-    if top_k > 0:
-        k = min(max(top_k, 1), logits.shape[-1])
-        logits[logits < torch.topk(logits, k)[0][..., -1, None]] = float("-inf")
-    if top_p < 1.0:
-        sorted_logits, sorted_idx = torch.sort(logits, descending=True)
-        remove = torch.cumsum(F.softmax(sorted_logits, dim=-1), dim=-1) > top_p
-        remove[..., 1:] = remove[..., :-1].clone()
-        remove[..., 0] = False
-        logits[remove.scatter(1, sorted_idx, remove)] = float("-inf")
-    return logits
-
-
-def baseline_generate(gpt: GPT, prefix: torch.Tensor, steps: int, top_k: int | None = None,
-                      top_p: float = 1.0, temperature: float = 1.0, greedy: bool = False) -> torch.Tensor:
-    """``steps`` new tokens after ``prefix (B, P)``, the release's loop; returns ``(B, steps)``."""
-    sample, x, past = prefix, prefix, None
-    for n in range(steps):
-        logits, present = baseline_forward(gpt, x, past, n + prefix.shape[1] - 1)
-        past = [present] if past is None else past + [present]
-        logits = logits[:, -1, :] / temperature
-        if top_k is not None:
-            logits = baseline_filter(logits, top_k, top_p)
-        probs = F.softmax(logits, dim=-1)
-        x = torch.topk(probs, k=1, dim=-1)[1] if greedy else torch.multinomial(probs, num_samples=1)
-        sample = torch.cat((sample, x), dim=1)
-    return sample[:, prefix.shape[1] :]
-
-
-def baseline_long(gpt: GPT, cond: torch.Tensor, n_frames: int, hw: int, p: int = 1, **kw) -> torch.Tensor:
-    """The release's fast sliding window: the first p frames, then one frame per window."""
-    ids = baseline_generate(gpt, cond, p * hw, **kw)
-    for f in range(p, n_frames):
-        window = torch.cat([cond, ids[:, (f - p) * hw : f * hw]], dim=1)
-        ids = torch.cat([ids, baseline_generate(gpt, window, hw, **kw)], dim=1)
-    return ids
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests.reference_impls
+from tests.reference_impls import baseline_generate, baseline_long  # noqa: E402
 
 # ----------------------------------------------------------------------------- timing
 

@@ -6,7 +6,8 @@ Two measurements, each for both codebooks, the rest of the model identical:
   peak memory of the step;
 - ``codebook``: the codebook alone in training mode (search + EMA + restarts) on N latent vectors.
 
-The baseline is the straightforward formulation: a full ``(N, n_codes)`` distance matrix, a
+The baseline (``tests/reference_impls.py``, where the suite checks it does the same maths) is the
+straightforward formulation: a full ``(N, n_codes)`` distance matrix, a
 ``(N, n_codes)`` float one-hot, EMA sums as ``flat.T @ one_hot`` and the tiled batch materialised for
 restarts. On CPU every variant runs in its own subprocess so peak RSS (``ru_maxrss``) is its own;
 ``--mem_limit_gb`` caps each worker's address space so a blow-up is reported as OOM instead of
@@ -20,60 +21,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 
-from tats.vqgan.codebook import COMMITMENT_COST, EMA_DECAY, LAPLACE_EPS, Codebook
+from tats.vqgan.codebook import Codebook
 from tats.vqgan.config import VQGANConfig
 from tats.vqgan.model import VQGAN
 
-
-class OneHotCodebook(Codebook):
-    """Baseline: same maths as :class:`Codebook`, written with full matrices and a one-hot."""
-
-    def forward(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
-        with torch.autocast(device_type=z.device.type, enabled=False):
-            z = z.float()
-            b, _, t, h, w = z.shape
-            flat = rearrange(z, "b d t h w -> (b t h w) d")
-            emb = self.embeddings
-            dist = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ emb.t() + emb.pow(2).sum(1)[None]  # (N, K)
-            idx = dist.argmin(1)
-            onehot = F.one_hot(idx, self.n_codes).type_as(flat)  # (N, K)
-            quantized = rearrange(F.embedding(idx, emb), "(b t h w) d -> b d t h w", b=b, t=t, h=h, w=w)
-            commitment = COMMITMENT_COST * F.mse_loss(z, quantized.detach())
-            with torch.no_grad():
-                probs = onehot.mean(0)
-                perplexity = torch.exp(-(probs * torch.log(probs + 1e-10)).sum())
-                if self.training:
-                    n_total = onehot.sum(0)
-                    sums = flat.detach().t() @ onehot  # (D, K)
-                    self.N.mul_(EMA_DECAY).add_(n_total, alpha=1 - EMA_DECAY)
-                    self.z_avg.mul_(EMA_DECAY).add_(sums.t(), alpha=1 - EMA_DECAY)
-                    n = self.N.sum()
-                    weights = (self.N + LAPLACE_EPS) / (n + self.n_codes * LAPLACE_EPS) * n
-                    new = self.z_avg / weights[:, None]
-                    y = flat.detach()
-                    if y.shape[0] < self.n_codes:  # tile the whole batch
-                        reps = math.ceil(self.n_codes / y.shape[0])
-                        y = y.repeat(reps, 1)
-                        y = y + torch.randn_like(y) * 0.01 / math.sqrt(y.shape[1])
-                    rand = y[torch.randperm(y.shape[0], device=y.device)][: self.n_codes]
-                    alive = (self.N >= self.restart_thres).float()[:, None]
-                    if self.no_random_restart:
-                        alive.fill_(1.0)
-                    self.embeddings.copy_(new * alive + rand * (1 - alive))
-            st = z + (quantized - z).detach()
-        return dict(embeddings=st, encodings=idx.view(b, t, h, w), commitment_loss=commitment,
-                    perplexity=perplexity, usage=(probs > 0).float().mean())
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests.reference_impls
+from tests.reference_impls import OneHotCodebook  # noqa: E402
 
 
 def _rss_mb() -> float:

@@ -1,9 +1,19 @@
-"""Shared test set-up: CPU only, few threads, deterministic seeds, paths to the reference files."""
+"""Shared test set-up: CPU only, few threads, deterministic seeds, paths to the reference files, and
+scripts imported from their files (``load_script``).
+
+Tests of one stage live in its folder (``vqgan/``, ``gpt/``, ``sampling/``, ``train/``, ``data/``,
+``metrics/``, ``io/``); whole-pipeline and layout checks stay here. Helpers shared by several folders
+sit beside this file: ``tiny_models`` (tiny checkpoints), ``reference_impls`` (what results are compared
+against), ``numerics``, ``local_http`` / ``file_hosts`` / ``weights_fixtures`` (offline downloads).
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -52,6 +62,24 @@ def reference_dir() -> Path:
     if not REFERENCE.is_dir():
         pytest.skip(f"reference layouts not found at {REFERENCE}")
     return REFERENCE
+
+
+def import_script(path: str | Path, name: str | None = None) -> ModuleType:
+    """The script at ``path`` (absolute, or relative to the repository root) imported as a module named
+    ``name`` (default ``_script_<stem>``): ``scripts/``, ``benchmarks/``, ``datasets/`` and the root
+    scripts are not packages."""
+    path = Path(path) if Path(path).is_absolute() else ROOT / path
+    spec = importlib.util.spec_from_file_location(name or f"_script_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # (dataclasses in a script look their module up)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """``load_script("scripts/demo.py")`` -> the script's module (see :func:`import_script`)."""
+    return import_script
 
 
 @pytest.fixture

@@ -81,8 +81,7 @@ def test_lpips_of_cpu_clips_on_a_cuda_model(lpips_dir):
     assert gpu.device.type == "cuda" and _rel(gpu, cpu) < 1e-4
 
 
-def test_predict_frames_on_cuda_with_lpips(tmp_path, lpips_dir):
-    import importlib.util
+def test_predict_frames_on_cuda_with_lpips(tmp_path, lpips_dir, load_script):
 
     from tats.data.demo import make_demo_data
     from tests.tiny_models import save_transformer, save_vqgan
@@ -90,9 +89,7 @@ def test_predict_frames_on_cuda_with_lpips(tmp_path, lpips_dir):
     demo = make_demo_data(tmp_path / "demo.h5", n_train=4, n_test=2, sequence_length=16, resolution=16,
                           progress=False)
     vqgan, gpt = save_vqgan(tmp_path / "vqgan.ckpt"), save_transformer(tmp_path / "gpt.ckpt", "label")
-    spec = importlib.util.spec_from_file_location("_predict_frames", ROOT / "scripts" / "predict_frames.py")
-    predict = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(predict)
+    predict = load_script("scripts/predict_frames.py")
     metrics = predict.main(["--gpt_ckpt", str(gpt), "--vqgan_ckpt", str(vqgan), "--data_path", str(demo),
                             "--n_observed", "2", "--n_frames", "12", "--n_sample", "2", "--greedy",
                             "--device", "cuda", "--lpips_cache_dir", str(lpips_dir), "--save", str(tmp_path),

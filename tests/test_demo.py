@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -18,11 +17,8 @@ TINY_GPT = ("--n_layer 1 --n_head 2 --n_embd 16 --block_size 32 --batch_size 4 -
 
 
 @pytest.fixture(scope="module")
-def demo():
-    spec = importlib.util.spec_from_file_location("demo_script", ROOT / "scripts" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def demo(load_script):
+    return load_script("scripts/demo.py", "demo_script")
 
 
 def _argv(out: Path) -> list[str]:

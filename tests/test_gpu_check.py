@@ -3,7 +3,6 @@ their command lines, then skip) and how results are reported."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -13,14 +12,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("_gpu_check", ROOT / "scripts" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # (its dataclasses look their module up)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_cpu_smoke_runs_every_check_that_needs_no_gpu(tmp_path):
@@ -41,8 +32,8 @@ def test_cpu_smoke_runs_every_check_that_needs_no_gpu(tmp_path):
         assert (work / name).is_file(), name
 
 
-def test_a_failing_check_is_reported_and_the_next_one_runs(tmp_path, monkeypatch, capsys):
-    gpu_check = _load()
+def test_a_failing_check_is_reported_and_the_next_one_runs(tmp_path, monkeypatch, capsys, load_script):
+    gpu_check = load_script("scripts/gpu_check.py")
 
     def broken(ctx):
         raise RuntimeError("device-side assert")
@@ -58,8 +49,8 @@ def test_a_failing_check_is_reported_and_the_next_one_runs(tmp_path, monkeypatch
     assert lines[2] == "SKIP skipped: needs the gpt_ckpt of an earlier check, which did not pass"
 
 
-def test_without_a_gpu_only_the_smoke_run_starts(capsys):
-    gpu_check = _load()
+def test_without_a_gpu_only_the_smoke_run_starts(capsys, load_script):
+    gpu_check = load_script("scripts/gpu_check.py")
     if gpu_check.torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     with pytest.raises(SystemExit):
@@ -68,7 +59,7 @@ def test_without_a_gpu_only_the_smoke_run_starts(capsys):
 
 
 @pytest.mark.parametrize("frame", [0, 1, 3, 4])  # inside the first window and past it
-def test_near_tie_analysis_rebuilds_the_window_a_token_was_drawn_from(frame, tmp_path):
+def test_near_tie_analysis_rebuilds_the_window_a_token_was_drawn_from(frame, tmp_path, load_script):
     """When GPU greedy ids leave the CPU's, the check measures the CPU logits' gap at the first differing
     token. The window it rebuilds must be the one the token was drawn from: there the CPU's greedy token
     has the largest logit, so its gap to every other token is >= 0 (and 0 to itself)."""
@@ -78,7 +69,7 @@ def test_near_tie_analysis_rebuilds_the_window_a_token_was_drawn_from(frame, tmp
     from tats.sampling import sample_long
     from tests.tiny_models import save_transformer
 
-    gpu_check = _load()
+    gpu_check = load_script("scripts/gpu_check.py")
     model = load_transformer(save_transformer(tmp_path / "gpt.ckpt", "label"), with_vqgan=False)
     cond, pos = torch.tensor([3, 5]), 2
     ref = sample_long(model, 5, 2, cond=cond, temporal_sample_pos=pos, greedy=True, return_ids=True)

@@ -9,6 +9,7 @@ from tats.gpt import GPT, GPTConfig
 from tats.gpt.load import load_transformer
 from tats.gpt.video_transformer import VideoTransformer
 from tats.sampling import context_frames, sample_long, sample_short, spatial_origin
+from tests.reference_impls import baseline_filter, greedy_uncached
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -23,15 +24,6 @@ def tiny_model(cond_type="label", latent_shape=(3, 2, 3), n_cond_vocab=4, n_code
         for p in gpt.parameters():
             p.normal_(0, 0.5)
     return VideoTransformer(gpt).eval()
-
-
-@torch.no_grad()
-def greedy_uncached(gpt: GPT, prefix: torch.Tensor, n_new: int) -> torch.Tensor:
-    """Reference: a full forward over the whole window for every token (no cache)."""
-    seq = prefix
-    for _ in range(n_new):
-        seq = torch.cat([seq, gpt(seq)[:, -1].argmax(-1, keepdim=True)], dim=1)
-    return seq[:, prefix.shape[1] :]
 
 
 def test_release_greedy_short_and_long(fixtures_dir):
@@ -124,15 +116,9 @@ def test_shapes_and_options():
     assert torch.equal(long_prefix[:, :1], prefix)
 
 
-def test_benchmark_smoke(capsys):
+def test_benchmark_smoke(capsys, load_script):
     """The benchmark runs on a tiny model; both samplers produce the same greedy tokens."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_sampling.py"
-    spec = importlib.util.spec_from_file_location("bench_sampling", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("benchmarks/bench_sampling.py")
     bench.main(["--n_layer", "1", "--n_embd", "16", "--n_head", "2", "--n_codes", "12", "--n_classes", "3",
                 "--latent", "2", "2", "3", "--long_frames", "3", "--device", "cpu", "--batch_sizes", "1", "2",
                 "--repeats", "1", "--top_k", "5", "--top_p", "0.9", "--threads", "1"])
@@ -145,16 +131,9 @@ def test_benchmark_smoke(capsys):
 
 
 def test_baseline_filter_is_the_reference_rule():
-    """The benchmark's release-style in-place filter keeps what filter_logits keeps."""
-    import importlib.util
-    from pathlib import Path
-
+    """The release-style in-place filter (the benchmark's baseline) keeps what filter_logits keeps."""
     from tats.sampling import filter_logits
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_sampling.py"
-    spec = importlib.util.spec_from_file_location("bench_sampling", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(0)) * 2
     for k, p in ((5, 1.0), (20, 0.7), (0, 0.5)):
-        assert torch.equal(bench.baseline_filter(logits.clone(), k, p), filter_logits(logits, k or None, p))
+        assert torch.equal(baseline_filter(logits.clone(), k, p), filter_logits(logits, k or None, p))

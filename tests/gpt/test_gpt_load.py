@@ -65,7 +65,6 @@ def test_release_label_checkpoint_logits(fixtures_dir):
 
 
 def test_release_checkpoint_with_vqgan(fixtures_dir):
-    pytest.importorskip("tats.vqgan.load")
     model = load_transformer(fixtures_dir / "gpt_label.ckpt", vqgan_ckpt=fixtures_dir / "vqgan.ckpt")
     assert tuple(model.vqgan.config.downsample) == (4, 4, 4)
     assert not any(p.requires_grad for p in model.vqgan.parameters())

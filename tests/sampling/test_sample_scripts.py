@@ -6,19 +6,17 @@ the other scripts under ``scripts/`` are imported from their files and their ``m
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from tiny_models import CLIP_SHAPE, N_CLASSES, save_transformer, save_vqgan
 
 from tats.cli.sample import main
+from tests.tiny_models import CLIP_SHAPE, N_CLASSES, save_transformer, save_vqgan
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 N_FRAMES = CLIP_SHAPE[1]  # pixel frames of one training clip of the tiny models
 DT = 2  # the tiny VQGAN's temporal downsampling
 
@@ -281,16 +279,6 @@ def test_text_model_through_generate(ckpts, tmp_path):
 
 
 # ------------------------------------------------------------------------------------ scripts/*.py
-def load_script(name: str):
-    """Import ``scripts/<name>.py`` as a module (scripts are not a package)."""
-    path = ROOT / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_script_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def demo_h5(tmp_path_factory) -> Path:
     from tats.data.demo import make_demo_data
@@ -299,8 +287,8 @@ def demo_h5(tmp_path_factory) -> Path:
                           sequence_length=16, resolution=16, progress=False)
 
 
-def test_predict_frames_script(ckpts, demo_h5, tmp_path):
-    predict = load_script("predict_frames")
+def test_predict_frames_script(ckpts, demo_h5, tmp_path, load_script):
+    predict = load_script("scripts/predict_frames.py")
     # BAIR-style 1 -> 12 frames: 1 observed latent frame, the rest sampled, beyond the 8-frame window
     metrics = predict.main([
         "--gpt_ckpt", str(ckpts["label"]), "--vqgan_ckpt", str(ckpts["vqgan"]), "--data_path", str(demo_h5),
@@ -351,9 +339,9 @@ class MetaDeviceLPIPS(torch.nn.Module):
         return torch.full((x.shape[0], 1, 1, 1), 0.25)
 
 
-def test_predict_frames_gives_lpips_frames_on_its_device(ckpts, demo_h5, tmp_path, monkeypatch):
+def test_predict_frames_gives_lpips_frames_on_its_device(ckpts, demo_h5, tmp_path, monkeypatch, load_script):
     """The clips are uint8 on the CPU while LPIPS sits on the sampling device (a GPU in practice)."""
-    predict = load_script("predict_frames")
+    predict = load_script("scripts/predict_frames.py")
     lpips = MetaDeviceLPIPS()
     monkeypatch.setattr(predict, "load_lpips", lambda args, device: (lpips, None))
     metrics = predict.main([
@@ -365,8 +353,8 @@ def test_predict_frames_gives_lpips_frames_on_its_device(ckpts, demo_h5, tmp_pat
     assert metrics["per_clip"]["lpips"] == [0.25, 0.25] and metrics["lpips"] == 0.25
 
 
-def test_predict_frames_bad_flags(ckpts, demo_h5, tmp_path):
-    predict = load_script("predict_frames")
+def test_predict_frames_bad_flags(ckpts, demo_h5, tmp_path, load_script):
+    predict = load_script("scripts/predict_frames.py")
     base = ["--gpt_ckpt", str(ckpts["none"]), "--data_path", str(demo_h5), "--save", str(tmp_path)]
     with pytest.raises(SystemExit, match="--n_observed must lie in"):
         predict.main([*base, "--n_observed", "8", "--n_frames", "8"])
@@ -376,8 +364,8 @@ def test_predict_frames_bad_flags(ckpts, demo_h5, tmp_path):
         predict.main([*base[:1], str(ckpts["ar"]), *base[2:]])
 
 
-def test_hierarchical_readme_command(ckpts, tmp_path):
-    hier = load_script("sample_hierarchical")
+def test_hierarchical_readme_command(ckpts, tmp_path, load_script):
+    hier = load_script("scripts/sample_hierarchical.py")
     # release README: --ckpt1 --CKPT2 --vqgan --dataset sky --top_k_init 2048 --top_p_init 0.8
     #                 --top_k 2048 --top_p 0.8 --temporal_sample_pos 1 (plus a small run)
     # (top-k values scaled down from 2048 to the tiny models' 16-token vocabulary)
@@ -394,7 +382,7 @@ def test_hierarchical_readme_command(ckpts, tmp_path):
     # greedy: the script's videos are the package's hierarchical sample, decoded
     from tats.gpt.load import load_transformer
     from tats.io.video import to_uint8
-    from tats.sampling import decode_codes, sample_hierarchical
+    from tats.sampling import sample_hierarchical
 
     hier.main(["--ckpt1", str(ckpts["ar"]), "--ckpt2", str(ckpts["interp"]), "--sample_length", "3",
                "--n_sample", "2", "--greedy", "--save", str(tmp_path), "--save_name", "g", "--device", "cpu",
@@ -402,14 +390,14 @@ def test_hierarchical_readme_command(ckpts, tmp_path):
     ar, interp = load_transformer(ckpts["ar"]), load_transformer(ckpts["interp"])
     codes = sample_hierarchical(ar, interp, 3, 2, temporal_sample_pos=1, greedy=True)  # (2, 5, 2, 2)
     with torch.no_grad():
-        expected = to_uint8(decode_codes(ar.vqgan, codes))  # (2, 10, 16, 16, 3)
+        expected = to_uint8(ar.decode(codes))  # (2, 10, 16, 16, 3)
     got = np.load(tmp_path / "g" / "samples.npy")
     assert got.shape == expected.shape == (2, 10, 16, 16, 3)
     assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1  # decode rounding only
 
 
-def test_hierarchical_bad_flags(ckpts, tmp_path):
-    hier = load_script("sample_hierarchical")
+def test_hierarchical_bad_flags(ckpts, tmp_path, load_script):
+    hier = load_script("scripts/sample_hierarchical.py")
     base = ["--save", str(tmp_path), "--device", "cpu"]
     with pytest.raises(SystemExit, match="--ckpt2 .* is not an interpolation transformer"):
         hier.main(["--ckpt1", str(ckpts["ar"]), "--ckpt2", str(ckpts["none"]), *base])
@@ -422,8 +410,8 @@ def test_hierarchical_bad_flags(ckpts, tmp_path):
         hier.main(["--ckpt1", str(ckpts["ar"]), "--ckpt2", str(tmp_path / "nope.ckpt"), *base])
 
 
-def test_text_cond_script(ckpts, tmp_path):
-    text = load_script("sample_text_cond")
+def test_text_cond_script(ckpts, tmp_path, load_script):
+    text = load_script("scripts/sample_text_cond.py")
     captions = ["digit 3 is moving up and down", "digit 1 is moving left and right"]
     summary = text.main(["--gpt_ckpt", str(ckpts["text"]), "--text", captions[0], "--text", captions[1],
                          "--n_sample", "2", "--batch_size", "3", "--greedy", "--save", str(tmp_path),
@@ -445,7 +433,7 @@ def test_text_cond_script(ckpts, tmp_path):
         text.main(["--gpt_ckpt", str(ckpts["label"]), "--text", "x", "--save", str(tmp_path)])
 
 
-def test_audio_cond_script(tmp_path, monkeypatch):
+def test_audio_cond_script(tmp_path, monkeypatch, load_script):
     from tats.data.audio import write_tone_video
 
     ckpt = save_transformer(tmp_path / "gpt_audio.ckpt", "audio")
@@ -454,7 +442,7 @@ def test_audio_cond_script(tmp_path, monkeypatch):
         for i, name in enumerate(names):
             write_tone_video(tmp_path / "drums" / split / "kick" / f"{name}.mp4", freq_hz=300.0 + 400 * i,
                              seconds=1.5, fps=8, size=16)
-    audio = load_script("sample_audio_cond")
+    audio = load_script("scripts/sample_audio_cond.py")
     # release README: --gpt_ckpt --vqgan_ckpt --stft_vqgan_ckpt --dataset drum --n_sample 10
     # (the STFT VQGAN here is the one stored inside the transformer checkpoint)
     summary = audio.main(["--gpt_ckpt", str(ckpt), "--dataset", "drum", "--n_sample", "2",

@@ -17,7 +17,7 @@ from tats.train.guards import check_data_flags, check_transformer_budget
 from tats.vqgan.load import load_vqgan
 from tests.tiny_models import save_transformer, save_vqgan
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 import train_transformer  # noqa: E402
 import train_vqgan  # noqa: E402

@@ -24,7 +24,7 @@ from tats.io.checkpoint import load_checkpoint
 from tats.train.resume import find_resume_checkpoint, peek_global_step
 from tats.vqgan.codebook import Codebook
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 TINY = ["--gpus", "0", "--num_workers", "0", "--batch_size", "2", "--embedding_dim", "8", "--n_codes", "32",

@@ -11,7 +11,6 @@ here from its rules rather than from the datasets:
 
 from __future__ import annotations
 
-import math
 import time
 
 import av
@@ -25,6 +24,7 @@ from tats.data import decode
 from tats.data.frame_folder import FrameFolderDataset
 from tats.data.video_folder import VideoFolderDataset
 from tats.data.windows import WindowIndex, parse_clips_per_video
+from tests.reference_impls import release_clip
 
 SEQ, EVERY, RES = 16, 2, 16
 #: float32 clips against the float64 rules: values in [-0.5, 0.5], one grey level is 1/255 = 4e-3
@@ -54,17 +54,6 @@ def all_frames(path) -> np.ndarray:
     """Every frame of a file, decoded front to back with PyAV (uint8 (N, H, W, 3))."""
     with av.open(str(path)) as container:
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-
-
-def release_clip(frames: np.ndarray, start: int) -> torch.Tensor:
-    """The release's clip of the window at ``start``, in float64, written out from the rules."""
-    window = frames[start : start + SEQ][::EVERY]  # (8, H, W, 3)
-    x = torch.from_numpy(window).double().permute(0, 3, 1, 2) / 255  # (T, C, H, W)
-    size = (RES, math.ceil(W * RES / H))  # shorter side (H) to RES, the other side rounded up: 27
-    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-    left = (size[1] - RES) // 2
-    x = x[:, :, :, left : left + RES]
-    return x.permute(1, 0, 2, 3) - 0.5  # (C, T, H, W)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +87,7 @@ def test_video_folder_items_are_every_window(video_root, tmp_path, monkeypatch):
     # test item 0 is the first window of the first file (sorted), through the release's preprocessing
     first = test[0]
     assert first["path"].endswith("test/A/t1.mp4") and first["label"] == 0
-    expected = release_clip(all_frames(video_root / "test/A/t1.mp4"), 0)
+    expected = release_clip(all_frames(video_root / "test/A/t1.mp4"), 0, SEQ, EVERY, RES)
     torch.testing.assert_close(first["video"].double(), expected, rtol=0, atol=ATOL)
     # every item has 16 / 2 = 8 frames; items run through the files in order (prefix sums)
     expected = [("train/A/y.mp4", 0, 0), ("train/A/y.mp4", 17, 0), ("train/A/z.mp4", 0, 0),
@@ -107,8 +96,8 @@ def test_video_folder_items_are_every_window(video_root, tmp_path, monkeypatch):
         item = train[index]
         assert item["video"].shape == (3, SEQ // EVERY, RES, RES)
         assert (item["path"].endswith(rel), item["start"], item["label"]) == (True, start, label)
-        torch.testing.assert_close(item["video"].double(), release_clip(all_frames(video_root / rel), start),
-                                   rtol=0, atol=ATOL)
+        clip = release_clip(all_frames(video_root / rel), start, SEQ, EVERY, RES)
+        torch.testing.assert_close(item["video"].double(), clip, rtol=0, atol=ATOL)
     assert {tuple(test[i]["video"].shape) for i in range(len(test))} == {(3, 8, RES, RES)}
     assert test[3]["path"].endswith("t2.mp4") and test[12]["start"] == 9
 

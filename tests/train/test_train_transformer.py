@@ -3,7 +3,6 @@ for every conditioning (label, unconditional, text, audio, precomputed codes) on
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from tats.vqgan.config import VQGANConfig
 from tats.vqgan.model import VQGAN
 from tests.numerics import assert_close_to_scale
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 import train_transformer  # noqa: E402
 
@@ -40,13 +39,6 @@ def _save_vqgan(config: VQGANConfig, path: Path) -> Path:
     save_checkpoint({"state_dict": {f"vqgan.{k}": v for k, v in model.state_dict().items()},
                      "hyper_parameters": {"config": config.to_dict()}}, path)
     return path
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -175,9 +167,9 @@ def test_unconditional_and_text_runs(assets):
     assert math.isfinite(trainer.callback_metrics["val/loss"].item())
 
 
-def test_vtokens_run(assets):
+def test_vtokens_run(assets, load_script):
     codes = assets["dir"] / "codes.h5"
-    load_script("extract_codes").main([
+    load_script("scripts/extract_codes.py").main([
         "--vqgan_ckpt", str(assets["vqgan"]), "--data_path", str(assets["demo"]), "--sequence_length", "4",
         "--resolution", "16", "--output", str(codes), "--batch_size", "8"])
     trainer, ckpts = _run(assets, "vtokens", "--vtokens", "--data_path", str(codes), "--block_size", "32",

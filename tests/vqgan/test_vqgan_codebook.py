@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from tats.vqgan.codebook import Codebook, nearest_codes
+from tests.reference_impls import OneHotCodebook, onehot_nearest_codes
 
 
 def _toy(restart: bool = False, **kw) -> Codebook:
@@ -25,16 +25,10 @@ def _z(values) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float32).view(1, 1, 1, 1, -1)  # (B=1, D=1, t=1, h=1, w=n)
 
 
-def _onehot_reference(flat: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-    dist = (flat[:, None, :] - emb[None]).pow(2).sum(-1)  # (N, K), full matrix
-    onehot = F.one_hot(dist.argmin(1), emb.shape[0])  # (N, K)
-    return onehot.argmax(1)
-
-
 @pytest.mark.parametrize("chunk", [1, 7 * 16, 1 << 24])
 def test_chunked_search_matches_full_distance(chunk):
     flat, emb = torch.randn(300, 6), torch.randn(16, 6)
-    assert torch.equal(nearest_codes(flat, emb, chunk_elements=chunk), _onehot_reference(flat, emb))
+    assert torch.equal(nearest_codes(flat, emb, chunk_elements=chunk), onehot_nearest_codes(flat, emb))
 
 
 def test_ties_go_to_lowest_index():
@@ -178,14 +172,7 @@ def test_fp32_under_bf16_autocast():
 
 def test_benchmark_baseline_computes_the_same_update():
     """benchmarks/bench_vqgan.py compares against a one-hot codebook: it must do the same maths."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_vqgan.py"
-    spec = importlib.util.spec_from_file_location("bench_vqgan", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    ours, base = Codebook(32, 8, no_random_restart=True), bench.OneHotCodebook(32, 8, no_random_restart=True)
+    ours, base = Codebook(32, 8, no_random_restart=True), OneHotCodebook(32, 8, no_random_restart=True)
     base.load_state_dict(ours.state_dict())
     ours.initialized.fill_(True)
     base.initialized.fill_(True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -14,15 +13,8 @@ from PIL import Image
 
 from tats.data.frame_folder import FrameFolderDataset
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "datasets"
+SCRIPTS = Path(__file__).resolve().parents[2] / "datasets"
 NAMES = ["prepare_ucf101", "prepare_sky_timelapse", "prepare_taichi", "prepare_bair", "prepare_kinetics"]
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def tiny_video(path: Path, n: int = 20, w: int = 40, h: int = 30, rate: int = 10) -> Path:
@@ -46,8 +38,8 @@ def test_help_runs(name):
     assert out.returncode == 0 and "--out" in out.stdout
 
 
-def test_ucf101_split_lists(tmp_path):
-    m = load("prepare_ucf101")
+def test_ucf101_split_lists(tmp_path, load_script):
+    m = load_script("datasets/prepare_ucf101.py")
     videos = tmp_path / "UCF-101"
     for rel in ["ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi", "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi",
                 "HandstandPushups/v_HandStandPushups_g01_c01.avi"]:  # folder and list spell it differently
@@ -67,8 +59,8 @@ def test_ucf101_split_lists(tmp_path):
         m.resolve(videos, "Nope/v_x.avi")
 
 
-def test_sky_layout_is_readable(tmp_path):
-    m = load("prepare_sky_timelapse")
+def test_sky_layout_is_readable(tmp_path, load_script):
+    m = load_script("datasets/prepare_sky_timelapse.py")
     for split in ("sky_train", "sky_test"):
         folder = tmp_path / "sky" / split / "vid1" / "clip3"
         folder.mkdir(parents=True)
@@ -79,8 +71,8 @@ def test_sky_layout_is_readable(tmp_path):
     assert len(FrameFolderDataset(tmp_path / "out", train=False, sequence_length=4, resolution=8)) == 1
 
 
-def test_taichi_frames_from_videos_and_folders(tmp_path):
-    m = load("prepare_taichi")
+def test_taichi_frames_from_videos_and_folders(tmp_path, load_script):
+    m = load_script("datasets/prepare_taichi.py")
     tiny_video(tmp_path / "taichi/train/abc.mp4", n=6)
     folder = tmp_path / "taichi/test/def.mp4"
     folder.mkdir(parents=True)
@@ -91,8 +83,8 @@ def test_taichi_frames_from_videos_and_folders(tmp_path):
     assert (tmp_path / "out/test/def/0000000.png").is_file()
 
 
-def test_bair_record_decoding():
-    m = load("prepare_bair")
+def test_bair_record_decoding(load_script):
+    m = load_script("datasets/prepare_bair.py")
     frames = np.random.default_rng(0).integers(0, 256, (30, 64, 64, 3), dtype=np.uint8)
     features = {f"{i}/image_aux1/encoded": frames[i].tobytes() for i in range(30)}
     features.update({f"{i}/action": b"" for i in range(30)})
@@ -101,8 +93,8 @@ def test_bair_record_decoding():
         m.decode_example({"0/action": b""})
 
 
-def test_kinetics_helpers_and_trim(tmp_path):
-    m = load("prepare_kinetics")
+def test_kinetics_helpers_and_trim(tmp_path, load_script):
+    m = load_script("datasets/prepare_kinetics.py")
     assert m.resized_even(240, 320, 128) == (128, 170) and m.resized_even(321, 241, 64) == (86, 64)
     assert m.clip_name("abc", 12.0, 22.0) == "abc_000012_000022"
     csv = tmp_path / "val.csv"

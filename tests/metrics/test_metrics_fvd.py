@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import scipy.linalg
 import torch
 from torch import nn
 
@@ -22,13 +21,7 @@ from tats.metrics.fvd import (
     save_features,
 )
 from tests.numerics import assert_close_to_scale
-
-
-def _scipy_fd(a: np.ndarray, b: np.ndarray) -> float:
-    mu1, s1 = a.mean(0), np.cov(a, rowvar=False)
-    mu2, s2 = b.mean(0), np.cov(b, rowvar=False)
-    covmean = scipy.linalg.sqrtm(s1 @ s2).real
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+from tests.reference_impls import scipy_frechet_distance
 
 
 def test_identity_and_symmetry():
@@ -53,7 +46,7 @@ def test_agrees_with_scipy_sqrtm_full_rank():
     rng = np.random.default_rng(1)
     a = rng.standard_normal((400, 32)) @ rng.standard_normal((32, 32))
     b = rng.standard_normal((400, 32)) @ rng.standard_normal((32, 32)) + 0.3
-    assert frechet_distance(a, b) == pytest.approx(_scipy_fd(a, b), rel=1e-8)
+    assert frechet_distance(a, b) == pytest.approx(scipy_frechet_distance(a, b), rel=1e-8)
 
 
 def test_rank_deficient_is_finite_and_nonnegative():
@@ -169,10 +162,8 @@ class _ScriptedI3D(nn.Module):
         return f if return_features else f.softmax(-1)
 
 
-def test_compute_fvd_script_smoke(tmp_path, capsys):
-    import importlib.util
+def test_compute_fvd_script_smoke(tmp_path, capsys, load_script):
     import json
-    from pathlib import Path
 
     from tats.io.video import write_frames
     from tats.metrics.i3d import TorchScriptI3D, load_i3d
@@ -185,11 +176,7 @@ def test_compute_fvd_script_smoke(tmp_path, capsys):
     np.save(tmp_path / "real.npy", rng.integers(0, 120, (6, 5, 16, 16, 3), dtype=np.uint8))
     for i in range(4):  # the generated side as a folder of videos
         write_frames(rng.integers(100, 256, (5, 16, 16, 3), dtype=np.uint8), tmp_path / "fake" / f"{i}.gif")
-    spec = importlib.util.spec_from_file_location(
-        "compute_fvd", Path(__file__).resolve().parents[1] / "scripts" / "compute_fvd.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("scripts/compute_fvd.py")
     argv = [
         "--real",
         str(tmp_path / "real.npy"),

@@ -120,17 +120,12 @@ def test_checksum_mismatch_refused(tmp_path):
 
 
 @pytest.fixture(autouse=True)
-def _script_module(monkeypatch):
+def _script_module(monkeypatch, load_script):
     """Make scripts/fetch_weights.py importable as `scripts_fetch`."""
-    import importlib.util
     import sys
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "fetch_weights.py"
-    spec = importlib.util.spec_from_file_location("scripts_fetch", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    monkeypatch.setitem(sys.modules, "scripts_fetch", mod)
+    script = load_script("scripts/fetch_weights.py", "scripts_fetch")
+    monkeypatch.setitem(sys.modules, "scripts_fetch", script)
 
 
 # ------------------------------------------------------------------ fetching on first use (no network)

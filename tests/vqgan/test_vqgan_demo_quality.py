@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -11,16 +10,12 @@ import torch
 
 from tats.metrics.codebook import code_perplexity
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def quality():
-    path = ROOT / "scripts" / "vqgan_demo_quality.py"
-    spec = importlib.util.spec_from_file_location("vqgan_demo_quality", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def quality(load_script):
+    return load_script("scripts/vqgan_demo_quality.py")
 
 
 def test_code_perplexity_identities():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -29,7 +28,7 @@ from tats.vqgan.config import VQGANConfig
 from tats.vqgan.load import load_vqgan
 from tats.vqgan.model import VQGAN
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _write(path: Path, n_codes: int = 64, with_text: bool = True) -> dict:
@@ -100,7 +99,7 @@ def test_unigram_entropy():
     assert unigram_entropy(np.array([0, 0, 0, 1]), 4) == pytest.approx(h)
 
 
-def test_extract_codes_script(tmp_path):
+def test_extract_codes_script(tmp_path, load_script):
     cfg = VQGANConfig(embedding_dim=8, n_codes=16, n_hiddens=16, downsample=(2, 4, 4), sequence_length=4,
                       resolution=16)
     vqgan_path = tmp_path / "vq.ckpt"
@@ -108,9 +107,7 @@ def test_extract_codes_script(tmp_path):
                      "hyper_parameters": {"config": cfg.to_dict()}}, vqgan_path)
     demo = make_demo_data(tmp_path / "demo.h5", n_train=6, n_test=3, sequence_length=4, resolution=16,
                           progress=False)
-    spec = importlib.util.spec_from_file_location("extract_codes", ROOT / "scripts" / "extract_codes.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("scripts/extract_codes.py")
     out = script.main(["--vqgan_ckpt", str(vqgan_path), "--data_path", str(demo), "--sequence_length", "4",
                        "--resolution", "16", "--output", str(tmp_path / "codes.h5"), "--batch_size", "4",
                        "--clips_per_video", "2"])

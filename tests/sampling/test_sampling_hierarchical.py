@@ -8,7 +8,6 @@ import torch
 from tats.gpt import GPT, GPTConfig
 from tats.gpt.video_transformer import VideoTransformer
 from tats.sampling import (
-    decode_codes,
     encode_observed,
     interpolate_frames,
     interpolation_layout,
@@ -18,7 +17,9 @@ from tats.sampling import (
     sample_long,
     sample_short,
 )
-from tats.vqgan.decode import temporal_radius
+from tats.vqgan.config import VQGANConfig
+from tats.vqgan.decode import decode_codes, temporal_radius
+from tats.vqgan.model import VQGAN
 from tests.numerics import assert_close_to_scale
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -37,11 +38,9 @@ def gpt_model(latent_shape, n_codes=9, n_unmasked=0, every=0, vqgan=None) -> Vid
 
 
 def tiny_vqgan(downsample=(2, 2, 2)):
-    config_mod = pytest.importorskip("tats.vqgan.config")
-    model_mod = pytest.importorskip("tats.vqgan.model")
-    cfg = config_mod.VQGANConfig(embedding_dim=4, n_codes=8, n_hiddens=8, downsample=downsample,
-                                 norm_type="batch", sequence_length=4, resolution=8)
-    vqgan = model_mod.VQGAN(cfg).eval()
+    cfg = VQGANConfig(embedding_dim=4, n_codes=8, n_hiddens=8, downsample=downsample, norm_type="batch",
+                      sequence_length=4, resolution=8)
+    vqgan = VQGAN(cfg).eval()
     with torch.no_grad():
         for p in vqgan.parameters():
             p.normal_(0, 0.3)

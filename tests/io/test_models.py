@@ -9,11 +9,9 @@ reaches the network.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,7 +25,7 @@ from tests.file_hosts import FakeDrive, FakeDropbox, html
 from tests.local_http import LocalServer
 from tests.tiny_models import save_transformer, save_vqgan
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SEEDS = ROOT.parent / "shared" / "seeds"
 
 
@@ -101,14 +99,6 @@ def make_hosts(cache, monkeypatch):
 def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-
-
-def load_script(path: Path):
-    spec = importlib.util.spec_from_file_location(f"_models_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 # ------------------------------------------------------------------------------------------ registry
@@ -352,7 +342,7 @@ def test_offline_names_the_manual_route_and_a_placed_file_is_used(cache, files):
 
 
 # ------------------------------------------------------------------------------------ command lines
-def test_download_models_script(make_hosts, cache, files, capsys):
+def test_download_models_script(make_hosts, cache, files, capsys, load_script):
     script = load_script(ROOT / "scripts" / "download_models.py")
     hosts = make_hosts("cookie")
     by_kind = {"vqgan": files["vqgan"], "transformer": files["gpt"], "i3d": files["i3d"]}
@@ -392,7 +382,7 @@ def placed(cache, files) -> Path:
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_sampling_command_lines_take_names(placed, tmp_path):
+def test_sampling_command_lines_take_names(placed, tmp_path, load_script):
     from tats.cli.sample import main
 
     summary = main(["--gpt_ckpt", "ucf101-base", "--vqgan_ckpt", "ucf101", "--n_sample", "1", "--greedy",
@@ -412,7 +402,7 @@ class _Stop(Exception):
     pass
 
 
-def test_every_checkpoint_flag_takes_names(placed, tmp_path, monkeypatch):
+def test_every_checkpoint_flag_takes_names(placed, tmp_path, monkeypatch, load_script):
     """Each script hands its loaders the cached files (stopped at the first step after resolving)."""
     seen: dict[str, str] = {}
 

@@ -126,7 +126,7 @@ def test_too_many_nonfinite_steps_stop_the_run(cls):
 
 
 # ------------------------------------------------------------------ the training scripts, NaNs injected
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _poison(real, calls: list[int], bad: set[int]):
