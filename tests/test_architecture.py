@@ -12,20 +12,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "tats"
 
-#: Which layer of the package may import which (STYLE.md: scripts -> cli/train -> sampling -> gpt ->
-#: vqgan -> io; data and metrics know no model; io knows no metric). The top-level modules
-#: (``tats.precision``, ``tats.distributed``, ``tats.faults``) sit below every layer.
+#: Which sub-package may import which (STYLE.md: scripts -> cli/train -> sampling -> gpt -> vqgan -> io;
+#: data and metrics know no model; io knows no metric). cli and train are side by side and import
+#: neither each other. The top-level modules (``tats.precision``, ``tats.distributed``, ``tats.faults``,
+#: ``tats.lazy``) sit below every sub-package.
 MAY_IMPORT = {
     "cli": {"sampling", "gpt", "vqgan", "data", "metrics", "io"},
-    "train": {"gpt", "vqgan", "data", "metrics", "io"},
-    "sampling": {"gpt", "vqgan", "io"},
-    "gpt": {"vqgan", "io"},
-    "vqgan": {"metrics", "io"},  # the perceptual loss is LPIPS
+    "train": {"sampling", "gpt", "vqgan", "data", "metrics", "io"},
+    "sampling": {"gpt", "vqgan", "data", "metrics", "io"},
+    "gpt": {"vqgan", "data", "metrics", "io"},
+    "vqgan": {"data", "metrics", "io"},  # (the perceptual loss is LPIPS)
     "metrics": {"data", "io"},
     "data": {"io"},
     "io": set(),
 }
-
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(ROOT).with_suffix("").parts

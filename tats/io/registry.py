@@ -21,6 +21,9 @@ Every checkpoint the release's README links (Google Drive and Dropbox share link
   is refused unless ``--force`` (:func:`fetch_model` ``force=True``) says the publisher replaced it.
 - ``$TATS_OFFLINE`` turns downloading off; a missing file is then an error naming the link and the path
   to place it at by hand (it is checked and recorded on first use like a downloaded one).
+
+Command lines call :func:`resolve_args` on their checkpoint flags, then :func:`check_files` (or
+:func:`check_file_flag`): every path flag must name a file before anything is loaded.
 """
 
 from __future__ import annotations

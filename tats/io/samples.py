@@ -15,6 +15,14 @@ import numpy as np
 from tats.io.video import save_contact_sheet, save_video_grid, write_frames
 
 
+def write_previews(clips: np.ndarray, out: Path, fps: float) -> None:
+    """``grid.mp4``, ``grid.gif`` and ``contact_sheet.png`` of uint8 clips ``(b, T, H, W, C)`` in ``out``:
+    the look at a run's first batch every sampler writes."""
+    save_video_grid(clips, out / "grid.mp4", fps=fps)
+    save_video_grid(clips, out / "grid.gif", fps=fps)
+    save_contact_sheet(clips, out / "contact_sheet.png")
+
+
 class NpyStreamWriter:
     """Writes a uint8 ``.npy`` of a known ``shape`` batch by batch with plain file writes.
 
@@ -67,9 +75,7 @@ class SampleWriter:
         if self.samples is None:
             self.out.mkdir(parents=True, exist_ok=True)
             self.samples = NpyStreamWriter(self.out / "samples.npy", (self.n_total, *clips.shape[1:]))
-            save_video_grid(clips, self.out / "grid.mp4", fps=self.fps)
-            save_video_grid(clips, self.out / "grid.gif", fps=self.fps)
-            save_contact_sheet(clips, self.out / "contact_sheet.png")
+            write_previews(clips, self.out, self.fps)
         start = self.count
         self.samples.write(clips)
         if self.save_videos:
@@ -89,7 +95,7 @@ class SampleWriter:
 
 class PairWriter:
     """Streams ``real`` and ``predicted`` uint8 clips ``(b, T, H, W, C)`` to ``real.npy`` /
-    ``predicted.npy`` and writes grids of the first batch side by side."""
+    ``predicted.npy`` and writes the previews of the first batch side by side (``real | predicted``)."""
 
     def __init__(self, out: Path, n_total: int, fps: float) -> None:
         self.out, self.n_total, self.fps = Path(out), n_total, fps
@@ -98,10 +104,7 @@ class PairWriter:
     def add(self, real: np.ndarray, pred: np.ndarray) -> None:
         if not self.arrays:
             self.out.mkdir(parents=True, exist_ok=True)
-            pair = np.concatenate([real, pred], axis=3)  # (b, T, H, 2W, C): real | predicted
-            save_video_grid(pair, self.out / "grid.mp4", fps=self.fps)
-            save_video_grid(pair, self.out / "grid.gif", fps=self.fps)
-            save_contact_sheet(pair, self.out / "contact_sheet.png")
+            write_previews(np.concatenate([real, pred], axis=3), self.out, self.fps)  # (b, T, H, 2W, C)
             for name in ("real", "predicted"):
                 self.arrays[name] = NpyStreamWriter(self.out / f"{name}.npy", (self.n_total, *real.shape[1:]))
         self.arrays["real"].write(real)
