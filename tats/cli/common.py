@@ -51,7 +51,11 @@ def add_sampling_flags(p: argparse.ArgumentParser, n_sample: int = 64, batch_siz
     p.add_argument("--run", type=int, default=0, help="run index (part of the folder name and seed)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="sampling precision (bf16 on GPU)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
+                   help="sampling precision: bf16 autocast with a bf16 KV cache (CPU and GPU)")
+    p.add_argument("--compile", action="store_true",
+                   help="decode with torch.compile'd prefill and token steps (tats.sampling.compiled): "
+                        "compiles once per batch size (tens of seconds), then several times faster")
     p.add_argument("--fps", type=float, default=8)
     p.add_argument("--no_progress", action="store_true")
     p.add_argument("--dataset", default=None, help="dataset name, recorded in the results (ucf101, sky, ...)")
@@ -74,7 +78,7 @@ def sampling_options(args: argparse.Namespace, device: torch.device) -> Sampling
     generator = torch.Generator(device=device).manual_seed(args.seed + args.run)
     return SamplingOptions(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                            greedy=args.greedy, generator=generator, release_compat=args.release_filtering,
-                           dtype=DTYPES[args.dtype])
+                           dtype=DTYPES[args.dtype], compile=args.compile)
 
 
 def check_sampling_flags(args: argparse.Namespace, vocab_size: int, what: str) -> None:

@@ -47,6 +47,15 @@ def build_mask(block_size: int, n_unmasked: int = 0) -> torch.Tensor:
     return mask.view(1, 1, block_size, block_size)
 
 
+def weights_version(module: nn.Module) -> tuple[int, ...]:
+    """Changes when a parameter is updated in place (its version counter) or replaced (its storage):
+    copies derived from the weights (fused, packed, compiled as constants) are stale then."""
+    try:
+        return tuple(p._version for p in module.parameters())
+    except RuntimeError:  # parameters made under inference_mode keep no version counter
+        return tuple(p.data_ptr() for p in module.parameters())
+
+
 def cpu_decode_head(weight: torch.Tensor, batch_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """``x (..., E) -> x @ weight.T`` for CPU decoding, with ``weight (vocab, E)`` in a faster layout.
 
@@ -130,6 +139,9 @@ class CausalSelfAttention(nn.Module):
         # (weight (3E, E), bias (3E,)): query, key, value stacked, built while a KV cache is set.
         self.fused_qkv: tuple[torch.Tensor, torch.Tensor] | None = None
         self.use_sdpa = True
+        # One-token decoding steps with explicit math instead of SDPA: inductor fuses q.k, softmax
+        # and .v over the cache into one CPU kernel (4x faster than the SDPA kernel it calls).
+        self.math_steps = False
         self.is_causal = config.n_unmasked == 0
         # The loaded mask, not the config, decides the kind (REFERENCE.md: read the stored mask).
         self.register_load_state_dict_post_hook(lambda module, _incompatible: module.refresh_mask_kind())
@@ -194,7 +206,7 @@ class CausalSelfAttention(nn.Module):
                 # cache, see tats.sampling.hierarchical): the stored rows mask unwritten slots.
                 mask = self.mask[0, 0, input_pos, : k.shape[2]] > 0.5
             q = q.to(k.dtype)
-        if self.use_sdpa:
+        if self.use_sdpa and not (self.math_steps and T == 1):
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, is_causal=causal,
                 dropout_p=self.attn_drop if self.training else 0.0,
@@ -258,6 +270,7 @@ class GPT(nn.Module):
         self.ln_f = nn.LayerNorm(config.n_embd)
         self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.static_kv = False
+        self._cache_key: tuple | None = None  # what the current KV cache was set up with
         # The head for cached decoding on CPU (cpu_decode_head), built with the KV cache.
         self.decode_head: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.apply(self._init_weights)
@@ -294,19 +307,23 @@ class GPT(nn.Module):
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
         static_shapes: bool | None = None,
+        packed_head: bool = True,
+        math_steps: bool = False,
     ) -> None:
         """Allocate one :class:`KVCache` per block, ``(B, n_head, max_len, head_dim)`` each.
 
         ``max_len`` defaults to ``block_size``; device and dtype default to the parameters'.
         ``static_shapes``: every step attends over the whole cache with the stored mask rows
-        instead of slicing ``[0, pos]``: no host sync and fixed shapes (for ``torch.compile`` and
-        CUDA graphs), at the cost of attending over ``max_len`` slots. None keeps the current
-        ``gpt.static_kv`` setting (False unless set), so samplers can be switched by one attribute.
+        instead of slicing ``[0, pos]``: fixed shapes (for CUDA graphs), at the cost of attending over
+        ``max_len`` slots. None keeps the current ``gpt.static_kv`` setting (False unless set), so
+        samplers can be switched by one attribute. ``packed_head=False`` keeps the plain head on CPU
+        (a compiled decoder packs its weights itself); ``math_steps`` runs one-token steps' attention
+        as explicit math (what inductor fuses best).
         """
         if static_shapes is not None:
             self.static_kv = static_shapes
         max_len = self.block_size if max_len is None else max_len
-        if max_len > self.block_size:
+        if max_len > self.block_size + 1:  # one spare slot is allowed (see tats.sampling.compiled)
             raise ValueError(f"max_len={max_len} exceeds the block size {self.block_size}")
         device = self.pos_emb.device if device is None else device
         dtype = self.pos_emb.dtype if dtype is None else dtype
@@ -315,22 +332,47 @@ class GPT(nn.Module):
                 batch_size, self.config.n_head, max_len, self.config.head_dim, device, dtype
             )
             b.attn.fuse_qkv(True)
+            b.attn.math_steps = math_steps
         with torch.no_grad():
             on_cpu = self.head.weight.device.type == "cpu"
-            self.decode_head = cpu_decode_head(self.head.weight.detach(), batch_size) if on_cpu else None
+            packed = on_cpu and packed_head
+            self.decode_head = cpu_decode_head(self.head.weight.detach(), batch_size) if packed else None
+        self._cache_key = self._cache_settings(batch_size, max_len, device, dtype, packed_head, math_steps)
+
+    def _cache_settings(self, batch_size: int, max_len: int | None, device: torch.device | None,
+                        dtype: torch.dtype | None, packed_head: bool, math_steps: bool) -> tuple:
+        """What a cache was set up with, the weights' versions included (in-place updates bump them)."""
+        return (batch_size, self.block_size if max_len is None else max_len,
+                torch.device(self.pos_emb.device if device is None else device),
+                self.pos_emb.dtype if dtype is None else dtype, self.static_kv, packed_head, math_steps,
+                weights_version(self))
+
+    def ensure_kv_cache(self, batch_size: int, max_len: int | None = None, device: torch.device | None = None,
+                        dtype: torch.dtype | None = None, static_shapes: bool | None = None,
+                        packed_head: bool = True, math_steps: bool = False) -> None:
+        """:meth:`set_kv_cache`, unless the same cache is already set and the weights have not changed
+        since (its fused and packed copies are still theirs): one allocation serves every batch of a run."""
+        if static_shapes is not None:
+            self.static_kv = static_shapes
+        wanted = self._cache_settings(batch_size, max_len, device, dtype, packed_head, math_steps)
+        if self.blocks[0].attn.kv_cache is None or getattr(self, "_cache_key", None) != wanted:
+            self.set_kv_cache(batch_size, max_len, device, dtype, None, packed_head, math_steps)
 
     def clear_kv_cache(self) -> None:
         """Free the caches."""
         for b in self.blocks:
             b.attn.kv_cache = None
             b.attn.fuse_qkv(False)
+            b.attn.math_steps = False
         self.decode_head = None
+        self._cache_key = None
 
     def forward(
         self,
         idx: torch.Tensor,
         input_pos: torch.Tensor | None = None,
         last_only: bool = False,
+        kv_len: int | None = None,
     ) -> torch.Tensor:
         """Logits of the next token.
 
@@ -339,9 +381,12 @@ class GPT(nn.Module):
             input_pos: absolute positions ``(T,)`` of ``idx`` in the window; requires a KV cache
                 (``set_kv_cache``) and fills it. ``None``: positions ``0..T-1``, no cache.
             last_only: compute the head for the last position only.
+            kv_len: ``max(input_pos) + 1`` when the caller knows it (a sampler does), which saves a
+                device-to-host sync per step; computed from ``input_pos`` otherwise.
 
         Returns:
-            logits ``(B, T, vocab)``, or ``(B, 1, vocab)`` with ``last_only``.
+            logits ``(B, T, vocab)``, or ``(B, 1, vocab)`` with ``last_only``. With a KV cache (decoding)
+            the head runs in float32 whatever the autocast, so that filtering sees float32 logits.
         """
         T = idx.shape[1]
         if input_pos is None:
@@ -352,8 +397,10 @@ class GPT(nn.Module):
             if input_pos.shape != (T,):
                 raise ValueError(f"input_pos must have shape ({T},), got {tuple(input_pos.shape)}")
             pos = self.pos_emb[:, input_pos]  # (1, T, E)
-        # One host sync per step (not per layer) for the causal cache length.
-        kv_len = int(input_pos.max()) + 1 if input_pos is not None and not self.static_kv else None
+        if input_pos is None or self.static_kv:
+            kv_len = None
+        elif kv_len is None:  # one host sync per step (not per layer) for the causal cache length
+            kv_len = int(input_pos.max()) + 1
         x = self.tok_emb(idx) + pos  # (B, T, E)
         if self.training:
             x = self.drop(x)
@@ -361,9 +408,13 @@ class GPT(nn.Module):
             x = block(x, input_pos, kv_len)
         if last_only:
             x = x[:, -1:]
-        if input_pos is not None and self.decode_head is not None:
-            h = self.ln_f(x)
-            if h.dtype == torch.float32:  # not under a bf16 autocast
-                return self.decode_head(h)  # (B, T or 1, vocab), decoding on CPU
-            return self.head(h)
-        return self.head(self.ln_f(x))  # (B, T or 1, vocab)
+        if input_pos is None:
+            return self.head(self.ln_f(x))  # (B, T or 1, vocab)
+        # Decoding: float32 logits even under a bf16 autocast. Rounded to bf16 they tie (2-11% of rows
+        # at the maximum for a 16k vocabulary) and top-k keeps more than k tokens.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            ln = self.ln_f
+            h = F.layer_norm(x.float(), ln.normalized_shape, ln.weight.float(), ln.bias.float(), ln.eps)
+            if self.decode_head is not None:
+                return self.decode_head(h)  # (B, T or 1, vocab), the packed CPU head
+            return F.linear(h, self.head.weight.float())  # (B, T or 1, vocab)

@@ -19,7 +19,8 @@ import torch
 from tqdm.auto import tqdm
 
 from tats.gpt.model import GPT
-from tats.sampling.filtering import sample_next
+from tats.sampling.compiled import decoder_for
+from tats.sampling.filtering import DrawRule, sample_next
 
 __all__ = ["SamplingOptions", "generate_tokens", "kv_cache", "precision"]
 
@@ -28,7 +29,8 @@ __all__ = ["SamplingOptions", "generate_tokens", "kv_cache", "precision"]
 class SamplingOptions:
     """How the next token is drawn (see :func:`tats.sampling.filtering.sample_next`) and in which
     precision the transformer runs (``dtype``: autocast dtype, e.g. ``torch.bfloat16`` on GPU; None =
-    float32). ``generator``: a ``torch.Generator`` on the model's device, for reproducible draws."""
+    float32). ``generator``: a ``torch.Generator`` on the model's device, for reproducible draws.
+    ``compile``: decode with the compiled prefill and step (:mod:`tats.sampling.compiled`)."""
 
     temperature: float = 1.0
     top_k: int | None = None
@@ -37,6 +39,7 @@ class SamplingOptions:
     generator: torch.Generator | None = None
     release_compat: bool = False
     dtype: torch.dtype | None = None
+    compile: bool = False
 
     @classmethod
     def of(cls, options: SamplingOptions | None = None, **fields: Any) -> SamplingOptions:
@@ -44,6 +47,17 @@ class SamplingOptions:
         options object and its fields as keywords (``sample_short(model, 4, greedy=True)``). An unknown
         field is a ``TypeError``."""
         return dataclasses.replace(options if options is not None else cls(), **fields)
+
+    @property
+    def rule(self) -> DrawRule:
+        """The draw as constants (for compiled steps)."""
+        return DrawRule.of(self.temperature, self.top_k, self.top_p, self.greedy, self.release_compat)
+
+    def uniforms(self, n: int, batch_size: int, device: torch.device) -> torch.Tensor:
+        """``(n, B)`` uniform numbers for ``n`` draws from :attr:`generator` (zeros when greedy)."""
+        if self.greedy:
+            return torch.zeros(n, batch_size, device=device)
+        return torch.rand(n, batch_size, generator=self.generator, device=device)
 
     def draw(self, logits: torch.Tensor) -> torch.Tensor:
         """``logits (B, V)`` -> tokens ``(B,)``."""
@@ -60,13 +74,20 @@ def precision(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abs
 
 
 @contextlib.contextmanager
-def kv_cache(gpt: GPT, batch_size: int, dtype: torch.dtype | None = None) -> Iterator[GPT]:
-    """Allocate the GPT's KV cache (``block_size`` long) for the duration of a ``with`` block."""
-    gpt.set_kv_cache(batch_size, dtype=dtype if dtype is not None else gpt.pos_emb.dtype)
-    try:
-        yield gpt
-    finally:
-        gpt.clear_kv_cache()
+def kv_cache(gpt: GPT, batch_size: int, dtype: torch.dtype | None = None,
+             options: SamplingOptions | None = None) -> Iterator[GPT]:
+    """The GPT's KV cache (``block_size`` long) for a ``with`` block of sampling.
+
+    The cache stays allocated afterwards and the next block with the same batch size and precision
+    reuses it (:meth:`~tats.gpt.model.GPT.ensure_kv_cache`); ``gpt.clear_kv_cache()`` frees it. With
+    ``options.compile`` it is the compiled decoder's cache (:func:`tats.sampling.compiled.decoder_for`).
+    """
+    if options is not None and options.compile:
+        decoder_for(gpt, batch_size, options.rule, dtype)
+    else:
+        gpt.ensure_kv_cache(batch_size, dtype=dtype if dtype is not None else gpt.pos_emb.dtype,
+                            static_shapes=False)
+    yield gpt
 
 
 def generate_tokens(
@@ -99,11 +120,25 @@ def generate_tokens(
     positions = torch.arange(gpt.block_size, device=prefix.device)
     out = prefix.new_empty(B, n_new)
     pos = positions[:P] if prefix_pos is None else prefix_pos
-    logits = gpt(prefix, input_pos=pos, last_only=True)[:, -1]  # (B, V)
-    for i in tqdm(range(n_new), desc=desc, disable=not progress, leave=False):
+    # the cache length after the prefill: known on the host, so no step waits for the device
+    kv_len = P if prefix_pos is None else int(prefix_pos.max()) + 1
+    steps = tqdm(range(n_new), desc=desc, disable=not progress, leave=False)
+    if options.compile:
+        decoder = decoder_for(gpt, B, options.rule, options.dtype)
+        u = options.uniforms(n_new, B, prefix.device)  # (n_new, B)
+        with decoder.settings():
+            token = decoder.prefill(prefix, pos, kv_len, u[0])
+            for i in steps:
+                if i:  # feed the previous token at its absolute position, draw the next
+                    p = first + i - 1
+                    token = decoder.step(token, positions[p : p + 1], p + 1, u[i])
+                out[:, i] = token
+        return out
+    logits = gpt(prefix, input_pos=pos, last_only=True, kv_len=kv_len)[:, -1]  # (B, V)
+    for i in steps:
         token = options.draw(logits)  # (B,)
         out[:, i] = token
         if i + 1 < n_new:
-            pos = positions[first + i : first + i + 1]  # the token's absolute position in the window
-            logits = gpt(token[:, None], input_pos=pos, last_only=True)[:, -1]
+            p = first + i  # the token's absolute position in the window
+            logits = gpt(token[:, None], input_pos=positions[p : p + 1], last_only=True, kv_len=p + 1)[:, -1]
     return out

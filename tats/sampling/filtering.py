@@ -27,10 +27,13 @@ row and maps the drawn value back to its token id (uniformly among exactly tied 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
-__all__ = ["draw_filtered_cpu", "filter_logits", "sample_next", "top_k_top_p_probs"]
+__all__ = ["DrawRule", "draw_filtered_cpu", "draw_full_with_uniform", "draw_with_uniform", "filter_logits",
+           "sample_next", "top_k_top_p_probs"]
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
@@ -166,3 +169,77 @@ def sample_next(
         logits = filter_logits(logits, top_k, top_p)
     probs = logits.softmax(dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+# ------------------------------------------------------------------- draws from given uniforms
+@dataclass(frozen=True)
+class DrawRule:
+    """How one token is drawn, as plain constants (a compiled decoding step is specialised on them).
+
+    ``top_k`` 0 and ``top_p`` >= 1 disable those filters; :meth:`of` applies the release's rule that
+    ``top_k=None`` disables top-p too when ``release_compat`` is set.
+    """
+
+    greedy: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    @classmethod
+    def of(cls, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+           greedy: bool = False, release_compat: bool = False) -> DrawRule:
+        if not greedy and temperature <= 0:
+            raise ValueError(f"temperature must be > 0 (use greedy=True for argmax), got {temperature}")
+        if release_compat and top_k is None:
+            top_p = None
+        return cls(bool(greedy), float(temperature), int(top_k or 0), 1.0 if top_p is None else float(top_p))
+
+
+def _inverse_cdf_with(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Position drawn in each row of ``probs (B, n)`` (unnormalised, >= 0) by ``u (B,)`` in [0, 1)."""
+    cdf = probs.cumsum(-1)
+    pos = torch.searchsorted(cdf, u[:, None].to(cdf.dtype) * cdf[:, -1:], right=True)
+    return torch.minimum(pos, cdf.argmax(-1, keepdim=True))  # u rounding up to the total
+
+
+def draw_with_uniform(logits: torch.Tensor, u: torch.Tensor, rule: DrawRule,
+                      exact_ties: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The draw of :func:`sample_next` in plain tensor ops, from given uniforms (compilable, no host sync).
+
+    ``logits (B, V)`` float32, ``u (B,)`` in [0, 1) -> ``(tokens (B,), tied (B,) bool)``. With top-k
+    the draw works on the k largest logits (``torch.topk``, sorted), top-p on those, then one
+    inverse-CDF draw; ``tied`` marks rows whose k-th logit is tied with tokens outside the k, which
+    the full filter would keep: those rows must be redrawn with :func:`draw_full_with_uniform`.
+    ``exact_ties`` does that here for every row and selects (no host sync, a full-vocabulary sort per
+    step: for GPUs, where a sort is cheap and a sync is not).
+    """
+    if rule.greedy:
+        return logits.argmax(-1), torch.zeros_like(logits[:, 0], dtype=torch.bool)
+    x = logits if rule.temperature == 1.0 else logits / rule.temperature
+    vocab = x.shape[-1]
+    tied = torch.zeros_like(x[:, 0], dtype=torch.bool)
+    ids = None
+    if 0 < rule.top_k < vocab:
+        values, ids = torch.topk(x, rule.top_k, dim=-1)  # (B, k), descending
+        tied = (x >= values[:, -1:]).sum(-1) > rule.top_k
+    elif rule.top_p < 1.0:
+        values, ids = torch.sort(x, dim=-1, descending=True)  # (B, V)
+    else:
+        values = x  # no filter: the vocabulary in id order
+    if rule.top_p < 1.0:
+        values = values.masked_fill(_top_p_mask(values, rule.top_p), float("-inf"))
+    probs = (values - values.amax(-1, keepdim=True)).exp()
+    pos = _inverse_cdf_with(probs, u)  # (B, 1)
+    tokens = (pos if ids is None else ids.gather(1, pos)).squeeze(1)
+    if exact_ties and 0 < rule.top_k < vocab:
+        tokens = torch.where(tied, draw_full_with_uniform(logits, u, rule), tokens)
+        tied = torch.zeros_like(tied)
+    return tokens, tied
+
+
+def draw_full_with_uniform(logits: torch.Tensor, u: torch.Tensor, rule: DrawRule) -> torch.Tensor:
+    """The full-vocabulary filter (:func:`filter_logits`) and an inverse-CDF draw by ``u``: the rows
+    :func:`draw_with_uniform` marks as tied. ``logits (B, V)``, ``u (B,)`` -> tokens ``(B,)``."""
+    x = logits.float() if rule.temperature == 1.0 else logits.float() / rule.temperature
+    x = filter_logits(x, rule.top_k or None, rule.top_p if rule.top_p < 1.0 else None)
+    return _inverse_cdf_with((x - x.amax(-1, keepdim=True)).exp(), u).squeeze(1)

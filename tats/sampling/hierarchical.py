@@ -77,7 +77,7 @@ def interpolate_frames(
     positions = torch.arange(block, device=device)
     ends_pos = torch.cat([positions[block - (n - 1) :], positions[: n + 1]])
     n_mid = block - 2 * n  # = (s - 1) * h * w tokens at positions n+1 .. block-n
-    with precision(device, options.dtype), kv_cache(gpt, B, options.dtype):
+    with precision(device, options.dtype), kv_cache(gpt, B, options.dtype, options):
         out = generate_tokens(gpt, ends, n_mid, options, prefix_pos=ends_pos, first_pos=n + 1)
     return model.ids_to_codes(out, (s - 1, *config.latent_shape[1:]))
 

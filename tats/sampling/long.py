@@ -116,7 +116,7 @@ def sample_long(
         top_k=options.top_k if top_k_init is None else top_k_init,
         top_p=options.top_p if top_p_init is None else top_p_init,
     )
-    with precision(device, options.dtype), kv_cache(gpt, batch_size, options.dtype):
+    with precision(device, options.dtype), kv_cache(gpt, batch_size, options.dtype, options):
         if (H, W) == (h, w):
             _temporal_only(gpt, ids, cond_ids, p, n_known, options, init_options, progress)
         else:

@@ -54,7 +54,7 @@ def sample_short(
         n_known = known.shape[1]
         prefix = torch.cat([prefix, known], dim=1)
     n_new = config.n_latent_tokens - n_known
-    with precision(device, options.dtype), kv_cache(gpt, batch_size, options.dtype):
+    with precision(device, options.dtype), kv_cache(gpt, batch_size, options.dtype, options):
         new = generate_tokens(gpt, prefix, n_new, options, progress, desc="short sample")
     ids = torch.cat([prefix[:, config.n_cond_tokens :], new], dim=1)  # (B, t*h*w)
     return ids if return_ids else model.ids_to_codes(ids, config.latent_shape)

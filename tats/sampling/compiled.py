@@ -1,0 +1,151 @@
+"""Decoding with ``torch.compile``: the prefill and the one-token step, each with its draw, as graphs.
+
+A step is embedding, every layer with its KV-cache write and attention, the last position's head and
+the draw (:func:`tats.sampling.filtering.draw_with_uniform`) in one graph, so the per-token cost is the
+arithmetic and memory traffic, not Python and dispatch. The prefill (the condition tokens, or a sliding
+window's context) is a second graph. Both are built once per GPT, batch size, precision and draw rule
+(:func:`decoder_for`) and reused for every window and every batch of a run; the KV cache they write is
+allocated once with them.
+
+- CPU: inductor's C++ backend with its GEMM templates (``max_autotune``) on frozen, prepacked weights.
+  The window length is dynamic (one graph for every position): it travels as the size of an empty
+  placeholder tensor marked dynamic, and each step attends over the written slots only.
+- CUDA: CUDA graphs (``mode="reduce-overhead"``) need fixed shapes, so every step attends over the
+  whole cache with the stored mask rows (``GPT.static_kv``); inputs and outputs stay on the device and
+  the token loop never waits for the host.
+
+Uniform numbers for the draws are drawn up front from the sampler's generator (one tensor per call).
+Rows whose k-th logit ties with a token outside the k are redrawn over the full vocabulary from the
+same number: on the CPU after the graph (checking is free there), on CUDA inside it for every row,
+selected without a host sync.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from tats.gpt.model import GPT, weights_version
+from tats.sampling.filtering import DrawRule, draw_full_with_uniform, draw_with_uniform
+
+__all__ = ["CompiledDecoder", "decoder_for"]
+
+#: inductor settings for the CPU graphs: frozen weights (prepacked for the GEMM kernels) and GEMM
+#: templates, which beat MKL's small-M GEMM 4-9x at batch 1-16 (the decoding regime). ``freezing`` is
+#: read when dynamo traces as well as when inductor compiles, so it is set around the calls
+#: (:meth:`CompiledDecoder.settings`), not globally: that would freeze any other compiled module
+#: evaluated without gradients, such as a model under training.
+CPU_INDUCTOR = {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN",
+                "autotune_num_choices_displayed": 0, "max_autotune_report_choices_stats": False}
+
+
+class _Prefill(nn.Module):
+    """``idx (B, T)`` at ``input_pos (T,)`` -> ``(next tokens (B,), tied rows (B,), logits (B, V))``.
+
+    A module (not a function taking the GPT) so that inductor sees the weights as attributes it can
+    freeze and prepack."""
+
+    def __init__(self, gpt: GPT, rule: DrawRule) -> None:
+        super().__init__()
+        self.gpt, self.rule = gpt, rule
+
+    def forward(self, idx: torch.Tensor, input_pos: torch.Tensor, length: torch.Tensor | None,
+                u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        kv_len = None if length is None else length.shape[0]
+        logits = self.gpt(idx, input_pos=input_pos, last_only=True, kv_len=kv_len)[:, -1]  # (B, V) fp32
+        tokens, tied = draw_with_uniform(logits, u, self.rule, exact_ties=logits.device.type != "cpu")
+        return tokens, tied, logits
+
+
+class _Step(_Prefill):
+    """The one-token step: ``token (B,)`` at ``input_pos (1,)``; returns as :class:`_Prefill`."""
+
+    def forward(self, token: torch.Tensor, input_pos: torch.Tensor, length: torch.Tensor | None,
+                u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return super().forward(token[:, None], input_pos, length, u)
+
+
+@dataclass
+class CompiledDecoder:
+    """The compiled prefill and step of one GPT for one batch size, device, precision and draw rule."""
+
+    gpt: GPT
+    batch_size: int
+    rule: DrawRule
+    dtype: torch.dtype | None
+    prefill_fn: Callable[..., Any]
+    step_fn: Callable[..., Any]
+    version: tuple[int, ...]
+    static: bool
+
+    def _length(self, kv_len: int) -> torch.Tensor | None:
+        if self.static:
+            return None
+        length = torch.empty(kv_len, 0)  # no storage: only its size is read
+        torch._dynamo.maybe_mark_dynamic(length, 0)
+        return length
+
+    def _settle(self, tokens: torch.Tensor, tied: torch.Tensor, logits: torch.Tensor,
+                u: torch.Tensor) -> torch.Tensor:
+        if tokens.device.type != "cpu":  # ties were settled in the graph
+            return tokens.clone()  # CUDA graphs reuse their output buffers on the next replay
+        if bool(tied.any()):  # free on the CPU: the exact full-vocabulary draw for those rows
+            tokens = tokens.clone()
+            tokens[tied] = draw_full_with_uniform(logits[tied], u[tied], self.rule)
+        return tokens
+
+    def settings(self) -> contextlib.AbstractContextManager:
+        """The inductor settings these graphs compile with, for the ``with`` block that runs them."""
+        return contextlib.nullcontext() if self.static else torch._inductor.config.patch(CPU_INDUCTOR)
+
+    def prefill(self, idx: torch.Tensor, input_pos: torch.Tensor, kv_len: int,
+                u: torch.Tensor) -> torch.Tensor:
+        """Fill the cache at ``input_pos`` with ``idx (B, P)`` and draw the next token ``(B,)``."""
+        return self._settle(*self.prefill_fn(idx, input_pos, self._length(kv_len), u), u)
+
+    def step(self, token: torch.Tensor, input_pos: torch.Tensor, kv_len: int,
+             u: torch.Tensor) -> torch.Tensor:
+        """Feed ``token (B,)`` at ``input_pos (1,)`` and draw the next token ``(B,)``."""
+        return self._settle(*self.step_fn(token, input_pos, self._length(kv_len), u), u)
+
+
+def decoder_for(gpt: GPT, batch_size: int, rule: DrawRule,
+                dtype: torch.dtype | None = None) -> CompiledDecoder:
+    """The :class:`CompiledDecoder` of ``gpt`` for this batch size, precision and draw rule: built (and
+    its KV cache allocated) on first use, then reused while the weights are unchanged.
+
+    The graphs compile lazily on their first call; a warm-up before timing is up to the caller.
+    """
+    device = gpt.pos_emb.device
+    key = (batch_size, device, dtype, rule)
+    cache: dict = gpt.__dict__.setdefault("_compiled_decoders", {})
+    version = weights_version(gpt)  # frozen into the graphs as constants
+    decoder = cache.get(key)
+    static = device.type == "cuda"
+    _set_cache(gpt, batch_size, dtype, static)  # kept when it is already this decoder's cache
+    if decoder is not None and decoder.version == version:
+        return decoder
+    # Several batch sizes and rules per run each add a graph of the same functions.
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    if device.type == "cuda":
+        compile_kw: dict[str, Any] = {"mode": "reduce-overhead", "fullgraph": True}
+    else:
+        compile_kw = {"fullgraph": True, "dynamic": False}
+    decoder = CompiledDecoder(gpt, batch_size, rule, dtype, torch.compile(_Prefill(gpt, rule), **compile_kw),
+                              torch.compile(_Step(gpt, rule), **compile_kw), version, static)
+    cache[key] = decoder
+    return decoder
+
+
+def _set_cache(gpt: GPT, batch_size: int, dtype: torch.dtype | None, static: bool) -> None:
+    # With a dynamic length, one spare slot keeps every length below the cache's: a length equal to it
+    # makes the slice a no-op that the graph would specialise on (one more compile at the last token).
+    # A model with the interpolation mask reads the stored mask rows over the whole cache instead.
+    spare = 0 if static or not gpt.is_causal else 1
+    gpt.ensure_kv_cache(batch_size, max_len=gpt.block_size + spare,
+                        dtype=dtype if dtype is not None else gpt.pos_emb.dtype,
+                        static_shapes=static, packed_head=False, math_steps=not static)
