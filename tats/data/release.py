@@ -80,6 +80,8 @@ def coinrun_dataset(args: Any, path: Path, train: bool) -> CoinRunDataset:
     """The CoinRun dataset the release builds for these flags (case 1 of the module docstring)."""
     options = CoinRunOptions.from_args(args)
     if _flag(args, "smap_cond"):
+        # release behaviour, kept: --smap_cond wins over --text_cond (no text then), and no transformer of
+        # the release reads video_smap: the maps only travel with the batch
         parts = dict(game_frames=True, seg_maps=True)
     elif _flag(args, "text_cond"):
         maps = bool(_flag(args, "smap_only"))
