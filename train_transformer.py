@@ -8,9 +8,11 @@ Accepts the release README's commands unchanged, e.g.::
         --resolution 128 --sequence_length 16 --max_steps 2000000
 
 Conditioning: ``--unconditional``, class labels (default, ``--cond_stage_key label``), captions
-(``--cond_stage_key text`` or ``--text_cond``) or audio (``--cond_stage_key stft --stft_vqvae
-STFT_VQGAN.ckpt``; STFT features are computed from the videos' own audio). ``--vtokens`` trains from
-a codes file written by ``scripts/extract_codes.py`` (``--data_path codes.h5``), skipping the VQGAN.
+(``--cond_stage_key text`` or ``--text_cond``: MUGEN/CoinRun episodes, the release's text HDF5 or our
+captions) or audio (``--cond_stage_key stft --stft_vqvae STFT_VQGAN.ckpt``: the release's STFT pickles,
+or STFT computed from the videos' own audio). ``--vtokens`` trains from precomputed codes (a file of
+``scripts/extract_codes.py``, or the release's token file with ``--spatial_length`` crops and
+``--vtokens_pos``), skipping the VQGAN.
 Rerunning a command resumes from the newest checkpoint in ``--default_root_dir``.
 The work is done by :mod:`tats.train.transformer`.
 """

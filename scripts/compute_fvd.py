@@ -92,7 +92,9 @@ def main(argv: list[str] | None = None) -> dict:
         if getattr(args, flag) < 2:
             p.error(f"--{flag} must be >= 2 (the covariance needs two clips), got {getattr(args, flag)}")
 
-    model = load_i3d(args.i3d_path, cache_dir=args.cache_dir, bn_eps=args.bn_eps, device=args.device)
+    variant = {"is_coinrun": True} if PROTOCOLS[args.protocol].is_coinrun else {}  # MUGEN's I3D
+    model = load_i3d(args.i3d_path, cache_dir=args.cache_dir, bn_eps=args.bn_eps, device=args.device,
+                     **variant)
     common = dict(
         protocol=args.protocol,
         n_frames=args.n_frames,

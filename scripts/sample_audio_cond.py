@@ -4,10 +4,13 @@ README's command::
     python scripts/sample_audio_cond.py --gpt_ckpt GPT.ckpt --vqgan_ckpt VQGAN.ckpt \\
         --stft_vqgan_ckpt STFT.ckpt --dataset drum --n_sample 10 --data_path DRUMS/
 
-``--data_path`` is a folder of videos with sound (``train/`` and ``test/``, class sub-folders; default
-``data/drums``: the release's default pointed at its own AudioSet-Drums folder). One clip per video
-(the first window of each, in path order); for each, STFT features of its own audio track
-(:mod:`tats.data.audio`, ``(1, T, 64, 16)`` in [-1, 1]) are encoded by the STFT VQGAN
+``--data_path`` is the release's AudioSet-Drums layout (``DRUMS/stft/{train,test}/*.pickle`` with
+``DRUMS/video/{train,test}/*.mp4``; pass ``DRUMS/stft`` or ``DRUMS``: :mod:`tats.data.stft_pickles`,
+pickles read with the numpy-only unpickler) or, for new data, a folder of videos with sound
+(``train/`` and ``test/``, class sub-folders; STFT computed from each clip's own audio track,
+:mod:`tats.data.audio`). Default ``data/drums``: the release's default pointed at its own drums folder.
+One clip per video (the first window of each, in path order); its STFT features (``(1, T, 64, 16)`` in
+[-1, 1]) are encoded by the STFT VQGAN
 (``--stft_vqgan_ckpt``, default: the one inside ``--gpt_ckpt``) into the audio tokens that condition
 the transformer (REFERENCE.md "Token ids": audio codes first, video codes shifted by the audio
 codebook size). ``--top_k`` / ``--top_p`` default to the release's 2048 / 0.92.
@@ -49,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stft_vqgan_ckpt", default=None,
                    help="STFT VQGAN (or drums-stft); default: the one inside --gpt_ckpt")
     p.add_argument("--data_path", default=DEFAULT_DATA_PATH,
-                   help="folder of videos with audio (train/, test/); default %(default)s, where the "
-                        "release's default pointed at its drums data")
+                   help="the release's drums layout (DRUMS/stft with *.pickle, or DRUMS holding stft/ and "
+                        "video/), or a folder of videos with audio (train/, test/); default %(default)s, "
+                        "where the release's default pointed at its drums data")
     p.add_argument("--split", choices=("train", "test"), default="test")
     p.add_argument("--resolution", type=int, default=None, help="frame size; default: the model's")
     p.add_argument("--sample_every_n_frames", type=int, default=1)
@@ -84,9 +88,35 @@ def load_models(args: argparse.Namespace, device: torch.device):
     return model, stft_vqgan.eval()
 
 
+def stft_pickle_root(data_path: str, train: bool) -> Path | None:
+    """Where the release's STFT pickles of the split are: ``data_path`` itself or ``data_path/stft``."""
+    from tats.data.stft_pickles import stft_pickle_split
+
+    for root in (Path(data_path), Path(data_path) / "stft"):
+        if stft_pickle_split(root, train) is not None:
+            return root
+    return None
+
+
+def open_clips(args: argparse.Namespace, frames: int, resolution: int):
+    """The clips whose audio conditions the samples: the release's STFT pickles where there are any,
+    else videos with sound (STFT from their audio track)."""
+    from tats.data.audio import AudioVideoFolderDataset, stft_config_from_args
+    from tats.data.stft_pickles import StftPickleDataset
+
+    train = args.split == "train"
+    root = stft_pickle_root(args.data_path, train)
+    seq = frames * args.sample_every_n_frames  # windows of t*dt*n frames keep t*dt of them
+    if root is not None:
+        return StftPickleDataset(root, train=train, sequence_length=seq, resolution=resolution,
+                                 sample_every_n_frames=args.sample_every_n_frames, clips_per_video=1)
+    return AudioVideoFolderDataset(args.data_path, train=train, sequence_length=seq, resolution=resolution,
+                                   sample_every_n_frames=args.sample_every_n_frames,
+                                   stft_config=stft_config_from_args(args), clips_per_video=1)
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     """Sample one video per real clip's audio for ``--n_sample`` clips; returns the summary."""
-    from tats.data.audio import AudioVideoFolderDataset, stft_config_from_args
     from tats.sampling import sample_short
 
     args = build_parser().parse_args(argv)
@@ -96,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if not Path(args.data_path).is_dir():
         default = " (the default)" if args.data_path == DEFAULT_DATA_PATH else ""
         raise SystemExit(f"--data_path {args.data_path}{default}: not a folder of videos with audio "
-                         "(train/ and test/ with class sub-folders); pass --data_path DRUMS_FOLDER")
+                         "(train/ and test/ with class sub-folders) nor the release's drums layout "
+                         "(stft/{train,test}/*.pickle beside video/); pass --data_path DRUMS_FOLDER")
     device = common.pick_device(args.device)
     common.seed_everything(args.seed + args.run)
     model, stft_vqgan = load_models(args, device)
@@ -104,10 +135,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     (t, h, _), (dt, dh, _) = model.config.latent_shape, model.vqgan.config.downsample
     resolution = args.resolution or h * dh
     try:
-        dataset = AudioVideoFolderDataset(  # windows of t*dt*n frames keep t*dt of them
-            args.data_path, train=args.split == "train", sequence_length=t * dt * args.sample_every_n_frames,
-            resolution=resolution, sample_every_n_frames=args.sample_every_n_frames,
-            stft_config=stft_config_from_args(args), clips_per_video=1)
+        dataset = open_clips(args, t * dt, resolution)
     except ValueError as err:
         raise SystemExit(f"--data_path {args.data_path}: {err}") from None
     if len(dataset) < args.n_sample:

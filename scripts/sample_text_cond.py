@@ -4,6 +4,12 @@
         --text "Mugen jumps over a gap" --text "Mugen walks to the right" --n_sample 4 \\
         --top_k 2048 --top_p 0.8
 
+Captions come from ``--text`` or from a dataset's own descriptions (``--data_path``: a MUGEN /
+CoinRun folder, the release's text HDF5, or an HDF5 file with captions; the first ``--n_captions``
+videos of ``--split``)::
+
+    python scripts/sample_text_cond.py --gpt_ckpt GPT.ckpt --data_path data/coinrun --n_captions 4
+
 Each caption is tokenized with the CLIP BPE (REFERENCE.md "Token ids": text ids first, video codes
 shifted by 49408) and ``--n_sample`` videos are sampled for it. Outputs in ``--save/--save_name``:
 ``samples.npy`` uint8 (n_captions * n_sample, T, H, W, C), caption-major; ``captions.json`` (the
@@ -32,7 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text-conditioned transformer checkpoint (or mugen-base)")
     p.add_argument("--vqgan_ckpt", default=None,
                    help="VQGAN checkpoint (or mugen); default: the one inside --gpt_ckpt")
-    p.add_argument("--text", action="append", required=True, help="a caption (repeat for several)")
+    p.add_argument("--text", action="append", default=None, help="a caption (repeat for several)")
+    p.add_argument("--data_path", default=None,
+                   help="take the captions of a dataset instead: a MUGEN/CoinRun folder, the release's text "
+                        "HDF5 or an HDF5 file with captions")
+    p.add_argument("--split", choices=("train", "test"), default="test", help="--data_path split")
+    p.add_argument("--n_captions", type=int, default=4, help="--data_path: captions of the first N videos")
+    p.add_argument("--text_path", default=None, help="CoinRun: JSON of manual descriptions")
+    p.add_argument("--use_manual_annotation_only", action="store_true", help="CoinRun: manual texts only")
+    p.add_argument("--coinrun_v2_dataloader", action="store_true", help="CoinRun: the train/test.json index")
     common.add_sampling_flags(p, n_sample=4, batch_size=8)
     p.set_defaults(save="results_text")
     return p
@@ -51,6 +65,20 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     resolve_args(args, gpt_ckpt="transformer", vqgan_ckpt="vqgan")  # published names
     check_files(args, "gpt_ckpt", "vqgan_ckpt")
+    if bool(args.text) == bool(args.data_path):
+        raise SystemExit("give the captions with --text (repeat for several) or --data_path (a dataset's "
+                         "own): one of the two")
+    if args.data_path:
+        import torch
+
+        from tats.data.release import dataset_captions
+
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(args.seed)  # a caption drawn among several is drawn reproducibly
+                args.text = dataset_captions(args, train=args.split == "train", limit=args.n_captions)
+        except ValueError as err:
+            raise SystemExit(str(err)) from None
     if any(not t.strip() for t in args.text):
         raise SystemExit("--text: captions must not be empty")
     device = common.pick_device(args.device)

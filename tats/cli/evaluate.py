@@ -13,14 +13,21 @@ import numpy as np
 import torch
 
 from tats.io.fetch import cache_dir
-from tats.metrics.fvd import I3DFeatureExtractor, comparability_warning, fvd_kvd_trials, source_features
+from tats.metrics.fvd import (
+    I3DFeatureExtractor,
+    comparability_warning,
+    fvd_kvd_trials,
+    get_protocol,
+    source_features,
+)
 
 
 def fvd_extractor(args: argparse.Namespace, device: torch.device) -> I3DFeatureExtractor:
     """The I3D feature extractor of ``--i3d_path`` and ``--fvd_protocol`` on ``device``."""
     from tats.metrics.i3d import load_i3d  # looked up at call time: tests put a tiny I3D in its place
 
-    i3d = load_i3d(args.i3d_path, device=device)
+    variant = {"is_coinrun": True} if get_protocol(args.fvd_protocol).is_coinrun else {}  # MUGEN's I3D
+    i3d = load_i3d(args.i3d_path, device=device, **variant)
     return I3DFeatureExtractor(i3d, args.fvd_protocol, batch_size=16, progress=not args.no_progress,
                                desc="I3D generated")
 

@@ -45,9 +45,10 @@ def build_parser(long: bool) -> argparse.ArgumentParser:
     p.add_argument("--image_folder", action="store_true", help="--data_path holds frame folders")
     p.add_argument("--sample_every_n_frames", type=int, default=1)
     p.add_argument("--resolution", type=int, default=128, help="resolution of the real clips for FVD")
-    p.add_argument("--fvd_protocol", choices=("tats", "styleganv"), default="tats",
+    p.add_argument("--fvd_protocol", choices=("tats", "styleganv", "coinrun"), default="tats",
                    help="tats (the release's): samples and real clips become uint8 by truncation, frames "
-                        "squashed to 224x224; styleganv: rounding, shorter side 224 and centre crop")
+                        "squashed to 224x224; styleganv: rounding, shorter side 224 and centre crop; "
+                        "coinrun: the release's MUGEN I3D variant on 256x256 frames")
     p.add_argument("--n_real", type=int, default=common.RELEASE_N_SAMPLE,
                    help="real clips for FVD, drawn at random over every training window (the release: 2048)")
     p.add_argument("--real_seed", type=int, default=0, help="seed of the real clips' draw")

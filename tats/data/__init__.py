@@ -1,4 +1,5 @@
-"""Video data: datasets (video files, frame folders, HDF5), preprocessing, demo data, datamodule.
+"""Video data: datasets (video files, frame folders, HDF5, the release's formats), preprocessing, demo data,
+datamodule.
 
 Imports are lazy so that e.g. ``tats.data.demo`` does not pull in Lightning::
 
@@ -18,6 +19,11 @@ _LAZY = {
     "HDF5VideoDataset": "tats.data.hdf5",
     "HDF5VideoWriter": "tats.data.hdf5",
     "preprocess_clip": "tats.data.transforms",
+    "CoinRunDataset": "tats.data.coinrun.dataset",
+    "TextHDF5Dataset": "tats.data.release_hdf5",
+    "SmapHDF5Dataset": "tats.data.release_hdf5",
+    "TokenHDF5Dataset": "tats.data.release_hdf5",
+    "StftPickleDataset": "tats.data.stft_pickles",
 }
 
 __getattr__ = lazy_getattr(__name__, _LAZY)

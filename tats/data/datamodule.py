@@ -2,7 +2,10 @@
 
 ``--data_path`` may be a ``.h5``/``.hdf5`` file (release HDF5 layout), a folder of frame folders with
 ``--image_folder``, or a folder of videos; left out, the built-in moving-digits demo data is
-generated on first use into ``$TATS_CACHE/demo`` (default ``~/.cache/tats/demo``).
+generated on first use into ``$TATS_CACHE/demo`` (default ``~/.cache/tats/demo``). The release's own
+formats (MUGEN/CoinRun folders, text HDF5, STFT pickles, semantic-map pairs, token files) are chosen by
+its flags first (:mod:`tats.data.release`); ``--balanced_sampler`` draws CoinRun v2 training clips
+class by class (:mod:`tats.data.samplers`).
 
 Items per epoch follow the release (``--clips_per_video`` changes them, :mod:`tats.data.windows`):
 every window of every video for video folders, one random window per video for HDF5 files and
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +31,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from tats.data.demo import make_demo_data
+from tats.data.release import add_release_data_args, release_dataset
+from tats.data.samplers import BalancedClassSampler
 from tats.data.sources import open_dataset
 from tats.data.windows import parse_clips_per_video
 
@@ -63,6 +69,9 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     _add(g, parser, "--random_flip", action="store_true", help="random horizontal flips in training")
     _add(g, parser, "--demo_train_clips", type=int, default=4000, help="demo data: training clips")
     _add(g, parser, "--demo_test_clips", type=int, default=256, help="demo data: test clips")
+    release = parser.add_argument_group("the release's data formats (MUGEN/CoinRun, semantic maps, "
+                                        "text HDF5, STFT pickles, tokens)")
+    add_release_data_args(release, lambda group, flag, **kwargs: _add(group, parser, flag, **kwargs))
     return parser
 
 
@@ -111,6 +120,8 @@ class VideoDataModule(pl.LightningDataModule):
         super().__init__()
         defaults = vars(add_data_args(argparse.ArgumentParser()).parse_args([]))
         self.args = argparse.Namespace(**{k: getattr(args, k, v) for k, v in defaults.items()})
+        # the release's formats are also chosen by flags of other groups (--text_cond, --vtokens, ...)
+        self.format_args = argparse.Namespace(**{**vars(args), **vars(self.args)})
         self.seed = int(getattr(args, "seed", None) or 0)
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
@@ -137,6 +148,10 @@ class VideoDataModule(pl.LightningDataModule):
 
     def _dataset(self, path: Path, train: bool, clips_per_video: int | str | None = None) -> Dataset:
         a = self.args
+        per_video = a.clips_per_video if clips_per_video is None else clips_per_video
+        release = release_dataset(self.format_args, path, train, per_video)
+        if release is not None:
+            return release
         common = dict(train=train, sequence_length=a.sequence_length, resolution=a.resolution,
                       sample_every_n_frames=a.sample_every_n_frames, random_flip=a.random_flip,
                       clips_per_video=a.clips_per_video if clips_per_video is None else clips_per_video)
@@ -172,6 +187,16 @@ class VideoDataModule(pl.LightningDataModule):
                 sampler = DistributedSampler(dataset, shuffle=True, seed=self.seed, drop_last=False)
         if not train:  # padded under DDP: the same number of batches on every rank (ValidationSampler)
             sampler = ValidationSampler(dataset, num_replicas=world, rank=rank, seed=self.seed)
+        elif a.balanced_sampler:
+            classes = getattr(dataset, "classes_for_sampling", None)
+            if classes is None:
+                raise ValueError("--balanced_sampler needs a CoinRun folder read with "
+                                 "--coinrun_v2_dataloader")
+            if sampler is None:
+                sampler = BalancedClassSampler(classes)
+            else:  # as the release: under DDP the distributed sampler wins
+                warnings.warn("--balanced_sampler is ignored under DDP (each rank takes its "
+                              "DistributedSampler share, as the release did)", stacklevel=2)
         per_rank = math.ceil(len(dataset) / world)
         return DataLoader(
             dataset,

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from tats.data.coinrun.dataset import CoinRunDataset, CoinRunOptions, is_coinrun_path
 from tats.data.demo import make_demo_data
 from tats.data.frame_folder import FrameFolderDataset
 from tats.data.hdf5 import HDF5_SUFFIXES, HDF5VideoDataset
@@ -29,7 +30,7 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".gif", ".m4v")
 def describe_source(spec: str) -> str:
     """``"npy"``, ``"dataset"`` (.h5/.hdf5, a folder with train/ and test/, or ``demo``) or ``"videos"``."""
     p = Path(spec).expanduser()
-    if spec == "demo" or p.suffix.lower() in HDF5_SUFFIXES:
+    if spec == "demo" or p.suffix.lower() in HDF5_SUFFIXES or is_coinrun_path(p):
         return "dataset"
     if p.suffix.lower() == ".npy":
         return "npy"
@@ -136,7 +137,8 @@ def iter_video_batches(
             raise ValueError(f"{spec}: no video has at least {n_frames} frames")
         info.update(available=len(files), used=used)
         return
-    seq = sequence_length_for(n_frames, sample_every_n_frames, image_folder)
+    # CoinRun episodes, like frame folders, give clips of sequence_length frames n apart
+    seq = sequence_length_for(n_frames, sample_every_n_frames, image_folder or is_coinrun_path(spec))
     from_demo = spec == "demo"
     path = make_demo_data(sequence_length=max(16, seq)) if from_demo else Path(spec).expanduser()
     if split not in ("train", "test"):
@@ -156,7 +158,13 @@ def iter_video_batches(
 def open_dataset(path: Path, image_folder: bool = False, **kwargs: Any) -> Dataset:
     """The dataset at ``path``: :class:`HDF5VideoDataset` for a ``.h5``/``.hdf5`` file, else a folder of
     frame folders (``image_folder``: :class:`FrameFolderDataset`) or of videos
-    (:class:`VideoFolderDataset`). ``kwargs``: the dataset's arguments (``train``, ``resolution``, ...)."""
+    (:class:`VideoFolderDataset`); a folder whose path contains ``coinrun`` holds MUGEN episodes
+    (:class:`tats.data.coinrun.dataset.CoinRunDataset` with its default settings and sprites in
+    ``<path>/assets``). ``kwargs``: the dataset's arguments (``train``, ``resolution``, ...)."""
+    if is_coinrun_path(path):
+        options = CoinRunOptions(sequence_length=kwargs["sequence_length"], resolution=kwargs["resolution"],
+                                 sample_every_n_frames=kwargs.get("sample_every_n_frames", 1))
+        return CoinRunDataset(path, train=kwargs.get("train", True), options=options)
     if path.suffix.lower() in HDF5_SUFFIXES:
         return HDF5VideoDataset(path, **kwargs)
     if not path.is_dir():

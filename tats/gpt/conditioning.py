@@ -33,7 +33,7 @@ def _as_batch(t: torch.Tensor, batch_size: int, what: str) -> torch.Tensor:
 
 
 def cond_tokens(
-    config: GPTConfig, cond: Cond, batch_size: int, device: torch.device | None = None
+    config: GPTConfig, cond: Cond, batch_size: int, device: torch.device | None = None, truncate: bool = True
 ) -> torch.Tensor:
     """The condition ids that start every sequence, LongTensor ``(B, n_cond_tokens)``.
 
@@ -42,7 +42,8 @@ def cond_tokens(
     - ``"none"``: ignored (must be None); the start token 0.
     - ``"label"``: an int (one class for the batch), or ``(B,)`` / ``(B, 1)`` class ids.
     - ``"text"``: a caption or a list of B captions (CLIP BPE, padded/truncated to
-      ``n_cond_tokens``), or token ids ``(n,)`` / ``(B, n)``.
+      ``n_cond_tokens``; ``truncate=False``: a longer caption is an error), or token ids ``(n,)`` /
+      ``(B, n)``.
     - ``"audio"``: audio-VQGAN codes, any shape ``(B, ...)`` with ``n_cond_tokens`` codes per row.
     """
     n = config.n_cond_tokens
@@ -70,7 +71,7 @@ def cond_tokens(
             from tats.gpt.tokenizer import tokenize
 
             texts = [cond] if isinstance(cond, str) else list(cond)
-            ids = tokenize(texts, context_length=n).to(device)  # (B or 1, n)
+            ids = tokenize(texts, context_length=n, truncate=truncate).to(device)  # (B or 1, n)
         else:
             ids = torch.as_tensor(cond, dtype=torch.long, device=device)
             ids = ids.reshape(1, -1) if ids.dim() == 1 else ids

@@ -28,6 +28,7 @@ from torch.utils.checkpoint import checkpoint
 from tats.faults import DEFAULT_MAX_NONFINITE_STEPS, NonFiniteGuard
 from tats.gpt.conditioning import codes_to_ids, cond_tokens
 from tats.gpt.config import GPTConfig
+from tats.gpt.crop_positions import CropPositions
 from tats.gpt.model import GPT
 from tats.vqgan.config import VQGANConfig
 from tats.vqgan.model import VQGAN
@@ -93,12 +94,16 @@ class TransformerModule(pl.LightningModule):
         config: GPTConfig or its dict (``cond_type``, ``n_cond_vocab``, ``n_cond_tokens``,
             ``latent_shape`` describe the token layout).
         vqgan_config: the video VQGAN's config (dict or VQGANConfig); weights come from a
-            checkpoint (``from_vqgan``/``load_from_checkpoint``).
+            checkpoint (``from_vqgan``/``load_from_checkpoint``). None: batches carry precomputed
+            ``codes`` (the release's ``--vtokens`` without ``--vqvae``) and no VQGAN is stored.
         cond_vqgan_config: the audio (STFT) VQGAN's config for ``cond_type="audio"``, else None.
         learning_rate: the already scaled lr (``tats.train.lr.scale_transformer_lr``); None = ``base_lr``.
         weight_decay: AdamW decay of Linear weights.
         activation_checkpointing: recompute block activations in backward (less memory).
         compile: ``torch.compile`` the GPT in place (same parameter names).
+        truncate_captions: cut captions longer than ``n_cond_tokens`` BPE ids (False: an error).
+        vtokens_pos_grid: ``(t, h, w)`` full token grid for the release's ``--vtokens_pos`` position
+            embedding of cropped clips (:mod:`tats.gpt.crop_positions`); batches then carry ``cbox``.
 
     Batches: ``dict(video=(B, C, T, H, W) in [-0.5, 0.5])`` or precomputed ``dict(codes=(B, t, h, w))``,
     plus ``label (B,)``, ``text`` (B captions) or ``stft (B, 1, T, 64, 16)`` per the conditioning.
@@ -107,7 +112,7 @@ class TransformerModule(pl.LightningModule):
     def __init__(
         self,
         config: GPTConfig | Mapping[str, Any],
-        vqgan_config: VQGANConfig | Mapping[str, Any],
+        vqgan_config: VQGANConfig | Mapping[str, Any] | None,
         cond_vqgan_config: VQGANConfig | Mapping[str, Any] | None = None,
         learning_rate: float | None = None,
         base_lr: float = BASE_LR,
@@ -116,11 +121,14 @@ class TransformerModule(pl.LightningModule):
         compile: bool = False,
         cond_stage_key: str | None = None,
         max_nonfinite_steps: int = DEFAULT_MAX_NONFINITE_STEPS,
+        truncate_captions: bool = True,
+        vtokens_pos_grid: tuple[int, int, int] | list[int] | None = None,
     ) -> None:
         super().__init__()
         gpt_config = config if isinstance(config, GPTConfig) else GPTConfig.from_dict(config)
         vq_config = (
-            vqgan_config if isinstance(vqgan_config, VQGANConfig) else VQGANConfig.from_dict(vqgan_config)
+            vqgan_config if vqgan_config is None or isinstance(vqgan_config, VQGANConfig)
+            else VQGANConfig.from_dict(vqgan_config)
         )
         stft_config = (
             cond_vqgan_config
@@ -133,7 +141,7 @@ class TransformerModule(pl.LightningModule):
         self.save_hyperparameters(
             {
                 "config": gpt_config.to_dict(),
-                "vqgan_config": vq_config.to_dict(),
+                "vqgan_config": vq_config.to_dict() if vq_config is not None else None,
                 "cond_vqgan_config": stft_config.to_dict() if stft_config is not None else None,
                 "cond_stage_key": cond_stage_key or gpt_config.cond_type,
                 "learning_rate": learning_rate if learning_rate is not None else base_lr,
@@ -142,12 +150,15 @@ class TransformerModule(pl.LightningModule):
                 "activation_checkpointing": activation_checkpointing,
                 "compile": compile,
                 "max_nonfinite_steps": max_nonfinite_steps,
+                "truncate_captions": truncate_captions,
+                "vtokens_pos_grid": list(vtokens_pos_grid) if vtokens_pos_grid else None,
             }
         )
         self.nonfinite = NonFiniteGuard(max_nonfinite_steps)
         self.config = gpt_config
         self.transformer = GPT(gpt_config)
-        self.vqgan = _frozen(VQGAN(vq_config))
+        self.crop_positions = CropPositions(self.transformer, vtokens_pos_grid) if vtokens_pos_grid else None
+        self.vqgan = _frozen(VQGAN(vq_config)) if vq_config is not None else None
         self.cond_stage_model = _frozen(VQGAN(stft_config)) if stft_config is not None else None
         if activation_checkpointing:
             enable_activation_checkpointing(self.transformer)
@@ -160,8 +171,10 @@ class TransformerModule(pl.LightningModule):
         cls, config: GPTConfig, vqgan: VQGAN, cond_vqgan: VQGAN | None = None, **kwargs: Any
     ) -> TransformerModule:
         """A fresh GPT over already trained VQGAN(s): their weights are copied in and frozen."""
-        module = cls(config, vqgan.config, cond_vqgan.config if cond_vqgan is not None else None, **kwargs)
-        module.vqgan.load_state_dict(vqgan.state_dict())
+        module = cls(config, vqgan.config if vqgan is not None else None,
+                     cond_vqgan.config if cond_vqgan is not None else None, **kwargs)
+        if vqgan is not None:
+            module.vqgan.load_state_dict(vqgan.state_dict())
         if cond_vqgan is not None:
             module.cond_stage_model.load_state_dict(cond_vqgan.state_dict())
         return module
@@ -170,7 +183,8 @@ class TransformerModule(pl.LightningModule):
         """Lightning switches modules to train mode each epoch; the VQGANs must stay in eval
         (batch-norm statistics and codebook EMA are frozen)."""
         super().train(mode)
-        self.vqgan.eval()
+        if self.vqgan is not None:
+            self.vqgan.eval()
         if self.cond_stage_model is not None:
             self.cond_stage_model.eval()
         return self
@@ -183,6 +197,9 @@ class TransformerModule(pl.LightningModule):
         ``sample_every_n_latent_frames``-th latent frame."""
         if "codes" in batch:
             codes = batch["codes"].long()
+        elif "video" in batch and self.vqgan is None:
+            raise ValueError("this transformer has no VQGAN (trained on precomputed codes): batches need "
+                             "'codes'")
         elif "video" in batch:
             codes = _encode_fp32(self.vqgan, batch["video"])
         else:
@@ -210,13 +227,15 @@ class TransformerModule(pl.LightningModule):
             if "text" not in batch:
                 raise KeyError("text conditioning needs captions: the batch has no 'text' (does the dataset "
                                "have captions?)")
-            cond = list(batch["text"])
+            text = batch["text"]
+            cond = text if torch.is_tensor(text) else list(text)  # token ids (B, n) or captions
         else:
             if "stft" not in batch:
                 raise KeyError("audio conditioning needs 'stft' (B, 1, T, 64, 16) in the batch (--stft_data)")
             stft = batch["stft"].to(self.device)  # (B, 1, T, F, W)
             cond = _encode_fp32(self.cond_stage_model, stft).flatten(1)  # (B, n_cond_tokens)
-        return cond_tokens(self.config, cond, batch_size, device=self.device)
+        return cond_tokens(self.config, cond, batch_size, device=self.device,
+                           truncate=self.hparams.get("truncate_captions", True))
 
     def sequence(self, batch: Mapping[str, Any]) -> torch.Tensor:
         """Full token sequence ``(B, n_cond_tokens + t*h*w)``: condition ids, then shifted codes."""
@@ -232,7 +251,13 @@ class TransformerModule(pl.LightningModule):
         """Cross-entropy (nats per video token) and the number of tokens scored."""
         idx = self.sequence(batch)  # (B, n_cond + L)
         n_cond = self.config.n_cond_tokens
-        logits = self.transformer(idx[:, :-1])  # (B, n_cond + L - 1, V)
+        if self.crop_positions is not None:
+            if "cbox" not in batch:
+                raise KeyError("--vtokens_pos needs the crop box of every clip: the batch has no 'cbox'")
+            with self.crop_positions.boxes_for(batch["cbox"]):
+                logits = self.transformer(idx[:, :-1])  # (B, L, V)
+        else:
+            logits = self.transformer(idx[:, :-1])  # (B, n_cond + L - 1, V)
         logits = logits[:, n_cond - 1 :]  # (B, L, V): predictions of the L video tokens
         target = idx[:, n_cond:]  # (B, L)
         loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1))

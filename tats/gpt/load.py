@@ -131,6 +131,12 @@ def gpt_from_state_dict(t_sd: Mapping[str, torch.Tensor], config: GPTConfig) -> 
 
     The stored ``attn.mask`` buffers are loaded as they are and decide the attention kind.
     """
+    if "vtokens_pos_emb" in t_sd:
+        raise CheckpointError(
+            "this transformer was trained with --vtokens_pos on cropped token windows: each forward needs "
+            "the crop's position in the token grid, which the samplers here do not take (train without "
+            "--vtokens_pos to sample)"
+        )
     gpt = GPT(config)
     result = gpt.load_state_dict(dict(t_sd), strict=False)
     if result.missing_keys or result.unexpected_keys:

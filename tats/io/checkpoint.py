@@ -7,7 +7,9 @@ allowed; nothing that can run code is. A file that needs anything else is refuse
 names the file and the global, and its payload never executes.
 
 The pretrained metric weights come as plain pickles of numpy arrays (:mod:`tats.io.fetch`); they are
-read by :func:`load_numpy_pickle`, an unpickler that rebuilds containers and numpy arrays only.
+read by :func:`load_numpy_pickle`, an unpickler that rebuilds containers and numpy arrays only; the
+release's STFT features (AudioSet-Drums ``*.pickle``) by :func:`load_plain_pickle`, the same
+unpickler without the dict requirement.
 """
 
 from __future__ import annotations
@@ -150,38 +152,75 @@ def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[st
     return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Rebuilds dicts, lists, scalars and numpy arrays; refuses every other global (no code runs)."""
+def _safe_frombuffer(buffer: Any, dtype: Any, shape: Any, order: str) -> np.ndarray:
+    """numpy's protocol-5 array rebuild (``_frombuffer``), for plain bytes only: a copy, so the
+    array is writable as an unpickled one is."""
+    if not isinstance(buffer, (bytes, bytearray, memoryview, pickle.PickleBuffer)):
+        raise pickle.UnpicklingError(f"array buffer of type {type(buffer).__name__} is not allowed")
+    return np.frombuffer(buffer, dtype=np.dtype(dtype)).reshape(shape, order=order).copy()
 
-    _ALLOWED = {
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-    }
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles use it to carry bytes; other codecs are refused."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode({type(text).__name__}, {encoding!r}) is not allowed")
+    return text.encode("latin1")
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Rebuilds plain containers, scalars and numpy arrays; refuses every other global (no code runs).
+
+    Plain containers (dict, list, tuple, str, bytes, numbers) need no global at all; the allowed
+    globals are numpy's own array/dtype/scalar rebuilders for pickle protocols 2 to 5, under their
+    numpy 1 (``numpy.core``) and numpy 2 (``numpy._core``) module names.
+    """
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed (numpy arrays only)")
-        if name == "_reconstruct":  # numpy's own reconstructor, whichever module it lives in
-            return np.zeros(0).__reduce__()[0]
-        if name == "scalar":
-            return np.float32(0).__reduce__()[0]
-        return getattr(np, name)
+        allowed = {
+            ("numpy", "ndarray"): np.ndarray,
+            ("numpy", "dtype"): np.dtype,
+            ("numpy.core.multiarray", "_reconstruct"): _np_reconstruct,
+            ("numpy._core.multiarray", "_reconstruct"): _np_reconstruct,
+            ("numpy.core.multiarray", "scalar"): _np_scalar,
+            ("numpy._core.multiarray", "scalar"): _np_scalar,
+            ("numpy.core.numeric", "_frombuffer"): _safe_frombuffer,
+            ("numpy._core.numeric", "_frombuffer"): _safe_frombuffer,
+            ("_codecs", "encode"): _latin1_encode,
+        }
+        if (module, name) not in allowed:
+            raise pickle.UnpicklingError(
+                f"global '{module}.{name}' is not allowed (numpy arrays and plain containers only)"
+            )
+        return allowed[(module, name)]
 
 
-def load_numpy_pickle(path: str | os.PathLike) -> dict:
-    """Unpickle a file that may contain only nested containers and numpy arrays.
+# numpy's own reconstructors, taken from its reduce tuples (whichever module they live in)
+_np_reconstruct = np.zeros(0).__reduce__()[0]
+_np_scalar = np.float32(0).__reduce__()[0]
 
-    Raises ``pickle.UnpicklingError`` (with the file name) if it asks for any other class.
+
+def load_plain_pickle(path: str | os.PathLike) -> Any:
+    """Unpickle a file that may contain only plain containers, scalars and numpy arrays.
+
+    Anything else (a class, a function, a ``__reduce__`` payload) is refused before it can run:
+    ``pickle.UnpicklingError`` naming ``path`` and the global it asked for. A truncated or
+    non-pickle file raises ``pickle.UnpicklingError`` naming ``path`` too.
     """
     with open(path, "rb") as f:
         try:
-            obj = _NumpyOnlyUnpickler(f).load()
+            return _NumpyOnlyUnpickler(f).load()
         except pickle.UnpicklingError as err:
             raise pickle.UnpicklingError(f"refusing to unpickle {path}: {err}") from None
+        except (EOFError, ValueError, TypeError, IndexError, KeyError) as err:
+            raise pickle.UnpicklingError(f"cannot unpickle {path}: {type(err).__name__}: {err}") from None
+
+
+def load_numpy_pickle(path: str | os.PathLike) -> dict:
+    """Unpickle a file that may contain only nested containers and numpy arrays, holding a dict.
+
+    Raises ``pickle.UnpicklingError`` (with the file name) if it asks for any other class.
+    """
+    obj = load_plain_pickle(path)
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a pickled dict of numpy arrays, got {type(obj).__name__}")
     return obj

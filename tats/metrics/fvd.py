@@ -13,6 +13,9 @@ Protocols (:data:`PROTOCOLS`):
   (StyleGAN-V's running statistics).
   StyleGAN-V's own pipeline additionally prepares its datasets at a fixed resolution and uses its
   TorchScript I3D (pass it with ``--i3d_path``); those parts are up to the caller.
+- ``"coinrun"``: the release's MUGEN I3D variant (``is_coinrun``, :mod:`tats.metrics.i3d`): as ``tats``
+  but frames squashed to 256x256, the size its (1, 8, 8) head pool is built for (the release builds the
+  variant but its FVD script always resizes to 224 for the standard network), every frame kept in time.
 
 Which I3D weights: the release's FVD numbers come from ``i3d_pretrained_400.pt`` run with batch-norm
 eps 1e-5 (load it with :func:`tats.metrics.i3d.load_i3d`). The weights this project can fetch
@@ -48,11 +51,13 @@ class FVDProtocol:
     cov_ddof: int  # 1: unbiased (N - 1); 0: N
     uint8: str  # float -> uint8 rule of tats.io.video: "truncate" (the release) or "round"
     size: int = 224
+    is_coinrun: bool = False  # the I3D variant it needs (tats.metrics.i3d.load_i3d(is_coinrun=...))
 
 
 PROTOCOLS = {
     "tats": FVDProtocol("tats", crop=False, cov_ddof=1, uint8="truncate"),
     "styleganv": FVDProtocol("styleganv", crop=True, cov_ddof=0, uint8="round"),
+    "coinrun": FVDProtocol("coinrun", crop=False, cov_ddof=1, uint8="truncate", size=256, is_coinrun=True),
 }
 #: Clips per side of the release's FVD; numbers from fewer clips are not comparable with published ones
 #: (the Frechet distance of finite samples is biased upwards, more so for fewer clips).
@@ -192,6 +197,10 @@ class I3DFeatureExtractor:
     ) -> None:
         self.model = model.eval()
         self.protocol = get_protocol(protocol)
+        if bool(getattr(model, "is_coinrun", False)) != self.protocol.is_coinrun:
+            variant = "MUGEN (is_coinrun)" if self.protocol.is_coinrun else "standard"
+            raise ValueError(f"FVD protocol {self.protocol.name!r} needs the {variant} I3D; load it with "
+                             f"load_i3d(..., is_coinrun={self.protocol.is_coinrun})")
         self.batch_size = batch_size
         self.progress = progress
         self.desc = desc

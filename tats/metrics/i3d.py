@@ -10,6 +10,11 @@ Weights, three ways (:func:`load_i3d`):
 - our converted TF-hub weights (fetched on first use, or ahead of time with
   ``python scripts/fetch_weights.py --i3d``), BN eps 1e-3 as the TF original was trained with;
 - StyleGAN-V's TorchScript ``i3d_torchscript.pt`` (:class:`TorchScriptI3D`).
+
+``is_coinrun=True`` builds the release's MUGEN variant (its ``InceptionI3d(is_coinrun=True)``) with the
+same weights: no temporal striding (``Conv3d_1a_7x7`` stride (1, 2, 2), ``MaxPool3d_4a_3x3`` kernel
+(1, 3, 3) stride (1, 2, 2), ``MaxPool3d_5a_2x2`` stride (1, 2, 2)) and a (1, 8, 8) head pool, so it reads
+every frame of 256 x 256 clips (the FVD protocol ``coinrun``, :mod:`tats.metrics.fvd`).
 """
 
 from __future__ import annotations
@@ -138,23 +143,26 @@ class InceptionI3d(nn.Module):
     TF-hub weights were trained with.
     """
 
-    def __init__(self, num_classes: int = 400, in_channels: int = 3, bn_eps: float = 1e-5) -> None:
+    def __init__(self, num_classes: int = 400, in_channels: int = 3, bn_eps: float = 1e-5,
+                 is_coinrun: bool = False) -> None:
         super().__init__()
-        self.num_classes, self.bn_eps = num_classes, bn_eps
-        self.Conv3d_1a_7x7 = Unit3D(in_channels, 64, (7, 7, 7), (2, 2, 2), bn_eps=bn_eps)
+        self.num_classes, self.bn_eps, self.is_coinrun = num_classes, bn_eps, is_coinrun
+        st = 1 if is_coinrun else 2  # the MUGEN variant keeps every frame
+        self.Conv3d_1a_7x7 = Unit3D(in_channels, 64, (7, 7, 7), (st, 2, 2), bn_eps=bn_eps)
         self.MaxPool3d_2a_3x3 = MaxPool3dSame((1, 3, 3), (1, 2, 2))
         self.Conv3d_2b_1x1 = Unit3D(64, 64, bn_eps=bn_eps)
         self.Conv3d_2c_3x3 = Unit3D(64, 192, (3, 3, 3), bn_eps=bn_eps)
         self.MaxPool3d_3a_3x3 = MaxPool3dSame((1, 3, 3), (1, 2, 2))
         self.Mixed_3b = InceptionBlock(*_MIXED["Mixed_3b"], bn_eps=bn_eps)
         self.Mixed_3c = InceptionBlock(*_MIXED["Mixed_3c"], bn_eps=bn_eps)
-        self.MaxPool3d_4a_3x3 = MaxPool3dSame((3, 3, 3), (2, 2, 2))
+        self.MaxPool3d_4a_3x3 = MaxPool3dSame((1 if is_coinrun else 3, 3, 3), (st, 2, 2))
         for name in ("Mixed_4b", "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_4f"):
             self.add_module(name, InceptionBlock(*_MIXED[name], bn_eps=bn_eps))
-        self.MaxPool3d_5a_2x2 = MaxPool3dSame((2, 2, 2), (2, 2, 2))
+        self.MaxPool3d_5a_2x2 = MaxPool3dSame((2, 2, 2), (st, 2, 2))
         self.Mixed_5b = InceptionBlock(*_MIXED["Mixed_5b"], bn_eps=bn_eps)
         self.Mixed_5c = InceptionBlock(*_MIXED["Mixed_5c"], bn_eps=bn_eps)
-        self.avg_pool = nn.AvgPool3d((2, 7, 7), stride=1)
+        self.head_pool = (1, 8, 8) if is_coinrun else (2, 7, 7)
+        self.avg_pool = nn.AvgPool3d(self.head_pool, stride=1)
         self.logits = Logits(1024, num_classes)
         self._order = [
             "Conv3d_1a_7x7",
@@ -183,13 +191,16 @@ class InceptionI3d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, 3, T, H, W) in [-1, 1] -> logits (B, num_classes), averaged over time."""
-        # three stride-2 stages in time and five in space: the Mixed_5c map is ceil(T/8) x ceil(H/32)
+        # three stride-2 stages in time (none for the MUGEN variant) and five in space: the Mixed_5c
+        # map is ceil(T/8) (T) x ceil(H/32) x ceil(W/32)
         t, h, w = x.shape[2:]
-        if math.ceil(t / 8) < 2 or math.ceil(h / 32) < 7 or math.ceil(w / 32) < 7:
-            raise ValueError(
-                f"I3D input {tuple(x.shape)} is too small: the (2, 7, 7) head pool needs "
-                "T >= 9 and H, W >= 193 (FVD resizes frames to 224x224)"
-            )
+        pt, ph, pw = self.head_pool
+        t_out = t if self.is_coinrun else math.ceil(t / 8)
+        if t_out < pt or math.ceil(h / 32) < ph or math.ceil(w / 32) < pw:
+            need = "H, W >= 225 (the coinrun protocol resizes frames to 256x256)" if self.is_coinrun else (
+                "T >= 9 and H, W >= 193 (FVD resizes frames to 224x224)")
+            raise ValueError(f"I3D input {tuple(x.shape)} is too small: the {self.head_pool} head pool needs "
+                             f"{need}")
         feat = self.extract_features(x)  # (B, 1024, t', h', w')
         logits = self.logits(self.avg_pool(feat))  # (B, classes, t', h', w')
         logits = logits.mean(dim=(3, 4))  # spatial squeeze (h' = w' = 1 at 224x224)
@@ -277,6 +288,7 @@ def load_i3d(
     cache_dir: str | os.PathLike | None = None,
     bn_eps: float | None = None,
     device: str | torch.device = "cpu",
+    is_coinrun: bool = False,
 ) -> nn.Module:
     """An I3D in eval mode with frozen parameters, from (first match):
 
@@ -287,6 +299,9 @@ def load_i3d(
     - ``path`` to a TorchScript archive (StyleGAN-V's ``i3d_torchscript.pt``) -> :class:`TorchScriptI3D`;
     - no ``path``: the converted TF-hub weights in the cache, fetched on first use
       (:func:`tats.io.fetch.ensure_weights`), eps 1e-3.
+
+    ``is_coinrun``: the release's MUGEN variant of the network with the same weights (module docstring);
+    TorchScript files have only the standard one.
 
     The model gets ``weights_sha256`` (content hash of converted files, else the file's sha256) and
     ``weights_path`` attributes, recorded with every FVD result.
@@ -310,6 +325,9 @@ def load_i3d(
         except CheckpointError as err:
             raise ValueError(f"{path} is neither an I3D state dict nor a TorchScript I3D: {err}") from None
     if obj is None:  # TorchScript: runs the archive's scripted code, so only load files you trust
+        if is_coinrun:
+            raise ValueError(f"{path}: a TorchScript I3D has no MUGEN (is_coinrun) variant; pass the "
+                             "release's i3d_pretrained_400.pt or the fetched weights")
         model: nn.Module = TorchScriptI3D(path)
         if bn_eps is not None:
             warnings.warn(f"bn_eps={bn_eps} ignored for the TorchScript I3D {path}", stacklevel=2)
@@ -317,7 +335,7 @@ def load_i3d(
         meta = obj.get("meta", {}) if isinstance(obj.get("meta"), dict) else {}
         state = obj["state_dict"] if "state_dict" in obj else obj
         eps = bn_eps if bn_eps is not None else float(meta.get("bn_eps", 1e-5))
-        model = InceptionI3d(400, 3, bn_eps=eps)
+        model = InceptionI3d(400, 3, bn_eps=eps, is_coinrun=is_coinrun)
         state = {k.removeprefix("module."): v for k, v in state.items()}  # DataParallel-saved files
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:

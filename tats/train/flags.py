@@ -84,7 +84,7 @@ def _max_time(value: str) -> dict[str, float]:
     return {"seconds": seconds}
 
 
-def _str_to_bool(value: str) -> bool:
+def str_to_bool(value: str) -> bool:
     if value.lower() in ("1", "true", "yes", "y", "on"):
         return True
     if value.lower() in ("0", "false", "no", "n", "off"):
@@ -130,7 +130,7 @@ def add_trainer_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     g.add_argument("--num_sanity_val_steps", type=int, default=None)
     g.add_argument("--log_every_n_steps", type=int, default=50)
     g.add_argument("--deterministic", action="store_true")
-    g.add_argument("--benchmark", type=_str_to_bool, nargs="?", const=True, default=None)
+    g.add_argument("--benchmark", type=str_to_bool, nargs="?", const=True, default=None)
     g.add_argument("--fast_dev_run", type=_int_or_float, nargs="?", const=True, default=False)
     g.add_argument("--overfit_batches", type=_int_or_float, default=0.0)
     g.add_argument("--detect_anomaly", action="store_true")
@@ -181,7 +181,7 @@ def parse_args_with_config(
     nan_flag = getattr(args, "terminate_on_nan", None)
     if nan_flag is not None and hasattr(args, "max_nonfinite_steps"):
         # Lightning 1.5's --terminate_on_nan stopped at the first NaN loss: the guard's limit 0 does that
-        if nan_flag is True or _str_to_bool(str(nan_flag)):
+        if nan_flag is True or str_to_bool(str(nan_flag)):
             args.max_nonfinite_steps = 0
         args.terminate_on_nan = None
     ignored = [n for n in LEGACY_IGNORED_FLAGS if getattr(args, n, None) is not None]

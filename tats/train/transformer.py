@@ -3,10 +3,13 @@ VQGAN, and :func:`fit_transformer`.
 
 ``train_transformer.py`` (and the fork's ``train_gpt.py``) is :func:`build_parser`, then
 :func:`fit_transformer`. Conditioning: ``--unconditional``, class labels (default, ``--cond_stage_key
-label``), captions (``--cond_stage_key text`` or ``--text_cond``) or audio (``--cond_stage_key stft
---stft_vqvae STFT_VQGAN.ckpt``; STFT features are computed from the videos' own audio). ``--vtokens``
-trains from a codes file written by ``scripts/extract_codes.py`` (``--data_path codes.h5``), skipping
-the VQGAN. The model it trains is :class:`tats.gpt.lightning.TransformerModule`.
+label``), captions (``--cond_stage_key text`` or ``--text_cond``: MUGEN/CoinRun episodes, the release's
+text HDF5, or our HDF5 captions) or audio (``--cond_stage_key stft --stft_vqvae STFT_VQGAN.ckpt``: the
+release's STFT pickles, or STFT computed from the videos' own audio). ``--vtokens`` trains from
+precomputed codes: a codes file written by ``scripts/extract_codes.py`` or the release's token file
+(with ``--spatial_length`` crops and ``--vtokens_pos``), skipping the VQGAN. The data layouts are
+those of :mod:`tats.data.release` and :mod:`tats.data.datamodule`. The model it trains is
+:class:`tats.gpt.lightning.TransformerModule`.
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ import pytorch_lightning as pl
 from tats.data import VideoDataModule, add_data_args
 from tats.data.audio import AudioVideoDataModule, add_audio_args, stft_config_from_args
 from tats.data.codes import CodesDataModule
-from tats.data.transforms import clip_length
+from tats.data.release import apply_release_data_defaults, frames_per_clip, text_layout, uses_stft_pickles
+from tats.data.release_hdf5 import is_release_token_file
 from tats.distributed import rank_zero_print
 from tats.gpt.config import TEXT_VOCAB_SIZE, GPTConfig, kept_latent_frames
 from tats.gpt.lightning import BASE_LR, TransformerModule
 from tats.io.download import file_digest
 from tats.io.registry import check_file_flag, resolve_args
-from tats.train.flags import add_fault_args, add_trainer_args
+from tats.train.flags import add_fault_args, add_trainer_args, str_to_bool
 from tats.train.guards import check_data_flags, check_transformer_budget, check_transformer_tokens
 from tats.train.lr import scale_transformer_lr
 from tats.train.resume import resolve_resume
@@ -35,6 +39,8 @@ from tats.vqgan.load import load_vqgan
 from tats.vqgan.model import VQGAN
 
 COND_KEYS = {"label": "label", "text": "text", "stft": "audio"}
+#: Token vocabulary the release assumes for its token files (its first_stage_vocab_size).
+RELEASE_TOKEN_VOCAB = 16384
 
 
 def add_transformer_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -50,8 +56,15 @@ def add_transformer_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     add("--class_cond", action="store_true", help="class labels (the default, --cond_stage_key label)")
     add("--stft_vqvae", type=str, default=None,
         help="audio VQGAN checkpoint or published name, e.g. drums-stft (--cond_stage_key stft)")
-    add("--text_seq_len", type=int, default=77, help="BPE tokens per caption (start/end included, 0-padded)")
-    add("--vocab_size", type=int, default=None, help="VQGAN codebook size (checked against --vqvae)")
+    add("--text_seq_len", type=int, default=None,
+        help="BPE tokens per caption (start/end included, 0-padded); default: 256 for the release's "
+             "MUGEN/CoinRun and text-HDF5 layouts (the release's), 77 for captions in our HDF5 files")
+    add("--truncate_captions", type=str_to_bool, nargs="?", const=True, default=None,
+        help="cut longer captions to --text_seq_len tokens (else an error); default: the release's, yes for "
+             "MUGEN/CoinRun and our captions, no for its text HDF5")
+    add("--vocab_size", type=int, default=None,
+        help="VQGAN codebook size (checked against --vqvae); with the release's token files and no --vqvae "
+             f"the token vocabulary (default {RELEASE_TOKEN_VOCAB}, the release's)")
     add("--block_size", type=int, default=1024, help="longest input: condition tokens + video tokens - 1")
     add("--n_layer", type=int, default=24)
     add("--n_head", type=int, default=16)
@@ -61,10 +74,14 @@ def add_transformer_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     add("--sample_every_n_latent_frames", type=int, default=0,
         help="> 0: keep every n-th latent frame (hierarchical AR transformer)")
     add("--spatial_length", type=int, default=None,
-        help="accepted for release command lines; the code grid comes from the VQGAN (or the codes file)")
+        help="--vtokens with the release's token file: side of the random square crops of the token grid "
+             "(default 15, the release's); accepted and unused otherwise (the grid comes from the VQGAN)")
+    add("--vtokens_pos", action="store_true",
+        help="--vtokens crops: add a learned embedding of each crop cell's place in the full token grid")
     add("--frame_rate", type=float, default=None, help="accepted for release command lines (unused here)")
     add("--vtokens", action="store_true",
-        help="--data_path is a codes file from scripts/extract_codes.py: no VQGAN forward per step")
+        help="--data_path holds precomputed codes (scripts/extract_codes.py, or the release's token file "
+             "with --resolution = its grid side): no VQGAN forward per step")
     add("--base_lr", type=float, default=BASE_LR, help="lr = accumulate * gpus * batch_size * base_lr")
     add("--weight_decay", type=float, default=0.01, help="AdamW decay of Linear weights")
     add("--activation_checkpointing", action="store_true", help="recompute block activations in backward")
@@ -149,6 +166,9 @@ def _codes_setup(args: argparse.Namespace) -> tuple[CodesDataModule, VQGAN, tupl
     """``--vtokens``: the codes file's datamodule, the VQGAN that made it, its full code grid."""
     if args.data_path is None:
         raise SystemExit("--vtokens needs --data_path pointing at a codes file from scripts/extract_codes.py")
+    if args.vtokens_pos or args.spatial_length is not None:
+        raise SystemExit(f"--vtokens_pos / --spatial_length crop the release's token files; {args.data_path} "
+                         "is a codes file of scripts/extract_codes.py, whose clips are whole")
     dm = CodesDataModule(args.data_path, batch_size=args.batch_size, num_workers=args.num_workers)
     vqvae = args.vqvae or dm.attrs.get("vqgan_ckpt")
     if not vqvae:
@@ -159,6 +179,33 @@ def _codes_setup(args: argparse.Namespace) -> tuple[CodesDataModule, VQGAN, tupl
             f"vqgan_sha256 attribute); re-run scripts/extract_codes.py with this VQGAN"
         )
     return dm, load_vqgan(vqvae), dm.latent_shape
+
+
+def _release_codes_setup(args: argparse.Namespace) -> tuple[VideoDataModule, VQGAN | None, tuple, int]:
+    """``--vtokens`` with the release's token file: its datamodule, the optional VQGAN (``--vqvae``: only
+    stored for decoding; the release trained without one), the crop grid and the vocabulary."""
+    dm = VideoDataModule(args)
+    dm.setup("fit")
+    vqgan = load_vqgan(args.vqvae) if args.vqvae else None
+    n_codes = vqgan.config.n_codes if vqgan is not None else int(args.vocab_size or RELEASE_TOKEN_VOCAB)
+    import h5py  # the largest token must fit the vocabulary
+
+    with h5py.File(args.data_path, "r") as f:
+        top = max(int(f[k][:].max(initial=0)) for k in ("train_data", "test_data") if k in f)
+    if top >= n_codes:
+        raise SystemExit(f"--data_path {args.data_path} holds token {top}, beyond the vocabulary of "
+                         f"{n_codes} (--vocab_size, or the --vqvae codebook)")
+    return dm, vqgan, dm.train_dataset.latent_shape, n_codes
+
+
+def apply_release_text_defaults(args: argparse.Namespace, kind: str) -> None:
+    """``--text_seq_len`` / ``--truncate_captions`` left out: the release's values for its text layouts
+    (MUGEN/CoinRun: 256 tokens, truncated; text HDF5: 256, not truncated), 77 / truncated for ours."""
+    layout = text_layout(args) if kind == "text" else None
+    if args.text_seq_len is None:
+        args.text_seq_len = 256 if layout else 77
+    if args.truncate_captions is None:
+        args.truncate_captions = layout != "hdf5"
 
 
 def fit_transformer(args: argparse.Namespace) -> pl.Trainer:
@@ -174,6 +221,7 @@ def fit_transformer(args: argparse.Namespace) -> pl.Trainer:
     check_file_flag("vqvae", args.vqvae)
     check_file_flag("stft_vqvae", args.stft_vqvae)
     check_data_flags(args)
+    apply_release_text_defaults(args, kind)
     pl.seed_everything(args.seed, workers=True)
     if kind == "audio":
         args.stft_data = True
@@ -181,19 +229,35 @@ def fit_transformer(args: argparse.Namespace) -> pl.Trainer:
             raise SystemExit("--cond_stage_key stft needs --stft_vqvae (the audio VQGAN checkpoint)")
         if args.vtokens:
             raise SystemExit("--vtokens holds video codes only; audio conditioning needs the videos")
+    try:
+        notes = apply_release_data_defaults(args)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+    for note in notes:
+        rank_zero_print(note)
+    release_tokens = bool(args.vtokens and args.data_path and is_release_token_file(args.data_path))
+    if args.vtokens_pos and not release_tokens:
+        raise SystemExit("--vtokens_pos needs --vtokens with the release's token file (the position "
+                         "embedding of cropped token windows)")
+    if args.vtokens_pos and args.sample_every_n_frames != 1:
+        raise SystemExit("--vtokens_pos: the release's grid embedding covers every latent frame; use "
+                         "--sample_every_n_frames 1")
 
-    if args.vtokens:
+    n_codes = None
+    if release_tokens:
+        dm, vqgan, full_shape, n_codes = _release_codes_setup(args)
+        check_transformer_budget(args, kind, full_shape)
+    elif args.vtokens:
         dm, vqgan, full_shape = _codes_setup(args)
         check_transformer_budget(args, kind, full_shape)
     else:
         if args.vqvae is None:
             raise SystemExit("--vqvae is required: the trained VQGAN checkpoint")
         vqgan = load_vqgan(args.vqvae)
-        # frames the VQGAN sees per clip: sequence_length, or sequence_length / n for video files and HDF5
-        frames = clip_length(args.sequence_length, args.sample_every_n_frames, args.image_folder)
-        full_shape = latent_shape_of(vqgan, frames, args.resolution)
+        # frames the VQGAN sees per clip (sequence_length, or sequence_length / n: the layout's rule)
+        full_shape = latent_shape_of(vqgan, frames_per_clip(args), args.resolution)
         check_transformer_budget(args, kind, full_shape)  # before the (demo) data is generated
-        if args.stft_data:
+        if args.stft_data and not uses_stft_pickles(args):
             dm = AudioVideoDataModule(args, stft_config_from_args(args))
         else:
             dm = VideoDataModule(args)
@@ -207,7 +271,8 @@ def fit_transformer(args: argparse.Namespace) -> pl.Trainer:
         cond_vqgan = load_vqgan(args.stft_vqvae)
         stft = dm.train_dataset[0]["stft"][None]  # (1, 1, T, F, W): the grid the audio VQGAN sees
         n_audio_tokens = math.prod(cond_vqgan.encode(stft).shape[1:])
-    config = build_gpt_config(args, full_shape, vqgan.config.n_codes, n_classes, n_audio_tokens,
+    n_codes = vqgan.config.n_codes if vqgan is not None else n_codes
+    config = build_gpt_config(args, full_shape, n_codes, n_classes, n_audio_tokens,
                               cond_vqgan.config.n_codes if cond_vqgan is not None else 0)
 
     # Every buffer of the module is constant in training (attention masks, the frozen VQGAN in eval
@@ -221,6 +286,9 @@ def fit_transformer(args: argparse.Namespace) -> pl.Trainer:
         max_nonfinite_steps=args.max_nonfinite_steps,
         activation_checkpointing=args.activation_checkpointing, compile=args.compile,
         cond_stage_key={"none": None, "label": "label", "text": "text", "audio": "stft"}[kind],
+        truncate_captions=bool(args.truncate_captions),
+        vtokens_pos_grid=((args.sequence_length, args.resolution, args.resolution) if args.vtokens_pos
+                          else None),
     )
     n_params = sum(p.numel() for p in module.transformer.parameters())
     rank_zero_print(

