@@ -1,38 +1,41 @@
-"""Sampling throughput: our static-KV-cache sampler vs the release's concatenating-cache sampler.
+"""Sampling throughput: our samplers (eager and compiled, fp32 and bf16) vs the release's sampler,
+with the memory-traffic bound of each configuration.
 
 The baseline (``tests/reference_impls.py``, where the suite checks it against ours) decodes the way the
-release's sampler does (same weights, same run):
-- step 0 feeds the whole condition window in one forward, with the causal mask, and the head
-  computes full-vocabulary logits at every window position;
-- every later step feeds the one new token; the past is a Python list holding one tensor per step,
-  ``(n_layer, 2, B, n_head, T_step, head_dim)`` (each step's per-layer keys/values stacked with
-  ``torch.stack``), concatenated into one tensor at every step, and every layer concatenates its
-  slice of it with the new key/value again (``torch.cat``); attention is explicit softmax;
-- the next token: ``logits[:, -1] / temperature``, then (only when top_k is given) the full-vocabulary
-  top-k / top-p filter (``topk``, boolean-index assignment, ``sort`` of the whole vocabulary, softmax,
-  cumsum, ``scatter``), a full-vocabulary softmax and a multinomial draw (greedy: top-1), and the
-  token appended to the sample with ``torch.cat``.
+release's sampler does, on the same weights in the same run: step 0 feeds the whole window with
+full-vocabulary logits at every position; every later step feeds one token and regrows the past
+(``torch.stack`` / ``torch.cat`` of every step's keys and values), explicit attention, then the
+full-vocabulary top-k / top-p filter (sort of the whole vocabulary), a softmax and a multinomial draw.
+Long videos: the release's fast sliding window (the first p latent frames as a short sample, then one
+latent frame per window that restarts at position 0).
 
-Ours: :func:`tats.sampling.sample_short` / :func:`tats.sampling.sample_long` (preallocated KV cache
-written with ``index_copy_``, fused query/key/value matmul, last-position logits only; on the CPU the
-head weight in a oneDNN-packed layout from batch 4, and top-k/top-p found with numpy's introselect and
-SIMD sort, then one inverse-CDF draw among the k survivors).
+Ours (:func:`tats.sampling.sample_short` / :func:`tats.sampling.sample_long`):
+- eager: preallocated KV cache, fused query/key/value, last-position float32 head (oneDNN-packed on the
+  CPU from batch 4), the draw among the k survivors (numpy introselect on the CPU);
+- compiled (``compile=True``, :mod:`tats.sampling.compiled`): the prefill and the one-token step with
+  the draw inside, compiled once per batch size and precision (inductor's C++ GEMM templates on frozen
+  weights on the CPU, CUDA graphs on a GPU); the compile time is reported apart;
+- bf16: autocast to bfloat16 with a bfloat16 KV cache; the head and the draw stay float32.
 
-Where the time goes (torch.profiler, one AVX2 core, per token step). Batch 1, baseline: head 2.5 ms,
-cache regrowth (``cat``) 2.3 ms, layer matmuls 2.0 ms, full-vocabulary sampling, sort and top-k 1.5 ms,
-attention 0.5 ms. Batch 16, ours: attention over the cache 11 ms (on average 67 MB of keys and values
-read per step, memory-bound, and the same reads in the baseline), head 5 ms, layer matmuls 6 ms,
-filter and draw 2.4 ms. Attention and weight reads are common to both samplers, which bounds the
-ratio on a CPU; it grows with the batch, where the baseline's regrowth and full-vocabulary sort grow.
+Each row is the median over ``--repeats`` runs of every sampler, interleaved round-robin with the
+baseline of the same batch size and mode, so machine load hits all alike. Columns: tokens/s, ms per
+token step (one token for each of the B videos), the ratio to the baseline's wall time, and the
+memory-traffic bound: the bytes a step must read (every weight once, at the precision the kernels read
+it: float32 for eager autocast, which casts per call, bfloat16 for compiled bf16, whose frozen weights
+are cast once; the float32 head; and the keys and values written so far, at the cache's precision),
+averaged over the sample's steps, divided by the memory bandwidth measured here (a read of a 512 MiB
+tensor, best of 5). "x bound" = measured / bound time per step: 1.0 is the limit; the weights (30 MB in
+fp32 for 4 x 256 with a 16k head) partly stay in a 32 MB L3, so the DRAM bound is not a hard floor.
+The prefills (compute-bound matrix products, the same in both samplers) are in the measured times.
 
-Timing: for every batch size the two samplers run interleaved (ours, baseline, ours, baseline, ...)
-``--repeats`` times in this process, so machine load hits both alike; the table shows the median wall
-time and the median process CPU time (with one thread the CPU time is insensitive to other
-processes on a shared machine). Greedy runs of both are compared token for token first.
+Before timing, greedy decoding of ours is compared with the baseline's token for token (eager and
+compiled fp32); "bf16 argmax differs" is the share of positions whose bf16 next-token argmax differs
+from float32's, teacher-forced on the float32 greedy sample (its first ``--argmax_positions``).
 
-    python benchmarks/bench_sampling.py                                 # CPU, 4 x 256, 4x16x16, B 1 4 16
-    python benchmarks/bench_sampling.py --threads 1 2 --batch_sizes 16 --repeats 3
-    python benchmarks/bench_sampling.py --device cuda --dtype bf16 --compile --n_layer 24 --n_embd 1024
+    python benchmarks/bench_sampling.py --batch_sizes 1 4 --repeats 3     # the issue's configuration
+    python benchmarks/bench_sampling.py --batch_sizes 16 --modes short --dtypes fp32 --impls compiled
+    python benchmarks/bench_sampling.py --device cuda --n_layer 24 --n_embd 1024 --n_head 16 \\
+        --batch_sizes 16 --dtypes bf16 --impls eager compiled            # TATS-base size on a GPU
 """
 
 from __future__ import annotations
@@ -42,44 +45,41 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from tats.gpt import GPT, GPTConfig
 from tats.gpt.video_transformer import VideoTransformer
-from tats.sampling import SamplingOptions, generate_tokens, kv_cache, precision, sample_long, sample_short
+from tats.sampling import sample_long, sample_short
+from tats.sampling.long import context_frames
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests.reference_impls
 from tests.reference_impls import baseline_generate, baseline_long  # noqa: E402
 
-# ----------------------------------------------------------------------------- timing
+DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
 
-def timed(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[torch.Tensor, float, float]:
-    """Run ``fn``; return its output, wall seconds and process CPU seconds."""
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
-    w0, c0 = time.perf_counter(), time.process_time()
-    out = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return out, time.perf_counter() - w0, time.process_time() - c0
 
 
-def interleaved(
-    ours: Callable, base: Callable | None, repeats: int, device: torch.device
-) -> dict[str, float]:
-    """Median wall / CPU seconds of the two samplers, run alternately ``repeats`` times."""
-    times: dict[str, list[float]] = {"ours_wall": [], "ours_cpu": [], "base_wall": [], "base_cpu": []}
-    for _ in range(repeats):
-        for name, fn in (("ours", ours), ("base", base)):
-            if fn is None:
-                continue
-            _, wall, cpu = timed(fn, device)
-            times[f"{name}_wall"].append(wall)
-            times[f"{name}_cpu"].append(cpu)
-    return {k: statistics.median(v) if v else float("nan") for k, v in times.items()}
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    """Wall seconds of ``fn()``."""
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def bandwidth(device: torch.device) -> float:
+    """Bytes per second of a read of 512 MiB (far beyond any cache), best of 5."""
+    x = torch.ones(128 * 2**20, device=device)  # 512 MiB of float32
+    best = min(timed(lambda: x.sum(), device) for _ in range(5))
+    return x.numel() * 4 / best
 
 
 def build_model(args: argparse.Namespace, device: torch.device) -> VideoTransformer:
@@ -91,35 +91,83 @@ def build_model(args: argparse.Namespace, device: torch.device) -> VideoTransfor
     return VideoTransformer(GPT(cfg).to(device).eval()).eval()
 
 
-@torch.inference_mode()
-def check_greedy(model: VideoTransformer, gpt: GPT, B: int, n: int, dtype) -> bool:
-    """Greedy tokens of both samplers over the first ``n`` tokens after the label token."""
-    device = gpt.pos_emb.device
-    cond = torch.zeros(B, 1, dtype=torch.long, device=device)
-    with precision(device, dtype), kv_cache(model.transformer, B, dtype):
-        ours = generate_tokens(model.transformer, cond, n, SamplingOptions(greedy=True))
-    with precision(device, dtype):
-        base = baseline_generate(gpt, cond, n, greedy=True)
-    return bool(torch.equal(ours, base))
-
-
-def runners(args: argparse.Namespace, model: VideoTransformer, gpt: GPT, B: int, mode: str, dtype):
-    """``(ours, baseline, tokens per sample, latent frames per sample)`` for one setting."""
+# ---------------------------------------------------------------------------- the traffic bound
+def step_positions(args: argparse.Namespace, mode: str) -> list[int]:
+    """The cache length read by every token step of one sample (prefills excluded)."""
     t, h, w = args.latent
-    hw, top_k = h * w, None if args.top_k < 0 else args.top_k
-    kw = dict(temperature=1.0, top_k=top_k, top_p=args.top_p, greedy=args.greedy)
-    base_kw = dict(top_k=top_k, top_p=args.top_p, greedy=args.greedy)
-    cond = torch.zeros(B, 1, dtype=torch.long, device=gpt.pos_emb.device)
+    hw, n_cond = h * w, 1
     if mode == "short":
-        return (lambda: sample_short(model, B, cond=0, dtype=dtype, **kw),
-                lambda: baseline_generate(gpt, cond, t * hw, **base_kw), t * hw, t)
-    n = args.long_frames
-    return (lambda: sample_long(model, n, B, cond=0, dtype=dtype, **kw),
-            lambda: baseline_long(gpt, cond, n, hw, **base_kw), n * hw, n)
+        return [n_cond + i for i in range(t * hw)]
+    p, out = args.temporal_sample_pos, []
+    out += [n_cond + i for i in range(p * hw)]  # the first p frames: one short sample
+    for f in range(p, args.long_frames):
+        ctx = len(context_frames(f, p))
+        out += [n_cond + ctx * hw + i for i in range(hw)]
+    return out
+
+
+def bound_ms_per_step(args: argparse.Namespace, gpt: GPT, B: int, mode: str, dtype: str, impl: str,
+                      bytes_per_s: float) -> float:
+    """Milliseconds per token step if the step only had to read its bytes once at ``bytes_per_s``."""
+    cfg = gpt.config
+    layer_params = sum(p.numel() for n, p in gpt.named_parameters() if n.startswith("blocks."))
+    weight_bytes = 2 if dtype == "bf16" and impl == "compiled" else 4
+    kv_bytes = 2 if dtype == "bf16" else 4
+    positions = step_positions(args, mode)
+    kv = B * cfg.n_layer * 2 * cfg.n_embd * kv_bytes * sum(positions) / len(positions)
+    per_step = layer_params * weight_bytes + gpt.head.weight.numel() * 4 + kv
+    return per_step / bytes_per_s * 1e3
+
+
+# ---------------------------------------------------------------------------- runs
+@dataclass
+class Setting:
+    mode: str
+    dtype: str
+    impl: str
+
+
+def our_runner(args, model: VideoTransformer, B: int, s: Setting) -> Callable[[], torch.Tensor]:
+    kw = dict(cond=0, top_k=args.top_k, top_p=args.top_p, dtype=DTYPES[s.dtype], compile=s.impl == "compiled",
+              generator=torch.Generator(device=model.transformer.pos_emb.device).manual_seed(0))
+    if s.mode == "short":
+        return lambda: sample_short(model, B, **kw)
+    return lambda: sample_long(model, args.long_frames, B, temporal_sample_pos=args.temporal_sample_pos, **kw)
+
+
+def base_runner(args, gpt: GPT, B: int, mode: str) -> Callable[[], torch.Tensor]:
+    t, h, w = args.latent
+    cond = torch.zeros(B, 1, dtype=torch.long, device=gpt.pos_emb.device)
+    kw = dict(top_k=args.top_k, top_p=args.top_p)
+    if mode == "short":
+        return lambda: baseline_generate(gpt, cond, t * h * w, **kw)
+    return lambda: baseline_long(gpt, cond, args.long_frames, h * w, p=args.temporal_sample_pos, **kw)
+
+
+def greedy_checks(args, model: VideoTransformer, B: int, impls: list[str]) -> dict[str, object]:
+    """Greedy tokens of ours (each impl, fp32) vs the baseline over ``--check_tokens`` tokens, and the
+    share of positions where bf16's argmax differs from fp32's (teacher-forced on the fp32 sample)."""
+    gpt = model.transformer
+    device = gpt.pos_emb.device
+    n = min(args.check_tokens, gpt.block_size - 1)
+    cond = torch.zeros(B, 1, dtype=torch.long, device=device)
+    base = baseline_generate(gpt, cond, n, greedy=True)
+    out: dict[str, object] = {}
+    ids = None
+    for impl in impls:
+        ids = sample_short(model, B, cond=0, greedy=True, return_ids=True, compile=impl == "compiled")
+        out[f"greedy_{impl}"] = bool(torch.equal(ids[:, :n], base))
+    # the fp32 greedy sample as input (its last token predicts nothing in the window)
+    seq = torch.cat([cond, ids], dim=1)[:, : min(args.argmax_positions, gpt.block_size)]
+    fp32 = gpt(seq).argmax(-1)
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+        bf16 = gpt(seq).argmax(-1)
+    out["bf16_argmax_differs"] = float((fp32 != bf16).float().mean())
+    return out
 
 
 @torch.inference_mode()
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n_layer", type=int, default=4)
     ap.add_argument("--n_head", type=int, default=8)
@@ -127,81 +175,90 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n_codes", type=int, default=16384)
     ap.add_argument("--n_classes", type=int, default=101)
     ap.add_argument("--latent", type=int, nargs=3, default=(4, 16, 16), metavar=("T", "H", "W"))
-    ap.add_argument("--dt", type=int, default=4, help="pixel frames per latent frame (for frames/s)")
     ap.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 4, 16])
-    ap.add_argument("--threads", type=int, nargs="+", default=[0],
-                    help="torch intra-op thread counts to run (0 = the default)")
-    ap.add_argument("--repeats", type=int, default=3, help="interleaved repetitions (the median is shown)")
     ap.add_argument("--modes", nargs="+", default=["short", "long"], choices=["short", "long"])
-    ap.add_argument("--long_frames", type=int, default=6, help="latent frames of the long sample")
-    ap.add_argument("--top_k", type=int, default=2048, help="the README's sampling settings (-1: none)")
-    ap.add_argument("--top_p", type=float, default=0.8)
-    ap.add_argument("--greedy", action="store_true", help="time greedy decoding instead of sampling")
+    ap.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=sorted(DTYPES))
+    ap.add_argument("--impls", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"])
+    ap.add_argument("--long_frames", type=int, default=8, help="latent frames of the long sample")
+    ap.add_argument("--temporal_sample_pos", type=int, default=3, help="context frames of the window")
+    ap.add_argument("--top_k", type=int, default=32)
+    ap.add_argument("--top_p", type=float, default=0.9)
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved runs of every sampler (median)")
     ap.add_argument("--check_tokens", type=int, default=64, help="greedy tokens compared before timing")
-    ap.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, mps")
-    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
-    ap.add_argument("--compile", action="store_true",
-                    help="torch.compile our GPT (static-shape KV cache; compile time reported apart)")
+    ap.add_argument("--argmax_positions", type=int, default=512,
+                    help="positions of the fp32 greedy sample over which bf16's argmax is compared")
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: the default)")
+    ap.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     ap.add_argument("--skip_baseline", action="store_true")
     args = ap.parse_args(argv)
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
-    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
-    top_k = None if args.top_k < 0 else args.top_k
     model = build_model(args, device)
-    gpt = model.transformer  # the eager module: the baseline always runs it
+    gpt = model.transformer
+    bw = bandwidth(device)
     t, h, w = args.latent
-    sampling = "greedy" if args.greedy else f"top_k={top_k} top_p={args.top_p}"
-    print(f"device={device} dtype={args.dtype} compile={args.compile} model={args.n_layer}x{args.n_embd} "
-          f"heads={args.n_head} vocab={gpt.config.vocab_size} latent={t}x{h}x{w} sampling={sampling} "
-          f"repeats={args.repeats} (median)")
-    if args.compile:
-        gpt.static_kv = True  # fixed shapes for every step: one graph per input length
-        model.transformer = torch.compile(gpt)
-    rows = []
-    for threads in args.threads:
-        if threads:
-            torch.set_num_threads(threads)
-        for B in args.batch_sizes:
-            if args.compile:  # warm-up: every graph (prefill lengths, 1-token step) is compiled here
-                warm = [runners(args, model, gpt, B, mode, dtype)[0] for mode in args.modes]
-                _, wall, _ = timed(lambda: [fn() for fn in warm][0], device)  # noqa: B023
-                print(f"compile + warm-up (B={B}, threads={torch.get_num_threads()}): {wall:.1f} s")
-            n_check = min(args.check_tokens, gpt.block_size)
-            equal = None if args.skip_baseline else check_greedy(model, gpt, B, n_check, dtype)
-            for mode in args.modes:
-                ours, base, n_tok, n_frames = runners(args, model, gpt, B, mode, dtype)
-                with precision(device, dtype):
-                    r = interleaved(ours, None if args.skip_baseline else base, args.repeats, device)
-                rows.append(dict(threads=torch.get_num_threads(), B=B, mode=mode, n_tok=n_tok,
-                                 frames=n_frames, equal=equal, **r))
-                print_row(rows[-1], args.dt)  # as it comes, then the whole table at the end
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}"
+    print(f"device={name} model={args.n_layer}x{args.n_embd} heads={args.n_head}"
+          f" vocab={gpt.config.vocab_size} latent={t}x{h}x{w}"
+          f" long={args.long_frames} frames, window {args.temporal_sample_pos}"
+          f" top_k={args.top_k} top_p={args.top_p} repeats={args.repeats} (median)"
+          f" memory bandwidth {bw / 1e9:.1f} GB/s", flush=True)
+    rows: list[dict] = []
+    for B in args.batch_sizes:
+        checks = greedy_checks(args, model, B, args.impls)
+        print(f"B={B}: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                     for k, v in checks.items()), flush=True)
+        for mode in args.modes:
+            settings = [Setting(mode, d, i) for d in args.dtypes for i in args.impls]
+            ours = {s.dtype + "/" + s.impl: our_runner(args, model, B, s) for s in settings}
+            warm = {}
+            for key, fn in ours.items():  # compiles (once per batch size, precision and rule) and warms up
+                warm[key] = timed(fn, device)
+            times: dict[str, list[float]] = {key: [] for key in ours}
+            base_times: list[float] = []
+            base = None if args.skip_baseline else base_runner(args, gpt, B, mode)
+            for _ in range(args.repeats):
+                if base is not None:
+                    base_times.append(timed(base, device))
+                for key, fn in ours.items():
+                    times[key].append(timed(fn, device))
+            n_steps = len(step_positions(args, mode))
+            base_s = statistics.median(base_times) if base_times else float("nan")
+            for s in settings:
+                key = s.dtype + "/" + s.impl
+                wall = statistics.median(times[key])
+                bound = bound_ms_per_step(args, gpt, B, mode, s.dtype, s.impl, bw)
+                rows.append(dict(B=B, mode=mode, dtype=s.dtype, impl=s.impl, wall=wall, base=base_s,
+                                 steps=n_steps, bound_ms=bound, warm=warm[key], **checks))
+                print_row(rows[-1], flush=True)
     print()
-    print_table(rows, args.dt)
+    print_table(rows)
+    return rows
 
 
-def print_table(rows: list[dict], dt: int) -> None:
-    """One line per (threads, batch, mode): throughput of ours, the baseline's, and the ratios."""
-    head = (f"{'thr':>3} {'B':>3} {'mode':<5} {'tokens':>6} | {'ours tok/s':>10} {'frames/s':>8} "
-            f"{'wall s':>7} {'cpu s':>7} | {'base tok/s':>10} {'wall s':>7} {'cpu s':>7} | "
-            f"{'x wall':>6} {'x cpu':>6} {'greedy==':>8}")
-    print(head)
-    print("-" * len(head))
+HEADER = (f"{'B':>3} {'mode':<5} {'dtype':<5} {'impl':<8} | {'tok/s':>8} {'ms/step':>8} {'x base':>7} | "
+          f"{'bound ms':>8} {'x bound':>7} | {'base tok/s':>10} | {'first run s':>11}")
+
+
+def print_row(r: dict, flush: bool = False) -> None:
+    tokens = r["B"] * r["steps"]
+    ms = r["wall"] / r["steps"] * 1e3
+    print(f"{r['B']:>3} {r['mode']:<5} {r['dtype']:<5} {r['impl']:<8} | {tokens / r['wall']:>8.0f} "
+          f"{ms:>8.3f} {r['base'] / r['wall']:>7.2f} | {r['bound_ms']:>8.3f} {ms / r['bound_ms']:>7.2f} | "
+          f"{tokens / r['base']:>10.0f} | {r['warm']:>11.1f}", flush=flush)
+
+
+def print_table(rows: list[dict]) -> None:
+    print(HEADER)
+    print("-" * len(HEADER))
     for r in rows:
-        print_row(r, dt)
-    print("frames/s = pixel frames (latent frames x dt) per second; x = baseline time / our time.")
-
-
-def print_row(r: dict, dt: int) -> None:
-    """One table line: throughput of ours, the baseline's, and the ratios."""
-    n = r["B"] * r["n_tok"]
-    fps = r["B"] * r["frames"] * dt / r["ours_wall"]
-    print(f"{r['threads']:>3} {r['B']:>3} {r['mode']:<5} {n:>6} | {n / r['ours_wall']:>10.1f} "
-          f"{fps:>8.2f} {r['ours_wall']:>7.2f} {r['ours_cpu']:>7.2f} | "
-          f"{n / r['base_wall']:>10.1f} {r['base_wall']:>7.2f} {r['base_cpu']:>7.2f} | "
-          f"{r['base_wall'] / r['ours_wall']:>6.2f} {r['base_cpu'] / r['ours_cpu']:>6.2f} "
-          f"{str(r['equal']):>8}", flush=True)
+        print_row(r)
+    print("ms/step: one token for each of the B videos; x base: baseline wall time / ours; bound: the "
+          "step's bytes / measured bandwidth; first run: compile (compiled) and warm-up, apart from the "
+          "timed runs.")
 
 
 if __name__ == "__main__":

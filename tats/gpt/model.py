@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -115,6 +116,21 @@ class KVCache(nn.Module):
         self.k.index_copy_(2, input_pos, k.to(self.k.dtype))
         self.v.index_copy_(2, input_pos, v.to(self.v.dtype))
         return self.k, self.v
+
+
+@dataclass
+class DecodingState:
+    """What ``set_kv_cache`` installs in a GPT: each block's cache and fused weights, the head and the
+    settings. A sampler that keeps its own (a compiled decoder, whose graphs are specialised on these
+    tensors) saves it with :meth:`GPT.decoding_state` and puts it back with
+    :meth:`GPT.restore_decoding_state`, so other samplers in between cost it nothing."""
+
+    caches: list[KVCache | None]
+    fused_qkv: list[tuple[torch.Tensor, torch.Tensor] | None]
+    math_steps: list[bool]
+    decode_head: Callable[[torch.Tensor], torch.Tensor] | None
+    static_kv: bool
+    key: tuple | None
 
 
 class CausalSelfAttention(nn.Module):
@@ -357,6 +373,18 @@ class GPT(nn.Module):
         wanted = self._cache_settings(batch_size, max_len, device, dtype, packed_head, math_steps)
         if self.blocks[0].attn.kv_cache is None or getattr(self, "_cache_key", None) != wanted:
             self.set_kv_cache(batch_size, max_len, device, dtype, None, packed_head, math_steps)
+
+    def decoding_state(self) -> DecodingState:
+        """The current caches, fused weights and decoding settings (see :class:`DecodingState`)."""
+        attn = [b.attn for b in self.blocks]
+        return DecodingState([a.kv_cache for a in attn], [a.fused_qkv for a in attn],
+                             [a.math_steps for a in attn], self.decode_head, self.static_kv, self._cache_key)
+
+    def restore_decoding_state(self, state: DecodingState) -> None:
+        """Install a state saved with :meth:`decoding_state` (the same tensors, nothing reallocated)."""
+        for b, cache, fused, math_steps in zip(self.blocks, state.caches, state.fused_qkv, state.math_steps):
+            b.attn.kv_cache, b.attn.fused_qkv, b.attn.math_steps = cache, fused, math_steps
+        self.decode_head, self.static_kv, self._cache_key = state.decode_head, state.static_kv, state.key
 
     def clear_kv_cache(self) -> None:
         """Free the caches."""

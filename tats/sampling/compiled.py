@@ -29,7 +29,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from tats.gpt.model import GPT, weights_version
+from tats.gpt.model import GPT, DecodingState, weights_version
 from tats.sampling.filtering import DrawRule, draw_full_with_uniform, draw_with_uniform
 
 __all__ = ["CompiledDecoder", "decoder_for"]
@@ -81,6 +81,13 @@ class CompiledDecoder:
     step_fn: Callable[..., Any]
     version: tuple[int, ...]
     static: bool
+    state: DecodingState  # the KV cache and fused weights the graphs were traced with
+
+    def install(self) -> CompiledDecoder:
+        """Put this decoder's cache back into the GPT (another sampler may have set its own since):
+        the same tensors, so the graphs' guards hold and nothing recompiles."""
+        self.gpt.restore_decoding_state(self.state)
+        return self
 
     def _length(self, kv_len: int) -> torch.Tensor | None:
         if self.static:
@@ -125,10 +132,10 @@ def decoder_for(gpt: GPT, batch_size: int, rule: DrawRule,
     cache: dict = gpt.__dict__.setdefault("_compiled_decoders", {})
     version = weights_version(gpt)  # frozen into the graphs as constants
     decoder = cache.get(key)
-    static = device.type == "cuda"
-    _set_cache(gpt, batch_size, dtype, static)  # kept when it is already this decoder's cache
     if decoder is not None and decoder.version == version:
-        return decoder
+        return decoder.install()
+    static = device.type == "cuda"
+    _set_cache(gpt, batch_size, dtype, static)
     # Several batch sizes and rules per run each add a graph of the same functions.
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
     if device.type == "cuda":
@@ -136,7 +143,8 @@ def decoder_for(gpt: GPT, batch_size: int, rule: DrawRule,
     else:
         compile_kw = {"fullgraph": True, "dynamic": False}
     decoder = CompiledDecoder(gpt, batch_size, rule, dtype, torch.compile(_Prefill(gpt, rule), **compile_kw),
-                              torch.compile(_Step(gpt, rule), **compile_kw), version, static)
+                              torch.compile(_Step(gpt, rule), **compile_kw), version, static,
+                              gpt.decoding_state())
     cache[key] = decoder
     return decoder
 
@@ -146,6 +154,6 @@ def _set_cache(gpt: GPT, batch_size: int, dtype: torch.dtype | None, static: boo
     # makes the slice a no-op that the graph would specialise on (one more compile at the last token).
     # A model with the interpolation mask reads the stored mask rows over the whole cache instead.
     spare = 0 if static or not gpt.is_causal else 1
-    gpt.ensure_kv_cache(batch_size, max_len=gpt.block_size + spare,
-                        dtype=dtype if dtype is not None else gpt.pos_emb.dtype,
-                        static_shapes=static, packed_head=False, math_steps=not static)
+    gpt.set_kv_cache(batch_size, max_len=gpt.block_size + spare,
+                     dtype=dtype if dtype is not None else gpt.pos_emb.dtype,
+                     static_shapes=static, packed_head=False, math_steps=not static)

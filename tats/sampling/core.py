@@ -127,7 +127,7 @@ def generate_tokens(
         decoder = decoder_for(gpt, B, options.rule, options.dtype)
         u = options.uniforms(n_new, B, prefix.device)  # (n_new, B)
         with decoder.settings():
-            token = decoder.prefill(prefix, pos, kv_len, u[0])
+            token = decoder.prefill(prefix.contiguous(), pos, kv_len, u[0])  # expanded ids: one graph
             for i in steps:
                 if i:  # feed the previous token at its absolute position, draw the next
                     p = first + i - 1
