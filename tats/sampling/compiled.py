@@ -44,7 +44,9 @@ CPU_INDUCTOR = {"freezing": True, "max_autotune": True, "max_autotune_gemm_backe
 
 
 class _Prefill(nn.Module):
-    """``idx (B, T)`` at ``input_pos (T,)`` -> ``(next tokens (B,), tied rows (B,), logits (B, V))``.
+    """``idx (B, T)`` at ``input_pos (T,)`` -> ``(next tokens (B,), tied rows (B,))``; the float32
+    logits ``(B, V)`` are written into ``logits_out`` (preallocated: a fresh 16k-wide row per token
+    would be a new allocation every step).
 
     A module (not a function taking the GPT) so that inductor sees the weights as attributes it can
     freeze and prepack."""
@@ -54,19 +56,20 @@ class _Prefill(nn.Module):
         self.gpt, self.rule = gpt, rule
 
     def forward(self, idx: torch.Tensor, input_pos: torch.Tensor, length: torch.Tensor | None,
-                u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                u: torch.Tensor, logits_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         kv_len = None if length is None else length.shape[0]
         logits = self.gpt(idx, input_pos=input_pos, last_only=True, kv_len=kv_len)[:, -1]  # (B, V) fp32
         tokens, tied = draw_with_uniform(logits, u, self.rule, exact_ties=logits.device.type != "cpu")
-        return tokens, tied, logits
+        logits_out.copy_(logits)
+        return tokens, tied
 
 
 class _Step(_Prefill):
-    """The one-token step: ``token (B,)`` at ``input_pos (1,)``; returns as :class:`_Prefill`."""
+    """The one-token step: ``token (B,)`` at ``input_pos (1,)``; otherwise as :class:`_Prefill`."""
 
     def forward(self, token: torch.Tensor, input_pos: torch.Tensor, length: torch.Tensor | None,
-                u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return super().forward(token[:, None], input_pos, length, u)
+                u: torch.Tensor, logits_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return super().forward(token[:, None], input_pos, length, u, logits_out)
 
 
 @dataclass
@@ -82,6 +85,7 @@ class CompiledDecoder:
     version: tuple[int, ...]
     static: bool
     state: DecodingState  # the KV cache and fused weights the graphs were traced with
+    logits: torch.Tensor  # (B, V) float32, the last step's logits (read only for tied rows)
 
     def install(self) -> CompiledDecoder:
         """Put this decoder's cache back into the GPT (another sampler may have set its own since):
@@ -96,13 +100,12 @@ class CompiledDecoder:
         torch._dynamo.maybe_mark_dynamic(length, 0)
         return length
 
-    def _settle(self, tokens: torch.Tensor, tied: torch.Tensor, logits: torch.Tensor,
-                u: torch.Tensor) -> torch.Tensor:
+    def _settle(self, tokens: torch.Tensor, tied: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         if tokens.device.type != "cpu":  # ties were settled in the graph
             return tokens.clone()  # CUDA graphs reuse their output buffers on the next replay
         if bool(tied.any()):  # free on the CPU: the exact full-vocabulary draw for those rows
             tokens = tokens.clone()
-            tokens[tied] = draw_full_with_uniform(logits[tied], u[tied], self.rule)
+            tokens[tied] = draw_full_with_uniform(self.logits[tied], u[tied], self.rule)
         return tokens
 
     def settings(self) -> contextlib.AbstractContextManager:
@@ -112,12 +115,12 @@ class CompiledDecoder:
     def prefill(self, idx: torch.Tensor, input_pos: torch.Tensor, kv_len: int,
                 u: torch.Tensor) -> torch.Tensor:
         """Fill the cache at ``input_pos`` with ``idx (B, P)`` and draw the next token ``(B,)``."""
-        return self._settle(*self.prefill_fn(idx, input_pos, self._length(kv_len), u), u)
+        return self._settle(*self.prefill_fn(idx, input_pos, self._length(kv_len), u, self.logits), u)
 
     def step(self, token: torch.Tensor, input_pos: torch.Tensor, kv_len: int,
              u: torch.Tensor) -> torch.Tensor:
         """Feed ``token (B,)`` at ``input_pos (1,)`` and draw the next token ``(B,)``."""
-        return self._settle(*self.step_fn(token, input_pos, self._length(kv_len), u), u)
+        return self._settle(*self.step_fn(token, input_pos, self._length(kv_len), u, self.logits), u)
 
 
 def decoder_for(gpt: GPT, batch_size: int, rule: DrawRule,
@@ -144,7 +147,8 @@ def decoder_for(gpt: GPT, batch_size: int, rule: DrawRule,
         compile_kw = {"fullgraph": True, "dynamic": False}
     decoder = CompiledDecoder(gpt, batch_size, rule, dtype, torch.compile(_Prefill(gpt, rule), **compile_kw),
                               torch.compile(_Step(gpt, rule), **compile_kw), version, static,
-                              gpt.decoding_state())
+                              gpt.decoding_state(),
+                              torch.empty(batch_size, gpt.config.vocab_size, device=device))
     cache[key] = decoder
     return decoder
 

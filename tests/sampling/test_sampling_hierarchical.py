@@ -60,6 +60,8 @@ def test_interpolation_greedy_equals_uncached():
         for j in range(4):
             seq[:, 5 + j] = interp.transformer(seq)[:, 4 + j].argmax(-1)
     assert torch.equal(got.flatten(1), seq[:, 5:9])
+    # the compiled decoder (both ends prefilled at their positions, the stored mask over the whole cache)
+    assert torch.equal(interpolate_frames(interp, first, last, greedy=True, compile=True), got)
 
 
 def test_hierarchical_structure():
