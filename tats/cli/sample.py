@@ -27,6 +27,12 @@ from tats.io.video import to_uint8
 from tats.metrics.fvd import PROTOCOLS
 
 
+def steady_rate(batch_times: list[tuple[float, int]]) -> float | None:
+    """Tokens/s over the batches after the first ((seconds, tokens) per batch); None with one batch."""
+    rest = batch_times[1:]
+    return round(sum(n for _, n in rest) / sum(t for t, _ in rest), 1) if rest else None
+
+
 def build_parser(long: bool) -> argparse.ArgumentParser:
     """Flags of the release's sampling scripts (seed READMEs 004 and 002) plus ours."""
     what = "long videos with the sliding window" if long else "videos of the training length"
@@ -155,12 +161,13 @@ def main(argv: Sequence[str] | None = None, long: bool = False) -> dict:
 
     writer = SampleWriter(out, args.n_sample, fps=args.fps, save_videos=args.save_videos)
     n_batches = math.ceil(args.n_sample / args.batch_size)
-    t0, n_tokens = time.perf_counter(), 0
+    t0, n_tokens, batch_times = time.perf_counter(), 0, []
     bar = tqdm(total=args.n_sample, desc="videos", unit="video", disable=args.no_progress)
     for b in range(n_batches):
         start = b * args.batch_size
         size = min(args.batch_size, args.n_sample - start)
         cond = batch_cond(args, model, start, size)
+        t_batch = time.perf_counter()
         if long:
             codes = sample_long(model, args.sample_length, size, cond, args.temporal_sample_pos, options,
                                 progress=not args.no_progress, sample_resolution=args.sample_resolution,
@@ -170,6 +177,8 @@ def main(argv: Sequence[str] | None = None, long: bool = False) -> dict:
             codes = sample_short(model, size, cond, options, progress=not args.no_progress)
             video = model.decode(codes, out_device="cpu")
         n_tokens += codes[0].numel() * size
+        # the first batch also compiles (--compile) and warms up: kept apart from the steady state
+        batch_times.append((time.perf_counter() - t_batch, codes[0].numel() * size))
         clips = to_uint8(video, uint8)  # (b, T, H, W, C)
         writer.add(clips)
         if extractor is not None:
@@ -184,6 +193,9 @@ def main(argv: Sequence[str] | None = None, long: bool = False) -> dict:
         "n_sample": args.n_sample, "video_shape": list(samples.shape[1:]), "seconds": round(elapsed, 2),
         "tokens_per_s": round(n_tokens / elapsed, 1), "videos_per_s": round(args.n_sample / elapsed, 3),
         "uint8": uint8, "settings": common.plain_settings(args),
+        "first_batch_seconds": round(batch_times[0][0], 2),
+        # sampling and decoding of batches 2.. (None with one batch): the speed once compiled and warm
+        "steady_tokens_per_s": steady_rate(batch_times),
     }
     if args.text:
         summary["captions"] = list(args.text)  # sample i got caption i % len(captions)

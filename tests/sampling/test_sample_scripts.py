@@ -162,6 +162,16 @@ def test_greedy_reproducible_and_seed_changes_samples(ckpts, tmp_path):
     assert not np.array_equal(s0, s1)
 
 
+def test_compiled_sampling_script_matches_eager_and_reports_the_first_batch_apart(ckpts, tmp_path):
+    base = ["--gpt_ckpt", str(ckpts["label"]), "--n_sample", "4", "--batch_size", "2", "--greedy",
+            "--save", str(tmp_path)]
+    _, eager = run([*base, "--save_name", "eager"])
+    summary, compiled = run([*base, "--save_name", "compiled", "--compile"])
+    assert np.array_equal(np.load(eager / "samples.npy"), np.load(compiled / "samples.npy"))
+    assert summary["settings"]["compile"] is True
+    assert summary["first_batch_seconds"] > 0 and summary["steady_tokens_per_s"] > 0  # two batches
+
+
 def test_release_fixture_short(fixtures_dir, tmp_path):
     """The release's transformer file (VQGAN inside) with the README's sampling flags, and greedy
     decoding reproducing the release's greedy ids (labels cycle 0..4, the fixture used 1 and 4)."""
