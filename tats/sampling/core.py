@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from tats.gpt.model import GPT
 from tats.sampling.compiled import decoder_for
-from tats.sampling.filtering import DrawRule, sample_next
+from tats.sampling.filtering import DrawRule, draw_with_uniform, sample_next
 
 __all__ = ["SamplingOptions", "generate_tokens", "kv_cache", "precision"]
 
@@ -60,10 +60,14 @@ class SamplingOptions:
         return torch.rand(n, batch_size, generator=self.generator, device=device)
 
     def draw(self, logits: torch.Tensor) -> torch.Tensor:
-        """``logits (B, V)`` -> tokens ``(B,)``."""
-        return sample_next(
-            logits, self.temperature, self.top_k, self.top_p, self.greedy, self.generator, self.release_compat
-        )
+        """``logits (B, V)`` -> tokens ``(B,)``. On the CPU :func:`~tats.sampling.filtering.sample_next`
+        (numpy's selection); elsewhere the same rule in tensor ops from one uniform per row, ties at the
+        k-th logit settled on the device, so a GPU token loop never waits for the host."""
+        if logits.device.type == "cpu":
+            return sample_next(logits, self.temperature, self.top_k, self.top_p, self.greedy, self.generator,
+                               self.release_compat)
+        u = torch.rand(logits.shape[0], generator=self.generator, device=logits.device)
+        return draw_with_uniform(logits.float(), u, self.rule, exact_ties=True)[0]
 
 
 def precision(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

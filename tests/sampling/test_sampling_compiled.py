@@ -158,3 +158,21 @@ def test_cuda_compiled_decoding_never_syncs_and_matches_the_cpu(fixtures_dir):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.equal(ids.cpu(), io["greedy_ids"])
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_eager_token_loop_never_syncs(fixtures_dir):
+    """The cache length comes from the host and ties are settled on the device: no step waits."""
+    model = load_transformer(fixtures_dir / "gpt_label.ckpt", with_vqgan=False).cuda()
+    labels = torch.tensor([1, 4], device="cuda")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    sample_short(model, 2, cond=labels, top_k=10, top_p=0.9, generator=g)  # warm-up (allocations)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        codes = sample_short(model, 2, cond=labels, top_k=10, top_p=0.9, generator=g)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            sample_short(model, 2, cond=labels, greedy=True, dtype=torch.bfloat16)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert codes.shape == (2, 2, 8, 8)
