@@ -322,11 +322,12 @@ def _first_difference(a: torch.Tensor, b: torch.Tensor) -> str:
     return f"first at {idx} ({int(a[tuple(idx)])} vs {int(b[tuple(idx)])}), {n} of {a.numel()} differ"
 
 
-def _long_greedy(model, n_latent: int, cond: torch.Tensor, pos: int, dtype=None) -> torch.Tensor:
+def _long_greedy(model, n_latent: int, cond: torch.Tensor, pos: int, dtype=None,
+                 compile: bool = False) -> torch.Tensor:
     from tats.sampling import sample_long
 
     return sample_long(model, n_latent, len(cond), cond=cond, temporal_sample_pos=pos, greedy=True,
-                       dtype=dtype, return_ids=True).cpu()
+                       dtype=dtype, return_ids=True, compile=compile).cpu()
 
 
 def check_long_sampling(ctx: Context) -> str:
@@ -355,6 +356,11 @@ def check_long_sampling(ctx: Context) -> str:
         raise AssertionError(f"seeded model: {ctx.device} greedy differs from the CPU's, "
                              f"{_first_difference(ref, got)}; there the CPU's logits are {rel:.1e} apart")
     notes.append(f"seeded model {tuple(got.shape)} equal")
+    if not on_cpu:  # the compiled decoder (CUDA graphs over the static cache) must decode the same tokens
+        device_model = copy.deepcopy(seeded).to(ctx.device)
+        compiled = _long_greedy(device_model, n_latent, cond[:2], pos, compile=True)
+        assert torch.equal(compiled, got), "compiled decoding: " + _first_difference(got, compiled)
+        notes.append("compiled (CUDA graphs) equal")
     # 2. the release fixture, when the reference folder is there
     if (FIXTURES / "gpt_label.ckpt").is_file() and not on_cpu:
         from tats.io.checkpoint import load_checkpoint
