@@ -131,6 +131,9 @@ def decoder_for(gpt: GPT, batch_size: int, rule: DrawRule,
     The graphs compile lazily on their first call; a warm-up before timing is up to the caller.
     """
     device = gpt.pos_emb.device
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"compiled decoding runs on CPU and CUDA devices, not {device.type}: sample without "
+                         "--compile there")
     key = (batch_size, device, dtype, rule)
     cache: dict = gpt.__dict__.setdefault("_compiled_decoders", {})
     version = weights_version(gpt)  # frozen into the graphs as constants
