@@ -180,3 +180,16 @@ def test_draw_with_confidence_scores_the_filtered_distribution():
     assert torch.allclose(logp, logits.log_softmax(-1).gather(-1, codes[:, None]).squeeze(-1), atol=1e-5)
     codes, logp = draw_with_confidence(logits, SamplingOptions(greedy=True, top_k=3))
     assert torch.equal(codes, logits.argmax(-1))
+
+
+def test_frame_prediction_keeps_the_observed_frames(tmp_path):
+    from tats.gpt.load import load_transformer
+    from tats.sampling import encode_observed, predict_frames
+    from tests.tiny_models import CLIP_SHAPE, save_transformer
+
+    model = load_transformer(save_transformer(tmp_path / "m.ckpt", "label", objective="masked"))
+    video = torch.rand(2, *CLIP_SHAPE, generator=torch.Generator().manual_seed(0)) - 0.5
+    observed = encode_observed(model, video, 3)  # 3 pixel frames -> 2 latent frames (dt = 2)
+    g = torch.Generator().manual_seed(0)
+    codes = predict_frames(model, video, 3, n_latent_frames=7, cond=[1, 2], generator=g, steps=3)
+    assert codes.shape == (2, 7, 2, 2) and torch.equal(codes[:, :2], observed)
