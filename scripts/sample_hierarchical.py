@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top_p_init", type=float, default=None, help="top_p for the AR model's first frames")
     p.add_argument("--label", type=int, default=None, help="class id for label-conditional models")
     p.add_argument("--decode_chunk", type=int, default=8, help="latent frames decoded at once")
-    common.add_sampling_flags(p, n_sample=8, batch_size=4)
+    common.add_sampling_flags(p, n_sample=8, batch_size=4, decoding=False)
     return p
 
 

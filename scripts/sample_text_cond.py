@@ -90,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if model.vqgan is None:
         raise SystemExit(f"{args.gpt_ckpt} holds no VQGAN: pass --vqgan_ckpt")
     common.check_sampling_flags(args, model.config.vocab_size, args.gpt_ckpt)
+    common.check_decoding_flags(args, model, args.gpt_ckpt)
     options = common.sampling_options(args, device)
     captions = [t for t in args.text for _ in range(args.n_sample)]  # caption-major
     out = output_dir(args)

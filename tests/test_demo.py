@@ -62,6 +62,35 @@ def test_demo_pipeline_tiny_budget_and_rerun(demo, tmp_path, monkeypatch):
                                                                    "samples"))
     assert again["vqgan"]["checkpoint"] == s["vqgan"]["checkpoint"] and calls == ["i3d", "i3d"]
 
+    # both decoders on the same codes: the GPT is reused, the masked model trained with the same budget
+    both = demo.main([*_argv(out), "--objective", "both", "--eval_draws", "2", "--no_fvd", "--steps", "4"])
+    times = both["stage_seconds_this_run"]
+    assert times["transformer"] == 0 and times["transformer_masked"] > 0
+    assert both["models"]["masked"]["transformer"]["steps"] >= 1
+    for f in both["models"]["masked"]["samples"]["files"]:
+        assert Path(f).is_file() and "_masked" in Path(f).name, f
+    rows = {r["objective"]: r for r in both["comparison"]}
+    for obj in ("autoregressive", "masked"):
+        digits = rows[obj]["digits_frames"]
+        assert rows[obj]["draws"] == 2 and len(digits["values"]) == 2
+        assert digits["spread"] == pytest.approx(max(digits["values"]) - min(digits["values"]))
+        assert rows[obj]["tokens_per_s"] == both["speed"][obj]["tokens_per_s"] > 0
+    # the demo's 2x4x4 latent grid: the GPT decodes 32 codes one by one, the masked model in 4 steps
+    assert both["speed"]["autoregressive"]["sequential_forwards"] == 32
+    assert both["speed"]["masked"]["sequential_forwards"] == 4
+
+
+def test_guidance_scales_need_condition_dropout(demo):
+    with pytest.raises(SystemExit):
+        demo.parse_args(["--cfg_scales", "1", "2"])
+    args = demo.parse_args(["--cfg_scales", "1", "2", "--cond_drop", "0.1", "--objective", "both"])
+    assert demo.OBJECTIVES[args.objective] == ("autoregressive", "masked")
+    assert [demo.eval_name(o, c, d) for o, c, d in [("autoregressive", 1.0, 0), ("masked", 2.0, 1)]] == [
+        "eval", "eval_masked_cfg2_draw1"]
+    argv = demo.transformer_argv(args, "masked")
+    assert argv[argv.index("--objective"):][:4] == ["--objective", "masked", "--cond_drop", "0.1"]
+    assert "--objective" not in demo.transformer_argv(args)
+
 
 def test_stage_limit_is_time_or_steps(demo):
     args = demo.parse_args(["--out", "o"])

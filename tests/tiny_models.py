@@ -118,10 +118,12 @@ def save_vqgan(
 
 
 def gpt_config(
-    kind: str, n_layer: int = 1, n_embd: int = 16, n_head: int = 2, vq: VQGANConfig | None = None
+    kind: str, n_layer: int = 1, n_embd: int = 16, n_head: int = 2, vq: VQGANConfig | None = None,
+    objective: str = "autoregressive", null_cond: bool = False,
 ) -> GPTConfig:
     """The tiny transformer of ``kind`` (one of :data:`KINDS`) over the latent grid of ``vq``
-    (default: the tiny VQGAN's (4, 2, 2) grid)."""
+    (default: the tiny VQGAN's (4, 2, 2) grid). ``objective="masked"``: the masked model's config
+    (the whole sequence as its block); ``null_cond``: with the guidance null id in the vocabulary."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     vq = vq or vqgan_config()
@@ -143,10 +145,19 @@ def gpt_config(
     elif kind == "interp":
         t = HIER_STRIDE + 1  # [first, s - 1 missing, last]
         n_unmasked = n_cond + hw - 1  # sees the condition + first frame and the last frame
+    if objective == "masked":
+        from tats.gpt.masked import MaskedConfig
+
+        return MaskedConfig(
+            vocab_size=N_CODES + n_cond_vocab + null_cond, block_size=n_cond + t * hw, n_layer=n_layer,
+            n_head=n_head, n_embd=n_embd, cond_type=cond_type, n_cond_vocab=n_cond_vocab,
+            n_cond_tokens=n_cond, n_codes=N_CODES, latent_shape=(t, h, w), null_cond=null_cond,
+        )
     return GPTConfig(
-        vocab_size=N_CODES + n_cond_vocab, block_size=n_cond + t * hw - 1, n_layer=n_layer, n_head=n_head,
-        n_embd=n_embd, n_unmasked=n_unmasked, cond_type=cond_type, n_cond_vocab=n_cond_vocab,
+        vocab_size=N_CODES + n_cond_vocab + null_cond, block_size=n_cond + t * hw - 1, n_layer=n_layer,
+        n_head=n_head, n_embd=n_embd, n_unmasked=n_unmasked, cond_type=cond_type, n_cond_vocab=n_cond_vocab,
         n_cond_tokens=n_cond, n_codes=N_CODES, latent_shape=(t, h, w), sample_every_n_latent_frames=every,
+        null_cond=null_cond,
     )
 
 
@@ -156,19 +167,26 @@ def save_transformer(
     seed: int = 0,
     with_vqgan: bool = True,
     vq: VQGANConfig | None = None,
+    objective: str = "autoregressive",
+    null_cond: bool = False,
 ) -> Path:
     """Write a tiny transformer checkpoint in our layout (see the module docstring).
 
     ``with_vqgan=False`` drops the ``vqgan.*`` weights (a file that needs ``--vqgan_ckpt``; pass the
     file of :func:`save_vqgan` with the same ``seed`` to get the same VQGAN back). ``vq``: another
     video VQGAN config (e.g. larger frames for a memory benchmark); default :func:`vqgan_config`.
+    ``objective="masked"``: the masked-token model, as :class:`tats.gpt.masked_lightning.
+    MaskedTransformerModule` writes it; ``null_cond``: trained for guidance (``cond_drop`` 0.1).
     """
     from tats.gpt.lightning import TransformerModule
+    from tats.gpt.masked_lightning import MaskedTransformerModule
 
-    config = gpt_config(kind, vq=vq)
+    config = gpt_config(kind, vq=vq, objective=objective, null_cond=null_cond)
     cond_vqgan = build_vqgan(stft_vqgan_config(), seed + 1) if kind == "audio" else None
     gen = torch.Generator().manual_seed(seed + 2)
-    module = TransformerModule.from_vqgan(config, build_vqgan(vq, seed=seed), cond_vqgan)
+    module_cls = MaskedTransformerModule if objective == "masked" else TransformerModule
+    module = module_cls.from_vqgan(config, build_vqgan(vq, seed=seed), cond_vqgan,
+                                   cond_drop=0.1 if null_cond else 0.0)
     with torch.no_grad():  # std 0.5: peaked next-token distributions, so greedy paths are not flat
         for p in module.transformer.parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * 0.5)

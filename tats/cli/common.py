@@ -24,11 +24,12 @@ RELEASE_N_SAMPLE, RELEASE_TOP_K, RELEASE_TOP_P = 2048, 2048, 0.92
 
 
 def add_sampling_flags(p: argparse.ArgumentParser, n_sample: int = 64, batch_size: int = 16,
-                       release_filter: bool = False) -> None:
+                       release_filter: bool = False, decoding: bool = True) -> None:
     """Flags every sampling script shares: output folder, token filtering, batch, seed, device.
 
     ``release_filter``: ``--top_k`` / ``--top_p`` default to the release's 2048 / 0.92 (resolved by
     :func:`resolve_filter_defaults` after parsing); otherwise no filtering unless given.
+    ``decoding``: also the masked-decoding and guidance flags (:func:`add_decoding_flags`).
     """
     p.add_argument("--save", default="results", help="folder for the results")
     p.add_argument("--save_name", default=None, help="sub-folder name; default encodes every setting")
@@ -59,6 +60,23 @@ def add_sampling_flags(p: argparse.ArgumentParser, n_sample: int = 64, batch_siz
     p.add_argument("--fps", type=float, default=8)
     p.add_argument("--no_progress", action="store_true")
     p.add_argument("--dataset", default=None, help="dataset name, recorded in the results (ucf101, sky, ...)")
+    if decoding:
+        add_decoding_flags(p)
+
+
+def add_decoding_flags(p: argparse.ArgumentParser) -> None:
+    """Parallel (masked) decoding and classifier-free guidance (:mod:`tats.sampling.masked`,
+    :mod:`tats.sampling.guidance`)."""
+    p.add_argument("--decode", choices=("auto", "autoregressive", "masked"), default="auto",
+                   help="autoregressive: the GPT, one token per step; masked: parallel decoding of a model "
+                        "trained with --objective masked; auto: the checkpoint's (the two are checked)")
+    p.add_argument("--steps", type=int, default=12, help="masked decoding: parallel steps per window")
+    p.add_argument("--mask_temperature", type=float, default=4.5,
+                   help="masked decoding: temperature of the confidence noise at the first step, annealed "
+                        "linearly to 0 (MaskGIT's choice temperature)")
+    p.add_argument("--cfg_scale", type=float, default=1.0,
+                   help="classifier-free guidance scale (a model trained with --cond_drop): 1 = none, "
+                        "> 1 follows the condition more closely, at the cost of diversity")
 
 
 def resolve_filter_defaults(args: argparse.Namespace) -> None:
@@ -78,7 +96,35 @@ def sampling_options(args: argparse.Namespace, device: torch.device) -> Sampling
     generator = torch.Generator(device=device).manual_seed(args.seed + args.run)
     return SamplingOptions(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                            greedy=args.greedy, generator=generator, release_compat=args.release_filtering,
-                           dtype=DTYPES[args.dtype], compile=args.compile)
+                           dtype=DTYPES[args.dtype], compile=args.compile,
+                           cfg_scale=getattr(args, "cfg_scale", 1.0), steps=getattr(args, "steps", 12),
+                           mask_temperature=getattr(args, "mask_temperature", 4.5))
+
+
+def check_decoding_flags(args: argparse.Namespace, model: Any, what: str) -> None:
+    """Fail fast on :func:`add_decoding_flags` that do not fit ``model`` (``what`` names it); ``--decode
+    auto`` becomes the model's decoder (run folders name it)."""
+    objective = getattr(model, "objective", "autoregressive")
+    decode = getattr(args, "decode", "auto")
+    if decode == "auto" and hasattr(args, "decode"):
+        args.decode = objective
+    elif decode != "auto" and decode != objective:
+        hint = ("train one with train_transformer.py --objective masked" if decode == "masked"
+                else "a masked model decodes in parallel only (--decode masked or auto)")
+        raise SystemExit(f"--decode {decode}: {what} is a{'' if objective == 'masked' else 'n'} {objective} "
+                         f"model ({hint})")
+    if getattr(args, "steps", 12) < 1:
+        raise SystemExit(f"--steps must be >= 1, got {args.steps}")
+    if getattr(args, "mask_temperature", 0.0) < 0:
+        raise SystemExit(f"--mask_temperature must be >= 0, got {args.mask_temperature}")
+    scale = getattr(args, "cfg_scale", 1.0)
+    if scale != 1.0 and not model.config.null_cond:
+        raise SystemExit(f"--cfg_scale {scale:g}: {what} was trained without condition dropout (no null "
+                         "condition); train with train_transformer.py --cond_drop 0.1, or use --cfg_scale 1")
+    if scale != 1.0 and args.compile:
+        raise SystemExit("--cfg_scale runs in the eager token loop: drop --compile (or use --cfg_scale 1)")
+    if objective == "masked" and args.compile:
+        raise SystemExit("--compile is the GPT's compiled token loop; masked decoding runs eagerly")
 
 
 def check_sampling_flags(args: argparse.Namespace, vocab_size: int, what: str) -> None:
@@ -131,8 +177,14 @@ def seed_everything(seed: int) -> None:
 
 
 def sampling_tag(args: argparse.Namespace) -> str:
-    """``greedy`` or ``topk{k}_topp{p}_temp{t}``: the sampling settings in a run folder's name."""
-    return "greedy" if args.greedy else f"topk{args.top_k}_topp{args.top_p}_temp{args.temperature}"
+    """``greedy`` or ``topk{k}_topp{p}_temp{t}`` (plus ``_cfg{s}`` when guided, ``_masked{steps}`` for
+    ``--decode masked``): the sampling settings in a run folder's name."""
+    tag = "greedy" if args.greedy else f"topk{args.top_k}_topp{args.top_p}_temp{args.temperature}"
+    if getattr(args, "cfg_scale", 1.0) != 1.0:
+        tag += f"_cfg{args.cfg_scale:g}"
+    if getattr(args, "decode", "auto") == "masked":
+        tag += f"_masked{args.steps}"
+    return tag
 
 
 def run_dir(args: argparse.Namespace, settings: str) -> Path:

@@ -101,6 +101,7 @@ def validate(args: argparse.Namespace, model: Any, long: bool) -> None:
     """Fail fast, before sampling, on flags that cannot work with this model."""
     cfg = model.config
     common.check_sampling_flags(args, cfg.vocab_size, args.gpt_ckpt)
+    common.check_decoding_flags(args, model, args.gpt_ckpt)
     if args.class_cond and cfg.cond_type != "label":
         raise SystemExit(f"--class_cond given but {args.gpt_ckpt} is conditioned on {cfg.cond_type!r}, "
                          "not on class labels")
@@ -123,6 +124,10 @@ def validate(args: argparse.Namespace, model: Any, long: bool) -> None:
         if args.sample_resolution is not None and args.sample_resolution < max(cfg.latent_shape[1:]):
             raise SystemExit(f"--sample_resolution {args.sample_resolution} is smaller than the trained "
                              f"latent size {tuple(cfg.latent_shape[1:])}")
+        if args.sample_resolution is not None and args.decode == "masked" and (
+                (args.sample_resolution,) * 2 != tuple(cfg.latent_shape[1:])):
+            raise SystemExit("--sample_resolution (the spatial sliding window) is for the GPT: a masked "
+                             f"model samples at its trained latent size {tuple(cfg.latent_shape[1:])}")
     if model.vqgan is None:
         raise SystemExit(f"{args.gpt_ckpt} holds no VQGAN: pass --vqgan_ckpt")
 

@@ -88,6 +88,23 @@ def cond_tokens(
     return _as_batch(codes, batch_size, "cond audio codes")
 
 
+def null_cond_tokens(config: GPTConfig, batch_size: int, device: torch.device | None = None) -> torch.Tensor:
+    """The null condition ``(B, n_cond_tokens)``, every id :attr:`GPTConfig.null_id`: what guided
+    sampling feeds for the unconditional logits (classifier-free guidance, Ho and Salimans 2022)."""
+    return torch.full((batch_size, config.n_cond_tokens), config.null_id, dtype=torch.long, device=device)
+
+
+def drop_condition(
+    config: GPTConfig, cond: torch.Tensor, p: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Condition dropout for classifier-free guidance: each row of ``cond (B, n_cond_tokens)`` is
+    replaced by the null condition with probability ``p`` (a new tensor; ``p = 0`` returns ``cond``)."""
+    if p <= 0:
+        return cond
+    drop = torch.rand(cond.shape[0], 1, generator=generator, device=cond.device) < p  # (B, 1)
+    return torch.where(drop, torch.full_like(cond, config.null_id), cond)
+
+
 def codes_to_ids(config: GPTConfig, codes: torch.Tensor) -> torch.Tensor:
     """VQGAN codes ``(B, t, h, w)`` (or already flat ``(B, L)``) -> token ids ``(B, t*h*w)``."""
     return codes.flatten(1) + config.n_cond_vocab

@@ -44,6 +44,11 @@ class GPTConfig:
 
     ``latent_shape`` is the (t, h, w) code grid of one training clip as the transformer sees it
     (after keeping every ``sample_every_n_latent_frames``-th latent frame when that is > 0).
+
+    ``null_cond`` (ours, for classifier-free guidance; absent from the release's models): one more id,
+    :attr:`null_id` = ``n_cond_vocab + n_codes``, the last of the vocabulary, stands for "no condition";
+    training with ``--cond_drop`` replaces a clip's condition ids by it, and guided sampling runs the
+    same model on it for the unconditional logits. The vocabulary is then ``n_codes + n_cond_vocab + 1``.
     """
 
     vocab_size: int = 16384
@@ -61,6 +66,7 @@ class GPTConfig:
     n_codes: int = 16384
     latent_shape: tuple[int, int, int] = field(default=(4, 16, 16))
     sample_every_n_latent_frames: int = 0
+    null_cond: bool = False
 
     def __post_init__(self) -> None:
         self.latent_shape = tuple(int(s) for s in self.latent_shape)  # type: ignore[assignment]
@@ -70,6 +76,15 @@ class GPTConfig:
             raise ValueError(f"GPTConfig.cond_type must be one of {COND_TYPES}, got {self.cond_type!r}")
         if self.n_embd % self.n_head:
             raise ValueError(f"GPTConfig.n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+        if self.null_cond and self.cond_type == "none":
+            raise ValueError("GPTConfig.null_cond needs a condition: an unconditional model has none")
+
+    @property
+    def null_id(self) -> int:
+        """The id of the null condition (``null_cond``): the one after the last shifted code."""
+        if not self.null_cond:
+            raise ValueError("this transformer has no null condition (it was trained without --cond_drop)")
+        return self.n_cond_vocab + self.n_codes
 
     @property
     def head_dim(self) -> int:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from tats.faults import DEFAULT_MAX_NONFINITE_STEPS, NonFiniteGuard
-from tats.gpt.conditioning import codes_to_ids, cond_tokens
+from tats.gpt.conditioning import codes_to_ids, cond_tokens, drop_condition
 from tats.gpt.config import GPTConfig
 from tats.gpt.crop_positions import CropPositions
 from tats.gpt.model import GPT
@@ -104,6 +104,8 @@ class TransformerModule(pl.LightningModule):
         truncate_captions: cut captions longer than ``n_cond_tokens`` BPE ids (False: an error).
         vtokens_pos_grid: ``(t, h, w)`` full token grid for the release's ``--vtokens_pos`` position
             embedding of cropped clips (:mod:`tats.gpt.crop_positions`); batches then carry ``cbox``.
+        cond_drop: share of training clips whose condition is replaced by the null one (classifier-free
+            guidance; needs ``config.null_cond``). 0: the release's training.
 
     Batches: ``dict(video=(B, C, T, H, W) in [-0.5, 0.5])`` or precomputed ``dict(codes=(B, t, h, w))``,
     plus ``label (B,)``, ``text`` (B captions) or ``stft (B, 1, T, 64, 16)`` per the conditioning.
@@ -123,6 +125,7 @@ class TransformerModule(pl.LightningModule):
         max_nonfinite_steps: int = DEFAULT_MAX_NONFINITE_STEPS,
         truncate_captions: bool = True,
         vtokens_pos_grid: tuple[int, int, int] | list[int] | None = None,
+        cond_drop: float = 0.0,
     ) -> None:
         super().__init__()
         gpt_config = config if isinstance(config, GPTConfig) else GPTConfig.from_dict(config)
@@ -135,6 +138,8 @@ class TransformerModule(pl.LightningModule):
             if cond_vqgan_config is None or isinstance(cond_vqgan_config, VQGANConfig)
             else VQGANConfig.from_dict(cond_vqgan_config)
         )
+        if cond_drop > 0 and not gpt_config.null_cond:
+            raise ValueError("cond_drop > 0 needs a null condition in the vocabulary (config.null_cond)")
         if gpt_config.cond_type == "audio" and stft_config is None:
             raise ValueError("audio conditioning needs the STFT VQGAN (--stft_vqvae)")
         # Plain dicts only (STYLE.md rule 1): loading needs no flags and no pickled classes.
@@ -152,11 +157,12 @@ class TransformerModule(pl.LightningModule):
                 "max_nonfinite_steps": max_nonfinite_steps,
                 "truncate_captions": truncate_captions,
                 "vtokens_pos_grid": list(vtokens_pos_grid) if vtokens_pos_grid else None,
+                "cond_drop": cond_drop,
             }
         )
         self.nonfinite = NonFiniteGuard(max_nonfinite_steps)
         self.config = gpt_config
-        self.transformer = GPT(gpt_config)
+        self.transformer = self.build_transformer(gpt_config)
         self.crop_positions = CropPositions(self.transformer, vtokens_pos_grid) if vtokens_pos_grid else None
         self.vqgan = _frozen(VQGAN(vq_config)) if vq_config is not None else None
         self.cond_stage_model = _frozen(VQGAN(stft_config)) if stft_config is not None else None
@@ -165,6 +171,10 @@ class TransformerModule(pl.LightningModule):
         if compile:
             self.transformer.compile()  # in place: the state-dict keys stay "transformer.*"
         self._step_start: float | None = None
+
+    def build_transformer(self, config: GPTConfig) -> nn.Module:
+        """The trained model: the GPT (a subclass builds another, e.g. the masked model)."""
+        return GPT(config)
 
     @classmethod
     def from_vqgan(
@@ -241,6 +251,8 @@ class TransformerModule(pl.LightningModule):
         """Full token sequence ``(B, n_cond_tokens + t*h*w)``: condition ids, then shifted codes."""
         codes = self.video_codes(batch)
         cond = self.condition(batch, codes.shape[0])
+        if self.training:  # classifier-free guidance: some clips are seen without their condition
+            cond = drop_condition(self.config, cond, self.hparams.get("cond_drop", 0.0))
         return torch.cat([cond, codes_to_ids(self.config, codes)], dim=1)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:

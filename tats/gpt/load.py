@@ -8,7 +8,9 @@ The Namespace's ``vqvae`` path points at the author's machine and is ignored.
 Our files (written by :mod:`tats.gpt.lightning`): ``hyper_parameters["config"]`` = a
 :class:`GPTConfig` dict, optionally ``vqgan_config`` / ``cond_vqgan_config`` (VQGAN config dicts);
 the GPT under ``transformer.``, the VQGAN under ``vqgan.``, the audio VQGAN under
-``cond_stage_model.``.
+``cond_stage_model.``. ``hyper_parameters["objective"] = "masked"`` (:mod:`tats.gpt.masked_lightning`)
+marks the masked-token model, rebuilt as a :class:`tats.gpt.masked.MaskedTransformer` in the same
+:class:`VideoTransformer`; files without the key hold a GPT.
 """
 
 from __future__ import annotations
@@ -218,6 +220,13 @@ def load_transformer(
                 warnings.warn(f"{path}: cannot rebuild the audio VQGAN under cond_stage_model. ({err}); "
                               "pass audio codes as cond", stacklevel=2)
 
+    if ours and hp.get("objective", "autoregressive") == "masked":
+        from tats.gpt.masked import MaskedConfig, masked_from_state_dict
+
+        masked = masked_from_state_dict(t_sd, MaskedConfig.from_dict(hp["config"]))
+        return VideoTransformer(masked, vqgan, cond_vqgan).to(device).eval()
+    if ours and hp.get("objective", "autoregressive") != "autoregressive":
+        raise CheckpointError(f"{path}: unknown training objective {hp['objective']!r}")
     if ours:
         config = GPTConfig.from_dict(hp["config"])
     else:

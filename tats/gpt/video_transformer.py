@@ -22,14 +22,16 @@ class VideoTransformer(nn.Module):
     """A GPT over VQGAN codes plus the frozen VQGAN that encodes/decodes them.
 
     Attributes:
-        transformer: the :class:`GPT`.
+        transformer: the :class:`GPT`, or the masked-token model (:class:`tats.gpt.masked.MaskedTransformer`;
+            :attr:`objective` tells them apart, and the samplers dispatch on it).
         vqgan: the video VQGAN (eval mode, frozen), or None when none was found.
         cond_vqgan: the audio VQGAN of audio-conditioned models (frozen), else None.
         config: the GPT's :class:`GPTConfig` (token layout included).
     """
 
     def __init__(
-        self, transformer: GPT, vqgan: nn.Module | None = None, cond_vqgan: nn.Module | None = None
+        self, transformer: GPT | nn.Module, vqgan: nn.Module | None = None,
+        cond_vqgan: nn.Module | None = None
     ) -> None:
         super().__init__()
         self.transformer = transformer
@@ -49,6 +51,11 @@ class VideoTransformer(nn.Module):
     @property
     def config(self) -> GPTConfig:
         return self.transformer.config
+
+    @property
+    def objective(self) -> str:
+        """``"autoregressive"`` (the GPT) or ``"masked"`` (the masked-token model)."""
+        return getattr(self.transformer, "objective", "autoregressive")
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:

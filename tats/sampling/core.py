@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from tats.gpt.model import GPT
 from tats.sampling.compiled import decoder_for
 from tats.sampling.filtering import DrawRule, draw_with_uniform, sample_next
+from tats.sampling.guidance import guide_logits, is_guided
 
 __all__ = ["SamplingOptions", "generate_tokens", "kv_cache", "precision"]
 
@@ -30,7 +31,10 @@ class SamplingOptions:
     """How the next token is drawn (see :func:`tats.sampling.filtering.sample_next`) and in which
     precision the transformer runs (``dtype``: autocast dtype, e.g. ``torch.bfloat16`` on GPU; None =
     float32). ``generator``: a ``torch.Generator`` on the model's device, for reproducible draws.
-    ``compile``: decode with the compiled prefill and step (:mod:`tats.sampling.compiled`)."""
+    ``compile``: decode with the compiled prefill and step (:mod:`tats.sampling.compiled`).
+    ``cfg_scale``: classifier-free guidance (:mod:`tats.sampling.guidance`; 1 = none, exactly).
+    ``steps``, ``mask_temperature``: masked models only (:mod:`tats.sampling.masked`): parallel decoding
+    steps per window, and the start of the linearly annealed temperature of the confidence noise."""
 
     temperature: float = 1.0
     top_k: int | None = None
@@ -40,6 +44,9 @@ class SamplingOptions:
     release_compat: bool = False
     dtype: torch.dtype | None = None
     compile: bool = False
+    cfg_scale: float = 1.0
+    steps: int = 12
+    mask_temperature: float = 4.5
 
     @classmethod
     def of(cls, options: SamplingOptions | None = None, **fields: Any) -> SamplingOptions:
@@ -103,6 +110,7 @@ def generate_tokens(
     desc: str = "tokens",
     prefix_pos: torch.Tensor | None = None,
     first_pos: int | None = None,
+    uncond_prefix: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Continue ``prefix (B, P)`` by ``n_new`` tokens; returns the new ids ``(B, n_new)``.
 
@@ -111,10 +119,19 @@ def generate_tokens(
     both ends of its window and fills the middle). The KV cache must be allocated (:func:`kv_cache`)
     for batch B; it is overwritten from position 0, so one allocation serves every window of a long
     video.
+
+    Guidance (``options.cfg_scale != 1``): ``uncond_prefix (B, P)`` is the prefix with the null
+    condition; both run as one batch of 2B rows (the cache must hold 2B) and each token is drawn from
+    the guided logits (:func:`tats.sampling.guidance.guide_logits`) and fed to both halves.
     """
     B, P = prefix.shape
     if n_new <= 0:
         return prefix.new_empty(B, 0)
+    guided = is_guided(options)
+    if guided:
+        if uncond_prefix is None or options.compile:
+            raise ValueError("cfg_scale != 1 needs the eager token loop (compile=False) and uncond_prefix")
+        prefix = torch.cat([prefix, uncond_prefix], dim=0)  # (2B, P): conditional rows, then unconditional
     first = P if first_pos is None else first_pos
     if first + n_new - 1 > gpt.block_size:
         raise ValueError(
@@ -138,11 +155,12 @@ def generate_tokens(
                     token = decoder.step(token, positions[p : p + 1], p + 1, u[i])
                 out[:, i] = token
         return out
-    logits = gpt(prefix, input_pos=pos, last_only=True, kv_len=kv_len)[:, -1]  # (B, V)
+    logits = gpt(prefix, input_pos=pos, last_only=True, kv_len=kv_len)[:, -1]  # (B or 2B, V)
     for i in steps:
-        token = options.draw(logits)  # (B,)
+        token = options.draw(guide_logits(logits, options.cfg_scale) if guided else logits)  # (B,)
         out[:, i] = token
         if i + 1 < n_new:
             p = first + i  # the token's absolute position in the window
-            logits = gpt(token[:, None], input_pos=positions[p : p + 1], last_only=True, kv_len=p + 1)[:, -1]
+            fed = torch.cat([token, token]) if guided else token
+            logits = gpt(fed[:, None], input_pos=positions[p : p + 1], last_only=True, kv_len=p + 1)[:, -1]
     return out

@@ -14,6 +14,10 @@ whose origin is centred on the token and clamped to the grid,
 condition, the same crop of the context frames, and the crop of frame f up to the token in raster
 order (all already generated). Consecutive tokens with the same crop reuse the cache; a new crop
 is prefilled afresh.
+
+A masked-token model slides the same window with parallel decoding
+(:func:`tats.sampling.masked.sample_long_masked`). Guidance (``cfg_scale != 1``) runs every window on
+2B rows, the second half with the null condition (:mod:`tats.sampling.guidance`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from tqdm.auto import tqdm
 
 from tats.gpt.conditioning import Cond
 from tats.sampling.core import SamplingOptions, generate_tokens, kv_cache, precision
+from tats.sampling.guidance import check_guidance, guide_logits, is_guided
+from tats.sampling.masked import sample_long_masked
 
 __all__ = ["context_frames", "sample_long", "spatial_origin"]
 
@@ -90,10 +96,15 @@ def sample_long(
     """
     options = SamplingOptions.of(options, **sampling)
     config = model.config
-    gpt = model.transformer
-    device = gpt.pos_emb.device
     p = temporal_sample_pos
     _check_window(config, p)
+    if getattr(model, "objective", "autoregressive") == "masked":
+        return sample_long_masked(model, n_latent_frames, batch_size, cond, p, options, progress,
+                                  prefix_codes, top_k_init, top_p_init, return_ids,
+                                  sample_resolution=sample_resolution)
+    check_guidance(options, config)
+    gpt = model.transformer
+    device = gpt.pos_emb.device
     _, h, w = config.latent_shape
     if sample_resolution is None:
         H, W = h, w
@@ -104,6 +115,8 @@ def sample_long(
     if H < h or W < w:
         raise ValueError(f"sample_resolution {(H, W)} is smaller than the trained latent size {(h, w)}")
     cond_ids = model.cond_tokens(cond, batch_size, device)  # (B, n_cond)
+    if is_guided(options):  # (2B, n_cond): then the null condition; the windows below keep both halves
+        cond_ids = torch.cat([cond_ids, torch.full_like(cond_ids, config.null_id)])
     ids = torch.zeros(batch_size, n_latent_frames, H, W, dtype=torch.long, device=device)
     n_known = 0
     if prefix_codes is not None:
@@ -116,12 +129,20 @@ def sample_long(
         top_k=options.top_k if top_k_init is None else top_k_init,
         top_p=options.top_p if top_p_init is None else top_p_init,
     )
-    with precision(device, options.dtype), kv_cache(gpt, batch_size, options.dtype, options):
+    with precision(device, options.dtype), kv_cache(gpt, cond_ids.shape[0], options.dtype, options):
         if (H, W) == (h, w):
             _temporal_only(gpt, ids, cond_ids, p, n_known, options, init_options, progress)
         else:
             _spatial_window(gpt, ids, cond_ids, p, n_known, (h, w), options, init_options, progress)
     return ids if return_ids else (ids - config.n_cond_vocab).clamp(0, config.n_codes - 1)
+
+
+def _windows(cond_ids: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The prefix ``[condition, tokens]`` ``(B, P)``, and with guidance (``cond_ids`` of 2B rows) its
+    null-condition twin (else None)."""
+    B = tokens.shape[0]
+    prefix = torch.cat([cond_ids[:B], tokens], dim=1)
+    return prefix, (torch.cat([cond_ids[B:], tokens], dim=1) if cond_ids.shape[0] > B else None)
 
 
 def _temporal_only(gpt, ids, cond_ids, p, n_known, options, init_options, progress) -> None:
@@ -131,14 +152,15 @@ def _temporal_only(gpt, ids, cond_ids, p, n_known, options, init_options, progre
     hw = ids.shape[2] * ids.shape[3]
     first = min(p, n)
     if n_known < first:  # the first p frames: one short sample after the known ones
-        prefix = torch.cat([cond_ids, flat[:, : n_known * hw]], dim=1)
+        prefix, uncond = _windows(cond_ids, flat[:, : n_known * hw])
         flat[:, n_known * hw : first * hw] = generate_tokens(
-            gpt, prefix, (first - n_known) * hw, init_options, progress, desc="first frames"
+            gpt, prefix, (first - n_known) * hw, init_options, progress, desc="first frames",
+            uncond_prefix=uncond,
         )
     for f in tqdm(range(max(first, n_known), n), desc="long sample", disable=not progress):
         ctx = context_frames(f, p)
-        prefix = torch.cat([cond_ids, flat[:, ctx.start * hw : ctx.stop * hw]], dim=1)
-        flat[:, f * hw : (f + 1) * hw] = generate_tokens(gpt, prefix, hw, options)
+        prefix, uncond = _windows(cond_ids, flat[:, ctx.start * hw : ctx.stop * hw])
+        flat[:, f * hw : (f + 1) * hw] = generate_tokens(gpt, prefix, hw, options, uncond_prefix=uncond)
 
 
 def _spatial_window(gpt, ids, cond_ids, p, n_known, window, options, init_options, progress) -> None:
@@ -146,6 +168,11 @@ def _spatial_window(gpt, ids, cond_ids, p, n_known, window, options, init_option
     B, n, H, W = ids.shape
     h, w = window
     n_cond = cond_ids.shape[1]
+    guided = cond_ids.shape[0] > B  # 2B rows: conditional, then the null condition
+
+    def both(x: torch.Tensor) -> torch.Tensor:  # the token rows of both halves of a guided batch
+        return torch.cat([x, x]) if guided else x
+
     positions = torch.arange(gpt.block_size, device=ids.device)
     for f in tqdm(range(n_known, n), desc="long sample", disable=not progress):
         ctx = context_frames(f, p)
@@ -159,13 +186,14 @@ def _spatial_window(gpt, ids, cond_ids, p, n_known, window, options, init_option
                     # Same crop: only the previous token is new to the cache.
                     py, px = divmod(k - 1, w)
                     last = ids[:, f, oy + py, ox + px][:, None]  # (B, 1)
-                    logits = gpt(last, input_pos=positions[length - 1 : length], last_only=True)
+                    logits = gpt(both(last), input_pos=positions[length - 1 : length], last_only=True)
                 else:
                     past = ids[:, ctx.start : ctx.stop, oy : oy + h, ox : ox + w].reshape(B, -1)
                     cur = ids[:, f, oy : oy + h, ox : ox + w].reshape(B, -1)[:, :k]
-                    window_ids = torch.cat([cond_ids, past, cur], dim=1)  # (B, length)
+                    window_ids = torch.cat([cond_ids, both(past), both(cur)], dim=1)  # (B or 2B, length)
                     length = window_ids.shape[1]
                     logits = gpt(window_ids, input_pos=positions[:length], last_only=True)
                     origin = (oy, ox)
+                logits = guide_logits(logits, opts.cfg_scale) if guided else logits
                 ids[:, f, y, x] = opts.draw(logits[:, -1])
                 length += 1

@@ -9,7 +9,9 @@ release's STFT pickles, or STFT computed from the videos' own audio). ``--vtoken
 precomputed codes: a codes file written by ``scripts/extract_codes.py`` or the release's token file
 (with ``--spatial_length`` crops and ``--vtokens_pos``), skipping the VQGAN. The data layouts are
 those of :mod:`tats.data.release` and :mod:`tats.data.datamodule`. The model it trains is
-:class:`tats.gpt.lightning.TransformerModule`.
+:class:`tats.gpt.lightning.TransformerModule`, or with ``--objective masked`` the masked-token model's
+:class:`tats.gpt.masked_lightning.MaskedTransformerModule`; ``--cond_drop`` trains either for
+classifier-free guidance.
 """
 
 from __future__ import annotations
@@ -86,6 +88,15 @@ def add_transformer_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     add("--weight_decay", type=float, default=0.01, help="AdamW decay of Linear weights")
     add("--activation_checkpointing", action="store_true", help="recompute block activations in backward")
     add("--compile", action="store_true", help="torch.compile the GPT")
+    add("--objective", choices=("autoregressive", "masked"), default="autoregressive",
+        help="autoregressive: the release's GPT (next token); masked: a bidirectional masked-token "
+             "transformer for parallel decoding (tats.gpt.masked, MaskGIT's cosine masking)")
+    add("--cond_drop", type=float, default=0.0,
+        help="share of training clips seen with a null condition, for classifier-free guidance "
+             "(sampling --cfg_scale); > 0 adds the null id to the vocabulary. 0: the release's training")
+    add("--frame_cond_prob", type=float, default=0.5,
+        help="--objective masked: share of training clips whose first latent frames are given whole "
+             "(the sliding window's and frame prediction's task)")
     return parser
 
 
@@ -154,11 +165,24 @@ def build_gpt_config(
     check_transformer_tokens(args.block_size, n_cond_tokens, latent_shape, args.n_unmasked)
     if args.n_embd % args.n_head:
         raise SystemExit(f"--n_embd {args.n_embd} is not divisible by --n_head {args.n_head}")
+    masked = getattr(args, "objective", "autoregressive") == "masked"
+    cond_drop = float(getattr(args, "cond_drop", 0.0) or 0.0)
+    if not 0 <= cond_drop < 1:
+        raise SystemExit(f"--cond_drop must lie in [0, 1), got {cond_drop}")
+    if cond_drop and kind == "none":
+        raise SystemExit("--cond_drop drops the condition: an --unconditional model has none")
+    if masked and getattr(args, "vtokens_pos", False):
+        raise SystemExit("--objective masked reads whole clips: --vtokens_pos crops are for the GPT")
+    if masked and (s or args.n_unmasked):
+        raise SystemExit("--objective masked: the hierarchical models' --sample_every_n_latent_frames / "
+                         "--n_unmasked are for the GPT")
     return GPTConfig(
-        vocab_size=n_codes + n_cond_vocab, block_size=args.block_size, n_layer=args.n_layer,
+        vocab_size=n_codes + n_cond_vocab + (cond_drop > 0), n_layer=args.n_layer,
+        # the masked model reads the whole sequence: one position more than the GPT's inputs
+        block_size=n_cond_tokens + math.prod(latent_shape) if masked else args.block_size,
         n_head=args.n_head, n_embd=args.n_embd, n_unmasked=args.n_unmasked, cond_type=kind,
         n_cond_vocab=n_cond_vocab, n_cond_tokens=n_cond_tokens, n_codes=n_codes,
-        latent_shape=latent_shape, sample_every_n_latent_frames=s,
+        latent_shape=latent_shape, sample_every_n_latent_frames=s, null_cond=cond_drop > 0,
     )
 
 
@@ -281,18 +305,24 @@ def fit_transformer(args: argparse.Namespace) -> pl.Trainer:
     trainer = build_trainer(args, monitor="val/loss", ckpt_every_n_steps=10000, broadcast_buffers=False)
     n_dev = devices_per_node(trainer)  # the release's --gpus: GPUs per node, not the world size
     lr = scale_transformer_lr(args.base_lr, args.accumulate_grad_batches, n_dev, args.batch_size)
-    module = TransformerModule.from_vqgan(
+    extra = {"cond_drop": args.cond_drop}
+    module_cls = TransformerModule
+    if args.objective == "masked":
+        from tats.gpt.masked_lightning import MaskedTransformerModule
+
+        module_cls, extra["frame_cond_prob"] = MaskedTransformerModule, args.frame_cond_prob
+    module = module_cls.from_vqgan(
         config, vqgan, cond_vqgan, learning_rate=lr, base_lr=args.base_lr, weight_decay=args.weight_decay,
         max_nonfinite_steps=args.max_nonfinite_steps,
         activation_checkpointing=args.activation_checkpointing, compile=args.compile,
         cond_stage_key={"none": None, "label": "label", "text": "text", "audio": "stft"}[kind],
         truncate_captions=bool(args.truncate_captions),
         vtokens_pos_grid=((args.sequence_length, args.resolution, args.resolution) if args.vtokens_pos
-                          else None),
+                          else None), **extra,
     )
     n_params = sum(p.numel() for p in module.transformer.parameters())
     rank_zero_print(
-        f"transformer: {n_params / 1e6:.2f}M parameters, cond={kind}, tokens/clip "
+        f"transformer ({args.objective}): {n_params / 1e6:.2f}M parameters, cond={kind}, tokens/clip "
         f"{config.n_cond_tokens}+{config.n_latent_tokens}, latent grid {config.latent_shape}, vocab "
         f"{config.vocab_size}, lr {lr:.3g} (= {args.accumulate_grad_batches} accumulate x "
         f"{n_dev} devices/node x {args.batch_size} batch x {args.base_lr:g} base_lr)"
