@@ -6,7 +6,9 @@ states rather than from the code under test; the benchmarks time the package aga
   any cache (:func:`greedy_uncached`);
 - the codebook with full matrices and a one-hot (:class:`OneHotCodebook`, :func:`onehot_nearest_codes`);
 - scipy's Frechet distance (:func:`scipy_frechet_distance`);
-- the release's clip preprocessing in float64 (:func:`release_clip`).
+- the release's clip preprocessing in float64 (:func:`release_clip`);
+- the release's training steps (:class:`ReleaseVQGANModule`: one forward per optimizer;
+  :class:`ReleaseTransformerModule`: explicit attention with the stored mask, :func:`release_gpt_logits`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from tats.gpt import GPT
+from tats.gpt.lightning import TransformerModule
 from tats.vqgan.codebook import COMMITMENT_COST, EMA_DECAY, LAPLACE_EPS, Codebook
+from tats.vqgan.lightning import VQGANModule, _step_uncounted
 
 # ----------------------------------------------------------------------------- the release's sampler
 
@@ -185,3 +189,79 @@ def release_clip(frames: np.ndarray, start: int, seq: int, every: int, resolutio
     left = (size[1] - resolution) // 2
     x = x[:, :, :, left : left + resolution]
     return x.permute(1, 0, 2, 3) - 0.5  # (C, T, H, W)
+
+
+# ----------------------------------------------------------------------------- the release's training steps
+
+
+class ReleaseVQGANModule(VQGANModule):
+    """The release's VQGAN training step (REFERENCE.md "Losses"; its Lightning 1.5 ran ``training_step`` once
+    per optimizer): for EACH of the two optimizers the whole VQGAN runs forward in training mode (so the
+    codebook averages and BatchNorm statistics move twice per batch) with the other optimizer's
+    parameters frozen (Lightning 1.5's ``toggle_optimizer``), a random frame is drawn, and that optimizer
+    steps on its loss: first the autoencoder on the generator loss, then the discriminators on the hinge
+    loss of the second forward's (detached) reconstruction. Same modules and loss terms as
+    :class:`~tats.vqgan.lightning.VQGANModule`; only the control flow is the release's."""
+
+    def _release_step(self, x: torch.Tensor, optimizer_idx: int, step: int) -> tuple[torch.Tensor, dict]:
+        opt = self.optimizers()[optimizer_idx]
+        self.toggle_optimizer(opt)  # the other optimizer's parameters get no gradient (and no graph)
+        out = self.vqgan(x)
+        frame_idx = self.loss.random_frame_index(x)
+        if optimizer_idx == 0:
+            loss, logs = self.loss.generator_loss(x, out["recon"], out["commitment_loss"], step, frame_idx)
+        else:
+            loss, logs = self.loss.discriminator_loss(x, out["recon"], step, frame_idx)
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if optimizer_idx == 0:
+            opt.step()
+        else:
+            _step_uncounted(opt)  # global_step counts batches, as Lightning 1.5's did
+        self.untoggle_optimizer(opt)
+        return loss.detach(), logs
+
+    def training_step(self, batch, batch_idx):
+        x = batch["video"]
+        step = self.global_step  # both optimizers see the batch's step (Lightning 1.5)
+        ae_loss, logs = self._release_step(x, 0, step)  # its tensors are freed before the second forward
+        if self.loss.discriminators_active(step):
+            _, d_logs = self._release_step(x, 1, step)
+            logs.update(d_logs)
+        self.log_dict({f"train/{k}": v.float() for k, v in logs.items()}, on_step=True, on_epoch=False,
+                      batch_size=x.shape[0])
+        return ae_loss
+
+
+def release_gpt_logits(gpt: GPT, idx: torch.Tensor) -> torch.Tensor:
+    """The release's training forward of the GPT (REFERENCE.md "Transformer"), no cache: explicit attention
+    ``softmax(q k^T / sqrt(head_dim)) v`` masked with each block's stored ``attn.mask`` buffer
+    (``masked_fill(mask[:, :, :T, :T] == 0, -inf)``). ``idx (B, T)`` -> logits ``(B, T, V)``."""
+    B, T = idx.shape
+    x = gpt.drop(gpt.tok_emb(idx) + gpt.pos_emb[:, :T])  # (B, T, E)
+    for block in gpt.blocks:
+        a = block.attn
+        h = block.ln1(x)
+        k = a.key(h).view(B, T, a.n_head, -1).transpose(1, 2)  # (B, nh, T, hd)
+        q = a.query(h).view(B, T, a.n_head, -1).transpose(1, 2)
+        v = a.value(h).view(B, T, a.n_head, -1).transpose(1, 2)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.shape[-1]))  # (B, nh, T, T)
+        att = att.masked_fill(a.mask[:, :, :T, :T] == 0, float("-inf"))
+        att = F.dropout(F.softmax(att, dim=-1), a.attn_drop, gpt.training)
+        y = (att @ v).transpose(1, 2).contiguous().view(B, T, -1)  # (B, T, E)
+        x = x + a.resid_drop(a.proj(y))
+        x = x + block.mlp(block.ln2(x))
+    return gpt.head(gpt.ln_f(x))
+
+
+class ReleaseTransformerModule(TransformerModule):
+    """:class:`~tats.gpt.lightning.TransformerModule` with the release's forward (:func:`release_gpt_logits`)
+    and its loss, ``cross_entropy(logits.reshape(-1, V), target.reshape(-1))`` on the logits as they come."""
+
+    def loss(self, batch):
+        idx = self.sequence(batch)  # (B, n_cond + L)
+        n_cond = self.config.n_cond_tokens
+        logits = release_gpt_logits(self.transformer, idx[:, :-1])[:, n_cond - 1 :]  # (B, L, V)
+        target = idx[:, n_cond:]
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+        return loss, target.numel()

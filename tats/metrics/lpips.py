@@ -145,7 +145,8 @@ class LPIPS(nn.Module):
         self.requires_grad_(False)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """x, y: (N, 3, H, W) in [-1, 1] -> (N, 1, 1, 1) distances (0 for identical images)."""
+        """x, y: (N, 3, H, W) in [-1, 1] -> (N, 1, 1, 1) distances (0 for identical images), float32 for
+        half-precision inputs or autocast (else the inputs' dtype)."""
         if x.shape != y.shape or x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(
                 f"LPIPS expects two (N, 3, H, W) batches of equal shape, got {tuple(x.shape)} "
@@ -153,10 +154,17 @@ class LPIPS(nn.Module):
             )
         fx = self.net(self.scaling_layer(x))
         fy = self.net(self.scaling_layer(y))
-        total = x.new_zeros(x.shape[0], 1, 1, 1)
-        for k in range(len(LPIPS_CHANNELS)):
-            diff = (_unit_normalize(fx[k]) - _unit_normalize(fy[k])).pow(2)  # (N, C_k, h, w)
-            total = total + getattr(self, f"lin{k}")(diff).mean(dim=(2, 3), keepdim=True)
+        # The distances run in at least float32, outside any autocast: under bf16 the VGG features are
+        # half precision, and their normalisation, differences and means are reduced in float32.
+        acc = torch.promote_types(x.dtype, torch.float32)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            total = x.new_zeros(x.shape[0], 1, 1, 1, dtype=acc)
+            for k in range(len(LPIPS_CHANNELS)):
+                fxk, fyk = fx[k].to(acc), fy[k].to(acc)  # (N, C_k, h, w)
+                diff = (_unit_normalize(fxk) - _unit_normalize(fyk)).pow(2)
+                head = getattr(self, f"lin{k}")
+                dist = head(diff.to(head.model[1].weight.dtype)).to(acc)  # (N, 1, h, w)
+                total = total + dist.mean(dim=(2, 3), keepdim=True)
         return total
 
     @classmethod

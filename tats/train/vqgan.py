@@ -104,6 +104,13 @@ def add_vqgan_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--lpips_cache_dir", type=str, default=None, help="folder of the converted LPIPS weights")
     g.add_argument("--log_videos_every_n_steps", type=int, default=1000,
                    help="write input/reconstruction clips to TensorBoard every N steps (0: never)")
+    g.add_argument("--activation_checkpointing", action="store_true",
+                   help="encoder/decoder keep only their convolutions' outputs and recompute the rest in the "
+                        "backward pass: less memory, same results")
+    g.add_argument("--channels_last", action="store_true",
+                   help="channels-last memory format for the autoencoder and discriminators")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the encoder, decoder and discriminators")
     return parser
 
 
@@ -203,7 +210,9 @@ def fit_vqgan(args: argparse.Namespace) -> tuple[pl.Trainer, VQGANModule]:
                          allow_random_lpips=args.allow_random_lpips, lpips_cache_dir=args.lpips_cache_dir,
                          train_args={k: _plain(v) for k, v in vars(args).items()},
                          max_nonfinite_steps=getattr(args, "max_nonfinite_steps",
-                                                     DEFAULT_MAX_NONFINITE_STEPS))
+                                                     DEFAULT_MAX_NONFINITE_STEPS),
+                         activation_checkpointing=args.activation_checkpointing,
+                         channels_last=args.channels_last, compile=args.compile)
     if not args.sync_batchnorm:
         on_gpu = trainer.strategy.root_device.type == "cuda"
         module = sync_batchnorm_if_needed(module, world_size(trainer), rank_zero_print, on_gpu)

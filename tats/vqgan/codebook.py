@@ -97,6 +97,8 @@ class Codebook(nn.Module):
         # Ours: persistent so a resumed run never re-initialises (REFERENCE.md: the release does not
         # store this flag); a state dict without it (a release file) counts as initialised.
         self.register_buffer("initialized", torch.tensor(False))
+        self._initialized_seen: tuple[int, int] | None = None  # (storage, version) of the flag last read
+        self._initialized_value = False
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):  # noqa: D401 - torch hook
@@ -118,6 +120,18 @@ class Codebook(nn.Module):
             if new is not None and new.dtype != torch.float32:
                 self._buffers[name] = old.to(device=new.device)  # the fp32 values, on the new device
         return self
+
+    def is_initialized(self) -> bool:
+        """``bool(self.initialized)``, read from the device only when the flag was written since the last
+        read (its storage or version counter changed), so a training step needs no device-to-host sync."""
+        flag = self.initialized
+        try:
+            key = (flag.data_ptr(), flag._version)
+        except RuntimeError:  # an inference tensor keeps no version counter
+            return bool(flag)
+        if key != self._initialized_seen:
+            self._initialized_value, self._initialized_seen = bool(flag), key
+        return self._initialized_value
 
     # ----------------------------------------------------------------------------------- helpers
     def random_vectors(self, flat: torch.Tensor, count: int) -> torch.Tensor:
@@ -162,14 +176,17 @@ class Codebook(nn.Module):
         # the running averages for good: skip the whole update, on every rank alike (counted over ranks).
         nonfinite = (~torch.isfinite(flat)).any().float().reshape(1)
         self.all_reduce_fn(nonfinite)
-        if nonfinite.item() > 0:
+        keep_old = None
+        if self.no_random_restart:
+            keep_old = nonfinite > 0  # decided on the device (torch.where below): no sync per step
+        elif nonfinite.item() > 0:  # restarts need the count of dead codes on the host anyway
             return
         sums = torch.zeros(self.n_codes, self.embedding_dim, device=flat.device)
         sums.index_add_(0, idx, flat)  # (K, D): sum of the vectors assigned to each code
         self.all_reduce_fn(counts)
         self.all_reduce_fn(sums)
-        N = self.N.float().mul_(EMA_DECAY).add_(counts, alpha=1 - EMA_DECAY)
-        z_avg = self.z_avg.float().mul_(EMA_DECAY).add_(sums, alpha=1 - EMA_DECAY)
+        N = self.N.float().mul(EMA_DECAY).add_(counts, alpha=1 - EMA_DECAY)  # new tensors: the buffers
+        z_avg = self.z_avg.float().mul(EMA_DECAY).add_(sums, alpha=1 - EMA_DECAY)  # are written below
         total = N.sum()
         # Laplace smoothing (REFERENCE.md): w = (N + eps) / (sum N + K eps) * sum N
         weights = (N + LAPLACE_EPS) / (total + self.n_codes * LAPLACE_EPS) * total
@@ -179,6 +196,10 @@ class Codebook(nn.Module):
             dead = (N < self.restart_thres).nonzero().squeeze(1)  # (R,)
             if dead.numel() > 0:
                 embeddings[dead] = self.random_vectors(flat, dead.numel())
+        if keep_old is not None:
+            N = torch.where(keep_old, self.N, N)
+            z_avg = torch.where(keep_old, self.z_avg, z_avg)
+            embeddings = torch.where(keep_old, self.embeddings, embeddings)
         self.N.copy_(N)
         self.z_avg.copy_(z_avg)
         self.embeddings.copy_(embeddings)
@@ -202,7 +223,7 @@ class Codebook(nn.Module):
             z = z.float()
             b, _, t, h, w = z.shape
             flat = rearrange(z, "b d t h w -> (b t h w) d")
-            if self.training and not bool(self.initialized):
+            if self.training and not self.is_initialized():
                 with torch.no_grad():
                     self._init_from(flat.detach())
             idx = nearest_codes(flat.detach(), self.embeddings.float(), self.chunk_elements)  # (N,)

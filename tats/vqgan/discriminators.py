@@ -8,14 +8,69 @@ doubling, at most 512) + norm + LeakyReLU; ``model{n}`` = conv(k4, s1, p2) + nor
 The release's discriminators use BatchNorm (the default ``norm_type="batch"``; the reference layout
 ``vqgan_state_dict.tsv`` shows ``running_mean`` in them); ``"group"`` (GroupNorm 32) is offered for
 experiments only and is not checkpoint-compatible with released files.
+
+The convolutions are :class:`Conv2d` / :class:`Conv3d`, ``nn.Conv2d`` / ``nn.Conv3d`` with the same
+parameters and keys that work around a PyTorch CPU bug under bf16 (see :func:`pad_small_dims`).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tats.vqgan.modules import make_norm
+
+
+def _cpu_bf16(x: torch.Tensor) -> bool:
+    """Whether a convolution of ``x`` runs in bf16 on the CPU (a bf16 tensor, or a bf16 CPU autocast)."""
+    if x.device.type != "cpu":
+        return False
+    return x.dtype == torch.bfloat16 or (
+        torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    )
+
+
+def pad_small_dims(
+    x: torch.Tensor, kernel_size: tuple[int, ...], padding: tuple[int, ...]
+) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """Zero-pad explicitly every spatial/temporal dim of ``x (B, C, *dims)`` that is smaller than its
+    kernel; returns ``(x, padding left to the convolution)`` (0 for the dims padded here).
+
+    Why: PyTorch 2.14's CPU (oneDNN) bf16 convolution computes a wrong WEIGHT gradient (relative error
+    about 1, often inf or NaN; the input gradient is right) when a padded dim of the input is smaller
+    than the kernel, e.g. the video discriminator's k=4 convolutions on 2 or 3 frames (16-frame clips,
+    ``--disc_layers 3``: ``model3`` sees 3 frames). Padding those dims beforehand and convolving them
+    without padding is the same function and gives the right gradient (relative error 0.004 against
+    fp32, bf16 rounding). ``tests/vqgan/test_vqgan_model.py`` checks both.
+    """
+    small = [size < k and p > 0 for size, k, p in zip(x.shape[2:], kernel_size, padding)]
+    if not any(small):
+        return x, padding
+    pads: list[int] = []
+    for is_small, p in zip(reversed(small), reversed(padding)):  # F.pad takes the last dim first
+        pads += [p, p] if is_small else [0, 0]
+    return F.pad(x, pads), tuple(0 if is_small else p for is_small, p in zip(small, padding))
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` (same parameters and keys) with the bf16 CPU work-around of :func:`pad_small_dims`."""
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+        if self.padding_mode == "zeros" and _cpu_bf16(input):
+            input, padding = pad_small_dims(input, self.kernel_size, self.padding)
+            return F.conv2d(input, weight, bias, self.stride, padding, self.dilation, self.groups)
+        return super()._conv_forward(input, weight, bias)
+
+
+class Conv3d(nn.Conv3d):
+    """``nn.Conv3d`` (same parameters and keys) with the bf16 CPU work-around of :func:`pad_small_dims`."""
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+        if self.padding_mode == "zeros" and _cpu_bf16(input):
+            input, padding = pad_small_dims(input, self.kernel_size, self.padding)
+            return F.conv3d(input, weight, bias, self.stride, padding, self.dilation, self.groups)
+        return super()._conv_forward(input, weight, bias)
 
 
 class _NLayerDiscriminator(nn.Module):
@@ -25,7 +80,7 @@ class _NLayerDiscriminator(nn.Module):
         super().__init__()
         if n_layers < 1:
             raise ValueError(f"--disc_layers must be >= 1, got {n_layers}")
-        conv = nn.Conv2d if self.dims == 2 else nn.Conv3d
+        conv = Conv2d if self.dims == 2 else Conv3d
         self.n_layers = n_layers
 
         def act() -> nn.Module:

@@ -102,6 +102,33 @@ def _restore_buffers(module: torch.nn.Module, saved: Mapping[str, torch.Tensor])
         buf.copy_(saved[name])
 
 
+def speed_up(vqgan: VQGAN, loss: VQGANLoss, activation_checkpointing: bool = False,
+             channels_last: bool = False, compile: bool = False) -> None:
+    """Training speed and memory options, in place (parameter names, hence checkpoints, unchanged).
+
+    - ``activation_checkpointing``: the encoder's and decoder's layers keep only their convolutions'
+      outputs and recompute norms, activations and pads in the backward pass
+      (:func:`tats.vqgan.modules.run_checkpointed`); same results, less memory.
+    - ``channels_last``: the autoencoder and both discriminators in the channels-last memory format
+      (``channels_last_3d`` / ``channels_last``); convolutions pick other kernels (float rounding).
+    - ``compile``: ``torch.compile`` of the encoder, decoder and both discriminators with static shapes
+      (the codebook, with its data-dependent restarts and collectives, and LPIPS stay eager).
+    """
+    from tats.vqgan.modules import Decoder, Encoder
+
+    for module in (vqgan.encoder, vqgan.decoder):
+        if isinstance(module, (Encoder, Decoder)):
+            module.activation_checkpointing = activation_checkpointing
+    if channels_last:
+        vqgan.to(memory_format=torch.channels_last_3d)
+        vqgan.channels_last_3d = True
+        loss.video_discriminator.to(memory_format=torch.channels_last_3d)
+        loss.image_discriminator.to(memory_format=torch.channels_last)
+    if compile:
+        for module in (vqgan.encoder, vqgan.decoder, loss.image_discriminator, loss.video_discriminator):
+            module.compile(dynamic=False)
+
+
 class VQGANModule(pl.LightningModule):
     """Trains a :class:`~tats.vqgan.model.VQGAN` (``self.vqgan``) with :class:`VQGANLoss` (``self.loss``).
 
@@ -121,6 +148,9 @@ class VQGANModule(pl.LightningModule):
         lpips_cache_dir: str | None = None,
         train_args: Mapping[str, Any] | None = None,
         max_nonfinite_steps: int = DEFAULT_MAX_NONFINITE_STEPS,
+        activation_checkpointing: bool = False,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         cfg = config if isinstance(config, VQGANConfig) else VQGANConfig.from_dict(config)
@@ -133,6 +163,9 @@ class VQGANModule(pl.LightningModule):
             "lpips_cache_dir": lpips_cache_dir,
             "train_args": dict(train_args) if train_args is not None else None,
             "max_nonfinite_steps": int(max_nonfinite_steps),
+            "activation_checkpointing": bool(activation_checkpointing),
+            "channels_last": bool(channels_last),
+            "compile": bool(compile),
         })
         # one guard per loss: each counts its own run of non-finite steps (tats.faults)
         self.nonfinite_ae = NonFiniteGuard(max_nonfinite_steps)
@@ -140,8 +173,9 @@ class VQGANModule(pl.LightningModule):
         self.fp32_fallbacks = 0  # fp16 forwards that overflowed and were rerun in fp32
         self.automatic_optimization = False
         self.config = cfg
-        self.vqgan = VQGAN(cfg)
+        self.vqgan = VQGAN(cfg, channels_last_3d=channels_last)
         self.loss = VQGANLoss(cfg, allow_random_lpips=allow_random_lpips, lpips_cache_dir=lpips_cache_dir)
+        speed_up(self.vqgan, self.loss, activation_checkpointing, channels_last, compile)
         self._last_batch_time: float | None = None
 
     # ------------------------------------------------------------------------------- optimizers

@@ -14,6 +14,10 @@ and 0 before, feature-matching terms of weight 1 each over every discriminator b
 ``video_gan_weight > 0`` (the release multiplies each by that indicator). The discriminator step is
 ``disc_factor * (image_gan_weight * d(D2) + video_gan_weight * d(D3))`` with ``d`` hinge or vanilla.
 
+Precision: under a bf16/fp16 autocast the networks run in half precision, but every loss term is reduced
+in float32 (logits, features and reconstructions are cast up before their means and L1s; LPIPS computes its
+distances in float32), so the terms and their sum are float32 whatever the autocast.
+
 Savings that leave the values unchanged: LPIPS is neither built nor run when ``perceptual_weight`` is 0,
 and a discriminator is not run while its term is multiplied by zero (before ``discriminator_iter_start``
 or with a zero GAN weight); the release ran them all and multiplied by 0.
@@ -58,9 +62,9 @@ def feature_matching_loss(fake: list[torch.Tensor], real: list[torch.Tensor]) ->
     The release weights each block by ``4 / (3 + 1) = 1`` (pix2pixHD's ``4 / (n_layers + 1)`` with the
     layer count fixed at 3), so every block counts once whatever ``disc_layers`` is.
     """
-    total = fake[0].new_zeros(())
+    total = fake[0].new_zeros((), dtype=torch.float32)
     for f, r in zip(fake[:-1], real[:-1]):
-        total = total + F.l1_loss(f, r.detach())
+        total = total + F.l1_loss(f.float(), r.detach().float())  # float32 reduction under autocast
     return total
 
 
@@ -141,7 +145,7 @@ class VQGANLoss(nn.Module):
         """
         if self.perceptual_model is None:
             return frames.new_zeros(())
-        return self.perceptual_model(frames, frames_rec).mean() * self.config.perceptual_weight
+        return self.perceptual_model(frames, frames_rec).float().mean() * self.config.perceptual_weight
 
     def generator_loss(
         self,
@@ -162,7 +166,7 @@ class VQGANLoss(nn.Module):
         if frame_idx is None:
             frame_idx = self.random_frame_index(video)
         zero = recon.new_zeros((), dtype=torch.float32)
-        l1 = F.l1_loss(recon, video)
+        l1 = F.l1_loss(recon.float(), video.float())  # every reduction in float32 (module docstring)
         recon_loss = l1 * cfg.l1_weight
         frames, frames_rec = select_frames(video, frame_idx), select_frames(recon, frame_idx)  # (B, C, H, W)
         perceptual = self.perceptual_loss(frames, frames_rec)
@@ -172,13 +176,13 @@ class VQGANLoss(nn.Module):
             logits_fake, feats_fake = self.image_discriminator(frames_rec)
             with torch.no_grad():  # real features are targets only (detached in the L1)
                 _, feats_real = self.image_discriminator(frames)
-            g_image = -logits_fake.mean()
+            g_image = -logits_fake.float().mean()
             feat_image = feature_matching_loss(feats_fake, feats_real)
         if self.use_video_discriminator(global_step):
             logits_fake, feats_fake = self.video_discriminator(recon)
             with torch.no_grad():
                 _, feats_real = self.video_discriminator(video)
-            g_video = -logits_fake.mean()
+            g_video = -logits_fake.float().mean()
             feat_video = feature_matching_loss(feats_fake, feats_real)
         aeloss = factor * (cfg.image_gan_weight * g_image + cfg.video_gan_weight * g_video)
         gan_feat = factor * cfg.gan_feat_weight * (feat_image + feat_video)
@@ -211,11 +215,13 @@ class VQGANLoss(nn.Module):
         if self.use_image_discriminator(global_step):
             real, _ = self.image_discriminator(select_frames(video, frame_idx))
             fake, _ = self.image_discriminator(select_frames(recon, frame_idx))
+            real, fake = real.float(), fake.float()  # float32 reductions under autocast
             parts.update(d_image_loss=self.d_loss_fn(real, fake), logits_image_real=real.mean(),
                          logits_image_fake=fake.mean())
         if self.use_video_discriminator(global_step):
             real, _ = self.video_discriminator(video)
             fake, _ = self.video_discriminator(recon)
+            real, fake = real.float(), fake.float()
             parts.update(d_video_loss=self.d_loss_fn(real, fake), logits_video_real=real.mean(),
                          logits_video_fake=fake.mean())
         factor = disc_factor(global_step, cfg.discriminator_iter_start)

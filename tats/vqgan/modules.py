@@ -8,11 +8,14 @@ and ``vqgan_state_dict.tsv``) so released checkpoints load without renaming: ``<
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 
 def _same_pad(kernel: tuple[int, ...], stride: tuple[int, ...]) -> tuple[int, ...]:
@@ -23,6 +26,14 @@ def _same_pad(kernel: tuple[int, ...], stride: tuple[int, ...]) -> tuple[int, ..
         p = k - s
         pads += [p // 2 + p % 2, p // 2]
     return tuple(pads)
+
+
+def _pad(x: torch.Tensor, pad: tuple[int, ...], mode: str) -> torch.Tensor:
+    """``F.pad`` in the dtype of ``x`` whatever the autocast: CPU autocast runs replicate/reflect padding in
+    float32, which would copy a bf16 activation to float32 only for the convolution to cast it back (twice
+    the memory traffic, and a float32 copy to keep). Padding copies values, so the result is the same."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return F.pad(x, pad, mode=mode)
 
 
 def _triple(x: int | tuple[int, int, int]) -> tuple[int, int, int]:
@@ -53,7 +64,7 @@ class SamePadConv3d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if any(self.pad_input):  # 1x1x1 convs need no padding
-            x = F.pad(x, self.pad_input, mode=self.padding_type)
+            x = _pad(x, self.pad_input, self.padding_type)
         return self.conv(x)
 
 
@@ -80,7 +91,7 @@ class SamePadConvTranspose3d(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.convt(F.pad(x, self.pad_input, mode="replicate"))
+        return self.convt(_pad(x, self.pad_input, "replicate"))
 
 
 def make_norm(channels: int, norm_type: str = "group", dims: int = 3) -> nn.Module:
@@ -109,6 +120,60 @@ class ResBlock(nn.Module):
         h = self.conv1(F.silu(self.norm1(x)))
         h = self.conv2(F.silu(self.norm2(h)))
         return x + h
+
+
+@contextlib.contextmanager
+def frozen_batchnorm_statistics(module: nn.Module) -> Iterator[None]:
+    """Inside the block, BatchNorm layers of ``module`` in training mode still normalise with the batch's
+    statistics but leave their running statistics and ``num_batches_tracked`` as they were.
+
+    Activation checkpointing reruns a block's forward in the backward pass; without this its BatchNorm
+    layers would update their running statistics a second time for the same batch. The layers keep
+    their buffers (so the rerun saves the same tensors for the backward pass as the first run) with a
+    momentum of 0, which writes each running value back unchanged, and the batch count is restored."""
+    norms = [m for m in module.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch statistic
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, (momentum, count) in zip(norms, saved):
+                m.momentum = momentum
+                m.num_batches_tracked.copy_(count)
+
+
+_CONVOLUTIONS = (torch.ops.aten.convolution.default,)
+
+
+def _keep_convolutions(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    """Selective checkpointing policy: keep convolution outputs, recompute everything else."""
+    return CheckpointPolicy.MUST_SAVE if op in _CONVOLUTIONS else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def run_checkpointed(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``block(x)`` with activation checkpointing when gradients are being recorded, else plainly.
+
+    Selective: the outputs of the convolutions are kept, and the norms, activations, pads and dtype
+    casts between them are recomputed in the backward pass (their results are most of a block's saved
+    activations, and they cost little to redo); BatchNorm statistics are updated once
+    (:func:`frozen_batchnorm_statistics`). The result and the gradients equal the plain call's.
+    """
+    if not torch.is_grad_enabled():
+        return block(x)
+
+    @contextlib.contextmanager
+    def recompute(selective: contextlib.AbstractContextManager) -> Iterator[None]:
+        with frozen_batchnorm_statistics(block), selective:
+            yield
+
+    def contexts():
+        forward_ctx, recompute_ctx = create_selective_checkpoint_contexts(_keep_convolutions)
+        return forward_ctx, recompute(recompute_ctx)
+
+    return checkpoint(block, x, use_reentrant=False, context_fn=contexts)
 
 
 def _log2_factors(factors: tuple[int, int, int], flag: str = "--downsample") -> list[int]:
@@ -172,8 +237,18 @@ class Encoder(nn.Module):
         )
         self.out_channels = n_hiddens * 2 ** len(strides)
         self.final_block = nn.Sequential(make_norm(self.out_channels, norm_type), nn.SiLU())
+        self.activation_checkpointing = False  # see run_checkpointed
+
+    def segments(self) -> list[nn.Module]:
+        """The layers in order, each convolution with what follows it up to the next one's input."""
+        return [self.conv_first, *(m for block in self.conv_blocks for m in (block.down, block.res)),
+                self.final_block]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.activation_checkpointing and torch.is_grad_enabled():
+            for segment in self.segments():
+                x = run_checkpointed(segment, x)
+            return x
         h = self.conv_first(x)
         for block in self.conv_blocks:
             h = block(h)
@@ -201,8 +276,18 @@ class Decoder(nn.Module):
             in_ch = out_ch
         self.conv_blocks = nn.ModuleList(blocks)
         self.conv_last = SamePadConv3d(in_ch, image_channels, 3)
+        self.activation_checkpointing = False  # see run_checkpointed
+
+    def segments(self) -> list[nn.Module]:
+        """The layers in order (as :meth:`Encoder.segments`)."""
+        layers = (m for block in self.conv_blocks for m in (block.up, block.res1, block.res2))
+        return [self.final_block, *layers, self.conv_last]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.activation_checkpointing and torch.is_grad_enabled():
+            for segment in self.segments():
+                x = run_checkpointed(segment, x)
+            return x
         h = self.final_block(x)
         for block in self.conv_blocks:
             h = block(h)
