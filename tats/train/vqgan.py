@@ -105,8 +105,8 @@ def add_vqgan_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--log_videos_every_n_steps", type=int, default=1000,
                    help="write input/reconstruction clips to TensorBoard every N steps (0: never)")
     g.add_argument("--activation_checkpointing", action="store_true",
-                   help="encoder/decoder keep only their convolutions' outputs and recompute the rest in the "
-                        "backward pass: less memory, same results")
+                   help="encoder/decoder layers keep only their inputs and run again in the backward pass: "
+                        "less memory, same results")
     g.add_argument("--channels_last", action="store_true",
                    help="channels-last memory format for the autoencoder and discriminators")
     g.add_argument("--compile", action="store_true",

@@ -106,9 +106,9 @@ def speed_up(vqgan: VQGAN, loss: VQGANLoss, activation_checkpointing: bool = Fal
              channels_last: bool = False, compile: bool = False) -> None:
     """Training speed and memory options, in place (parameter names, hence checkpoints, unchanged).
 
-    - ``activation_checkpointing``: the encoder's and decoder's layers keep only their convolutions'
-      outputs and recompute norms, activations and pads in the backward pass
-      (:func:`tats.vqgan.modules.run_checkpointed`); same results, less memory.
+    - ``activation_checkpointing``: the encoder's and decoder's layers keep only their inputs and run
+      again in the backward pass (:func:`tats.vqgan.modules.run_checkpointed`); same results, less
+      memory.
     - ``channels_last``: the autoencoder and both discriminators in the channels-last memory format
       (``channels_last_3d`` / ``channels_last``); convolutions pick other kernels (float rounding).
     - ``compile``: ``torch.compile`` of the encoder, decoder and both discriminators with static shapes

@@ -162,9 +162,12 @@ def test_speed_options_keep_the_state_dict_and_outputs():
 
 def test_bf16_training_follows_fp32():
     """Ten steps with both GANs and LPIPS on from step 0, 16-frame clips (the video discriminator's
-    ``model3`` sees 3 frames), from the same weights and batches: every bf16 loss is finite and within
-    bf16 noise of fp32's (a few percent; without the convolution work-around the discriminator's weights
-    turned inf in the first step)."""
+    ``model3`` sees 3 frames), from the same weights and batches. GAN training amplifies any difference,
+    so "bf16 noise" is measured here: an fp32 run whose starting weights were rounded to bf16 once drifts
+    from the fp32 run as far as bf16 training does (up to 4% of a loss by step 10). bf16 must stay within
+    twice that drift, every loss finite, and the first step (before any update) within 0.5% of fp32's:
+    a loss reduced in bf16, or the convolution bug that made the discriminator's weights inf in the first
+    step, fails that."""
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader
 
@@ -172,10 +175,14 @@ def test_bf16_training_follows_fp32():
     coarse = torch.rand(20, 3, 4, 4, 4, generator=gen)
     clips = [dict(video=v) for v in F.interpolate(coarse, size=(16, 16, 16), mode="trilinear") - 0.5]
     losses = {}
-    for precision in ("32-true", "bf16-mixed"):
+    for name, precision in (("fp32", "32-true"), ("rounded", "32-true"), ("bf16", "bf16-mixed")):
         torch.manual_seed(0)
         with pytest.warns(UserWarning, match="RANDOM"):
-            module = VQGANModule(_cfg(), allow_random_lpips=True, activation_checkpointing=True)
+            module = VQGANModule(_cfg(lr=1e-4), allow_random_lpips=True, activation_checkpointing=True)
+        if name == "rounded":
+            with torch.no_grad():
+                for p in module.parameters():
+                    p.copy_(p.bfloat16().float())
         seen = []
 
         class Losses(pl.Callback):
@@ -187,11 +194,13 @@ def test_bf16_training_follows_fp32():
                              limit_val_batches=0, callbacks=[Losses()])
         trainer.fit(module, DataLoader(clips, batch_size=2))
         assert module.nonfinite_ae.total == module.nonfinite_disc.total == 0
-        losses[precision] = torch.tensor(seen)  # (10, 2): autoencoder total, discriminator
-    fp32, bf16 = losses["32-true"], losses["bf16-mixed"]
-    assert torch.isfinite(bf16).all()
-    rel = ((bf16 - fp32) / fp32).abs()
-    assert rel.max() < 0.05, rel
+        losses[name] = torch.tensor(seen)  # (10, 2): autoencoder total, discriminator
+    fp32 = losses["fp32"]
+    assert torch.isfinite(losses["bf16"]).all()
+    drift = ((losses["rounded"] - fp32) / fp32).abs().max()
+    rel = ((losses["bf16"] - fp32) / fp32).abs()
+    assert rel[0].max() < 0.005, rel[0]
+    assert rel.max() < 2 * drift, (rel, drift)
 
 
 def test_initialised_flag_is_read_from_the_device_only_when_written():
