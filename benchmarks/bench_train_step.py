@@ -30,12 +30,15 @@ release's default).
 
 ``--losses N`` instead trains each variant N steps from the same start (no warm-up) and prints the
 losses of every step side by side (VQGAN: the autoencoder's total and the discriminators' loss; GPT: the
-cross-entropy), with each bf16 run's relative difference from the fp32 run of the same side.
+cross-entropy), with each bf16 run's relative difference from the fp32 run of the same side. The
+``rounded`` option starts from the weights rounded to bf16 once: ``ours:fp32+rounded`` shows how far
+fp32 training itself drifts from so small a perturbation (GAN training amplifies it), the noise that
+bf16's differences are to be read against.
 
     python benchmarks/bench_train_step.py                                  # the issue's sizes, CPU
     python benchmarks/bench_train_step.py --model vqgan --repeats 2
     python benchmarks/bench_train_step.py --model gpt --variants release:fp32 ours:bf16
-    python benchmarks/bench_train_step.py --losses 20 --variants release:fp32 release:bf16 ours:fp32 ours:bf16
+    python benchmarks/bench_train_step.py --losses 20 --variants ours:fp32 ours:fp32+rounded ours:bf16+ckpt+cl
     python benchmarks/bench_train_step.py --device cuda --preset ucf101 --variants release:bf16 \\
         ours:bf16+compile
 """
@@ -88,7 +91,7 @@ DEFAULT_VARIANTS = {
     "gpt": ["release:fp32", "ours:fp32", "ours:fp32+compile",
             "release:bf16", "ours:bf16", "ours:bf16+compile"],
 }
-OPTIONS = ("ckpt", "cl", "compile")
+OPTIONS = ("ckpt", "cl", "compile", "rounded")
 
 
 def parse_variant(spec: str) -> tuple[str, str, set[str]]:
@@ -158,8 +161,9 @@ def _module(model: str, preset: dict, side: str, options: set[str], random_lpips
         config = VQGANConfig(**preset["vqgan"])
         if side == "release":
             return ReleaseVQGANModule(config, allow_random_lpips=random_lpips)
-        return VQGANModule(config, allow_random_lpips=random_lpips, channels_last="cl" in options,
-                           activation_checkpointing="ckpt" in options, compile="compile" in options)
+        return _rounded(VQGANModule(config, allow_random_lpips=random_lpips, channels_last="cl" in options,
+                                    activation_checkpointing="ckpt" in options, compile="compile" in options),
+                        options)
     g = preset["gpt"]
     t, h, w = g["latent_shape"]
     config = GPTConfig(vocab_size=g["n_codes"] + g["n_classes"], block_size=t * h * w, n_layer=g["n_layer"],
@@ -168,8 +172,20 @@ def _module(model: str, preset: dict, side: str, options: set[str], random_lpips
     lr = preset["gpt_batch"] * 4.5e-6  # the release's rule: batch x base_lr
     if side == "release":
         return ReleaseTransformerModule(config, None, learning_rate=lr)
-    return TransformerModule(config, None, learning_rate=lr, activation_checkpointing="ckpt" in options,
-                             compile="compile" in options)
+    module = TransformerModule(config, None, learning_rate=lr, activation_checkpointing="ckpt" in options,
+                               compile="compile" in options)
+    return _rounded(module, options)
+
+
+def _rounded(module: torch.nn.Module, options: set[str]) -> torch.nn.Module:
+    """With the ``rounded`` option, the starting weights rounded to bf16 once (then trained in the variant's
+    precision): how far an fp32 run drifts from a perturbation that small is the noise floor that bf16
+    training is compared with."""
+    if "rounded" in options:
+        with torch.no_grad():
+            for p in module.parameters():
+                p.copy_(p.bfloat16().to(p.dtype))
+    return module
 
 
 def run_worker(args: argparse.Namespace) -> dict:
@@ -293,7 +309,8 @@ def print_table(model: str, variants: list[str], runs: dict[str, list[dict]]) ->
 
 def print_losses(model: str, variants: list[str], runs: dict[str, list[dict]]) -> None:
     names = ["loss"] if model == "gpt" else ["ae", "disc"]
-    print(f"\n{model}: losses per step (relative difference of each bf16 run from the fp32 run of its side)")
+    print(f"\n{model}: losses per step (relative difference of each bf16 or rounded run from the fp32 run of "
+          "its side)")
     cols = [f"{v}:{n}" for v in variants for n in names]
     print("step " + "".join(f"{c:>24}" for c in cols))
     n = min(len(runs[v][0].get("losses", [])) for v in variants)
@@ -301,11 +318,13 @@ def print_losses(model: str, variants: list[str], runs: dict[str, list[dict]]) -
         cells = []
         for v in variants:
             side, precision, options = parse_variant(v)
-            ref = f"{side}:fp32" if precision == "bf16" else None
+            ref = f"{side}:fp32" if precision == "bf16" else None  # (or the rounded fp32 run's)
             for j in range(len(names)):
                 x = runs[v][0]["losses"][i][j]
                 cell = f"{x:.5f}"
-                if ref in runs and not options:
+                if ref is None and "rounded" in options:
+                    ref = f"{side}:fp32"
+                if ref in runs and not options - {"ckpt", "cl", "rounded"}:
                     y = runs[ref][0]["losses"][i][j]
                     cell += f" ({(x - y) / abs(y):+.1e})" if y else ""
                 cells.append(f"{cell:>24}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
@@ -160,6 +161,16 @@ def test_speed_options_keep_the_state_dict_and_outputs():
     assert list(compiled.state_dict()) == list(plain.state_dict())
 
 
+class _Losses(pl.Callback):
+    """Keeps each training step's (autoencoder total, discriminator) loss."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[float, float]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.seen.append((float(outputs["loss"]), float(trainer.callback_metrics["train/d_loss"])))
+
+
 def test_bf16_training_follows_fp32():
     """Ten steps with both GANs and LPIPS on from step 0, 16-frame clips (the video discriminator's
     ``model3`` sees 3 frames), from the same weights and batches. GAN training amplifies any difference,
@@ -168,7 +179,6 @@ def test_bf16_training_follows_fp32():
     twice that drift, every loss finite, and the first step (before any update) within 0.5% of fp32's:
     a loss reduced in bf16, or the convolution bug that made the discriminator's weights inf in the first
     step, fails that."""
-    import pytorch_lightning as pl
     from torch.utils.data import DataLoader
 
     gen = torch.Generator().manual_seed(0)
@@ -183,18 +193,13 @@ def test_bf16_training_follows_fp32():
             with torch.no_grad():
                 for p in module.parameters():
                     p.copy_(p.bfloat16().float())
-        seen = []
-
-        class Losses(pl.Callback):
-            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-                seen.append((float(outputs["loss"]), float(trainer.callback_metrics["train/d_loss"])))
-
+        seen = _Losses()
         trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=10, precision=precision, logger=False,
-                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                             limit_val_batches=0, callbacks=[Losses()])
+                             enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, limit_val_batches=0, callbacks=[seen])
         trainer.fit(module, DataLoader(clips, batch_size=2))
         assert module.nonfinite_ae.total == module.nonfinite_disc.total == 0
-        losses[name] = torch.tensor(seen)  # (10, 2): autoencoder total, discriminator
+        losses[name] = torch.tensor(seen.seen)  # (10, 2): autoencoder total, discriminator
     fp32 = losses["fp32"]
     assert torch.isfinite(losses["bf16"]).all()
     drift = ((losses["rounded"] - fp32) / fp32).abs().max()
