@@ -35,7 +35,7 @@ from float32's, teacher-forced on the float32 greedy sample (its first ``--argma
 Compiled kernels and their autotuned choices are cached under ``TORCHINDUCTOR_CACHE_DIR`` and reused by
 later runs, also a choice autotuned while other jobs loaded the CPU: measure with a fresh cache.
 
-    TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) python benchmarks/bench_sampling.py --threads 2 --repeats 3  # README figures
+    TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) python benchmarks/bench_sampling.py --threads 2 --repeats 3
     python benchmarks/bench_sampling.py --batch_sizes 16 --modes short --dtypes fp32 --impls compiled
     python benchmarks/bench_sampling.py --device cuda --n_layer 24 --n_embd 1024 --n_head 16 \\
         --batch_sizes 16 --dtypes bf16 --impls eager compiled            # TATS-base size on a GPU

@@ -87,3 +87,12 @@ def numerics(model: torch.nn.Module) -> dict[str, object]:
     dtype = str(p.dtype).removeprefix("torch.") if p is not None else "float32"
     tf32 = device.type == "cuda" and any(tf32_enabled().values())
     return {"device": device_name(device), "dtype": dtype, "tf32": tf32}
+
+
+def autocast_off(device_type: str) -> contextlib.AbstractContextManager:
+    """A block that runs without autocast on ``device_type``; a no-op for device types that have no
+    autocast (``meta``, which the tests use in place of a GPU)."""
+    available = getattr(torch.amp, "is_autocast_available", lambda d: d in ("cpu", "cuda", "xpu", "mps"))
+    if available(device_type):
+        return torch.autocast(device_type=device_type, enabled=False)
+    return contextlib.nullcontext()

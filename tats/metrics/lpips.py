@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from tats.precision import autocast_off
+
 # torchvision VGG16 `features`: conv widths, "M" = 2x2 max pool. Indices of the modules follow from
 # this list (conv, relu pairs; one index per pool), e.g. the first conv is 0 and the last is 28.
 _VGG16_CFG: list[int | str] = [
@@ -157,7 +159,7 @@ class LPIPS(nn.Module):
         # The distances run in at least float32, outside any autocast: under bf16 the VGG features are
         # half precision, and their normalisation, differences and means are reduced in float32.
         acc = torch.promote_types(x.dtype, torch.float32)
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with autocast_off(x.device.type):
             total = x.new_zeros(x.shape[0], 1, 1, 1, dtype=acc)
             for k in range(len(LPIPS_CHANNELS)):
                 fxk, fyk = fx[k].to(acc), fy[k].to(acc)  # (N, C_k, h, w)

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from tats.precision import autocast_off
+
 
 def _same_pad(kernel: tuple[int, ...], stride: tuple[int, ...]) -> tuple[int, ...]:
     """F.pad amounts (last dim first) for a total of ``k - s`` per dim, the front getting
@@ -32,7 +34,7 @@ def _pad(x: torch.Tensor, pad: tuple[int, ...], mode: str) -> torch.Tensor:
     """``F.pad`` in the dtype of ``x`` whatever the autocast: CPU autocast runs replicate/reflect padding in
     float32, which would copy a bf16 activation to float32 only for the convolution to cast it back (twice
     the memory traffic, and a float32 copy to keep). Padding copies values, so the result is the same."""
-    with torch.autocast(device_type=x.device.type, enabled=False):
+    with autocast_off(x.device.type):
         return F.pad(x, pad, mode=mode)
 
 
