@@ -30,6 +30,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from tats.data.hdf5 import HDF5Handle
+
 FORMAT = "tats-codes-v1"
 SPLITS = ("train", "test")
 
@@ -119,7 +121,7 @@ def read_codes_attrs(path: str | os.PathLike) -> dict[str, Any]:
     return attrs
 
 
-class CodesDataset(Dataset):
+class CodesDataset(HDF5Handle, Dataset):
     """One clip's precomputed codes per item.
 
     Item: ``dict(codes=LongTensor (t, h, w), label=int, text=str)`` (``text`` only when the file has
@@ -139,17 +141,9 @@ class CodesDataset(Dataset):
         self.n_classes: int = int(self.attrs.get("n_classes", 0))
         self.has_text: bool = bool(self.attrs["has_text"])
         self._len = self.attrs["splits"][split]
-        self._file: h5py.File | None = None
-        self._pid: int | None = None
 
     def __len__(self) -> int:
         return self._len
-
-    def _h5(self) -> h5py.File:
-        if self._file is None or self._pid != os.getpid():
-            self._file = h5py.File(self.path, "r")
-            self._pid = os.getpid()
-        return self._file
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not -self._len <= index < self._len:

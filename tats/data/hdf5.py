@@ -53,7 +53,26 @@ def _read_labels_info(f: h5py.File) -> tuple[list[str], bool]:
     return [str(i) for i in range(top + 1)], True
 
 
-class HDF5VideoDataset(ClipDataset):
+class HDF5Handle:
+    """Mixin: ``_h5()`` is one read-only h5py handle of ``self.path`` per process (h5py handles must not
+    cross a DataLoader worker fork), dropped when the object is pickled."""
+
+    path: Path
+    _file: h5py.File | None = None
+    _pid: int | None = None
+
+    def _h5(self) -> h5py.File:
+        if self._file is None or self._pid != os.getpid():
+            self._file, self._pid = h5py.File(self.path, "r"), os.getpid()
+        return self._file
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_file"] = state["_pid"] = None
+        return state
+
+
+class HDF5VideoDataset(HDF5Handle, ClipDataset):
     """Clips from a release-layout HDF5 file (one item per video by default).
 
     Args: as :class:`tats.data.video_folder.VideoFolderDataset`, with ``path`` the ``.h5`` file and
@@ -79,8 +98,6 @@ class HDF5VideoDataset(ClipDataset):
         self.clip_length = clip_length(sequence_length, sample_every_n_frames)
         self.path = Path(path)
         self.prefix = "train" if train else "test"
-        self._file: h5py.File | None = None
-        self._pid: int | None = None
 
         if not self.path.is_file():
             raise ValueError(f"--data_path {self.path}: HDF5 file not found")
@@ -129,19 +146,8 @@ class HDF5VideoDataset(ClipDataset):
     def describe(self, index: int) -> str:
         return f"{self.path} ({self.prefix} video {int(self.videos[self.windows.locate(index)[0]])})"
 
-    def _handle(self) -> h5py.File:
-        # One handle per process: h5py handles must not cross a DataLoader worker fork.
-        if self._file is None or self._pid != os.getpid():
-            self._file, self._pid = h5py.File(self.path, "r"), os.getpid()
-        return self._file
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_file"] = state["_pid"] = None
-        return state
-
     def _load(self, index: int) -> dict[str, Any]:
-        f = self._handle()
+        f = self._h5()
         position, offset = self._locate(index)
         video_id = int(self.videos[position])
         start = int(self.bounds[video_id][0]) + offset

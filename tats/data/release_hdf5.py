@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from tats.data.base import ClipDataset, warn_skipped
+from tats.data.hdf5 import HDF5Handle
 from tats.data.transforms import preprocess_clip, resized_size
 from tats.data.windows import ALL, ClipsPerVideo
 
@@ -50,24 +51,6 @@ def release_video_bounds(idx: np.ndarray, n_frames: int) -> np.ndarray:
     starts = np.asarray(idx, dtype=np.int64).reshape(-1)[:-1]
     ends = np.append(starts[1:], n_frames)
     return np.stack([starts, ends], axis=1)
-
-
-class _HDF5Handle:
-    """One h5py handle per process (handles must not cross a DataLoader worker fork)."""
-
-    path: Path
-    _file: h5py.File | None = None
-    _pid: int | None = None
-
-    def _h5(self) -> h5py.File:
-        if self._file is None or self._pid != os.getpid():
-            self._file, self._pid = h5py.File(self.path, "r"), os.getpid()
-        return self._file
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_file"] = state["_pid"] = None
-        return state
 
 
 def _open_layout(path: Path, prefix: str, what: str) -> tuple[int, np.ndarray, tuple, np.dtype]:
@@ -86,7 +69,7 @@ def _open_layout(path: Path, prefix: str, what: str) -> tuple[int, np.ndarray, t
         raise ValueError(f"--data_path {path}: not a readable HDF5 file ({err})") from None
 
 
-class TextHDF5Dataset(_HDF5Handle, ClipDataset):
+class TextHDF5Dataset(HDF5Handle, ClipDataset):
     """Release text HDF5 (see the module docstring). Items: ``dict(video=(C, T, H, W) in [-0.5, 0.5],
     text=str, index=int)``; the transformer tokenizes ``text`` to ``--text_seq_len`` CLIP BPE ids."""
 
@@ -253,7 +236,7 @@ def is_release_token_file(path: str | os.PathLike) -> bool:
         return False
 
 
-class TokenHDF5Dataset(_HDF5Handle, ClipDataset):
+class TokenHDF5Dataset(HDF5Handle, ClipDataset):
     """Release video tokens (``--vtokens``): one item per video, ``--sequence_length`` latent frames
     (every ``--sample_every_n_frames``-th kept) cropped to ``--spatial_length`` squares.
 
