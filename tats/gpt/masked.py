@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tats.gpt.config import GPTConfig
-from tats.gpt.model import GPT
+from tats.gpt.model import GPT, Block
 from tats.io.checkpoint import CheckpointError
 
 __all__ = ["MaskedConfig", "MaskedTransformer", "cosine_schedule", "masked_from_state_dict", "training_mask"]
@@ -121,22 +121,13 @@ class BidirectionalSelfAttention(nn.Module):
         return self.resid_drop(self.proj(y))
 
 
-class MaskedBlock(nn.Module):
-    """Pre-LN block as the GPT's (``x + attn(ln1 x)``, ``x + mlp(ln2 x)``, exact GELU), attention
-    bidirectional. ``forward`` takes (and ignores) the GPT block's cache arguments, so that
-    :func:`tats.gpt.lightning.enable_activation_checkpointing` wraps both kinds of block."""
+class MaskedBlock(Block):
+    """The GPT's block (same layers and keys) with bidirectional attention. ``forward`` takes (and ignores)
+    the GPT block's cache arguments, so that :func:`tats.gpt.lightning.enable_activation_checkpointing`
+    wraps both kinds of block."""
 
     def __init__(self, config: GPTConfig) -> None:
-        super().__init__()
-        self.ln1 = nn.LayerNorm(config.n_embd)
-        self.ln2 = nn.LayerNorm(config.n_embd)
-        self.attn = BidirectionalSelfAttention(config)
-        self.mlp = nn.Sequential(
-            nn.Linear(config.n_embd, 4 * config.n_embd),
-            nn.GELU(),
-            nn.Linear(4 * config.n_embd, config.n_embd),
-            nn.Dropout(config.resid_pdrop),
-        )
+        super().__init__(config, BidirectionalSelfAttention(config))
 
     def forward(self, x: torch.Tensor, input_pos: None = None, kv_len: None = None) -> torch.Tensor:
         x = x + self.attn(self.ln1(x))

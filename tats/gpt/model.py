@@ -246,13 +246,14 @@ class CausalSelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-LN transformer block: ``x + attn(ln1 x)``, then ``x + mlp(ln2 x)``; MLP uses exact GELU."""
+    """Pre-LN transformer block: ``x + attn(ln1 x)``, then ``x + mlp(ln2 x)``; MLP uses exact GELU.
+    ``attn``: the attention module (default the GPT's causal one with its KV cache)."""
 
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: GPTConfig, attn: nn.Module | None = None) -> None:
         super().__init__()
         self.ln1 = nn.LayerNorm(config.n_embd)
         self.ln2 = nn.LayerNorm(config.n_embd)
-        self.attn = CausalSelfAttention(config)
+        self.attn = CausalSelfAttention(config) if attn is None else attn
         # Indices 0 and 2 carry weights, as in the release's `mlp.0` / `mlp.2` keys.
         self.mlp = nn.Sequential(
             nn.Linear(config.n_embd, 4 * config.n_embd),
