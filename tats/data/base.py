@@ -4,7 +4,7 @@ warnings."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch.utils.data import Dataset
@@ -14,6 +14,39 @@ from tats.data.windows import ALL, ClipsPerVideo, WindowIndex, parse_clips_per_v
 
 #: How many consecutive items ``__getitem__`` tries before giving up on read errors.
 MAX_READ_RETRIES = 10
+
+
+def load_with_fallback(
+    owner: Any,
+    index: int,
+    load: Callable[[int, int], dict[str, Any]],
+    next_index: Callable[[int], int],
+    attempts: int,
+    noun: str,
+    errors: tuple[type[BaseException], ...] = (Exception,),  # any decoder/IO error: try another file
+    fatal: tuple[type[BaseException], ...] = (),
+) -> dict[str, Any]:
+    """``load(i, attempt)`` for item ``index``; when it raises one of ``errors`` (not ``fatal``), warn once
+    per item name (``owner.describe(i)``) and try ``next_index(i)``, for at most ``attempts`` items. Then a
+    RuntimeError lists every failure: a bad file is skipped, a broken dataset stops the run."""
+    failures: list[str] = []
+    i = index
+    for attempt in range(attempts):
+        try:
+            return load(i, attempt)
+        except fatal:
+            raise
+        except errors as err:
+            name = owner.describe(i)
+            failures.append(f"{name}: {type(err).__name__}: {err}")
+            warned = owner.__dict__.setdefault("_warned_read_errors", set())
+            if name not in warned:
+                warned.add(name)
+                warnings.warn(f"could not read {name} ({err}); using the next {noun}", RuntimeWarning,
+                              stacklevel=3)
+        i = next_index(i)
+    raise RuntimeError(f"{type(owner).__name__}: {len(failures)} consecutive {noun}(s) failed to load "
+                       f"starting at index {index}:\n  " + "\n  ".join(failures))
 
 
 def warn_skipped(what: str, root: str, skipped: Sequence[tuple[str, str]], limit: int = 20) -> None:
@@ -115,22 +148,6 @@ class ClipDataset(Dataset):
         n = len(self)
         if not -n <= index < n:
             raise IndexError(f"index {index} out of range for {type(self).__name__} of length {n}")
-        index %= n
-        failures: list[str] = []
-        i = index
-        for _ in range(min(MAX_READ_RETRIES, self.windows.n_videos or n)):
-            try:
-                return self._load(i)
-            except Exception as err:  # noqa: BLE001 - any decoder/IO error means "try another file"
-                name = self.describe(i)
-                failures.append(f"{name}: {type(err).__name__}: {err}")
-                warned = self.__dict__.setdefault("_warned_read_errors", set())
-                if name not in warned:
-                    warned.add(name)
-                    warnings.warn(f"could not read {name} ({err}); using the next clip", RuntimeWarning,
-                                  stacklevel=2)
-            i = self._next_video_item(i)
-        raise RuntimeError(
-            f"{type(self).__name__}: {len(failures)} consecutive item(s) failed to load starting at "
-            f"index {index}:\n  " + "\n  ".join(failures)
-        )
+        attempts = min(MAX_READ_RETRIES, self.windows.n_videos or n)
+        return load_with_fallback(self, index % n, lambda i, attempt: self._load(i), self._next_video_item,
+                                  attempts, "clip")

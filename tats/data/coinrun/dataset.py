@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from tats.data.base import MAX_READ_RETRIES, warn_skipped
+from tats.data.base import MAX_READ_RETRIES, load_with_fallback, warn_skipped
 from tats.data.coinrun.game import Game, load_game
 from tats.data.coinrun.render import ALIEN_NAMES, MissingAssetError, SpriteSet, check_asset_root, draw_frame
 from tats.data.coinrun.text import describe_clip
@@ -320,23 +319,12 @@ class CoinRunDataset(Dataset):
             index, target = index
         n = len(self)
         index = int(index) % n
-        failures = []
-        for attempt in range(min(MAX_READ_RETRIES, n)):
-            i = (index + attempt) % n
-            try:
-                return self._load(i, target if attempt == 0 else None)
-            except MissingAssetError:
-                raise  # every episode needs the sprites: no other item would do better
-            except (ValueError, OSError, KeyError, IndexError) as err:
-                name = self.describe(i)
-                failures.append(f"{name}: {type(err).__name__}: {err}")
-                warned = self.__dict__.setdefault("_warned", set())
-                if name not in warned:
-                    warned.add(name)
-                    warnings.warn(f"could not read {name} ({err}); using the next episode", RuntimeWarning,
-                                  stacklevel=2)
-        raise RuntimeError(f"CoinRunDataset: {len(failures)} consecutive episode(s) failed to load starting "
-                           f"at index {index}:\n  " + "\n  ".join(failures))
+        return load_with_fallback(
+            self, index, lambda i, attempt: self._load(i, target if attempt == 0 else None),
+            lambda i: (i + 1) % n, min(MAX_READ_RETRIES, n), "episode",
+            errors=(ValueError, OSError, KeyError, IndexError),
+            fatal=(MissingAssetError,),  # every episode needs the sprites: no other item would do better
+        )
 
 
 def _touches(valid: Any, start: int, stop: int) -> bool:
