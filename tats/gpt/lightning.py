@@ -30,6 +30,7 @@ from tats.gpt.conditioning import codes_to_ids, cond_tokens, drop_condition
 from tats.gpt.config import GPTConfig
 from tats.gpt.crop_positions import CropPositions
 from tats.gpt.model import GPT
+from tats.precision import autocast_off
 from tats.vqgan.config import VQGANConfig
 from tats.vqgan.model import VQGAN
 
@@ -83,7 +84,7 @@ def _frozen(model: VQGAN) -> VQGAN:
 def _encode_fp32(vqgan: VQGAN, x: torch.Tensor) -> torch.Tensor:
     """``vqgan.encode`` outside autocast: under ``--precision bf16-mixed`` the codes stay exactly the
     fp32 ones (the same as ``scripts/extract_codes.py`` writes; STYLE.md rule 5)."""
-    with torch.autocast(device_type=x.device.type, enabled=False):
+    with autocast_off(x.device.type):
         return vqgan.encode(x.to(next(vqgan.parameters()).dtype))
 
 

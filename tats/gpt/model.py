@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tats.gpt.config import GPTConfig
+from tats.precision import autocast_off
 
 
 def build_mask(block_size: int, n_unmasked: int = 0) -> torch.Tensor:
@@ -441,7 +442,7 @@ class GPT(nn.Module):
             return self.head(self.ln_f(x))  # (B, T or 1, vocab)
         # Decoding: float32 logits even under a bf16 autocast. Rounded to bf16 they tie (2-11% of rows
         # at the maximum for a 16k vocabulary) and top-k keeps more than k tokens.
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with autocast_off(x.device.type):
             ln = self.ln_f
             h = F.layer_norm(x.float(), ln.normalized_shape, ln.weight.float(), ln.bias.float(), ln.eps)
             if self.decode_head is not None:

@@ -20,7 +20,7 @@ from einops import rearrange
 from torch import nn
 
 from tats.distributed import all_reduce_sum, broadcast
-from tats.precision import no_tf32
+from tats.precision import autocast_off, no_tf32
 
 EMA_DECAY = 0.99
 LAPLACE_EPS = 1e-7
@@ -207,7 +207,7 @@ class Codebook(nn.Module):
     # ----------------------------------------------------------------------------------- forward
     def codes(self, z: torch.Tensor) -> torch.Tensor:
         """Nearest codes without touching any statistics: ``(B, D, t, h, w) -> (B, t, h, w)``."""
-        with torch.autocast(device_type=z.device.type, enabled=False):
+        with autocast_off(z.device.type):
             b, _, t, h, w = z.shape
             flat = rearrange(z.float(), "b d t h w -> (b t h w) d")
             idx = nearest_codes(flat, self.embeddings.float(), self.chunk_elements)
@@ -219,7 +219,7 @@ class Codebook(nn.Module):
 
     def forward(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
         in_dtype = z.dtype
-        with torch.autocast(device_type=z.device.type, enabled=False):
+        with autocast_off(z.device.type):
             z = z.float()
             b, _, t, h, w = z.shape
             flat = rearrange(z, "b d t h w -> (b t h w) d")

@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from tats.faults import DEFAULT_MAX_NONFINITE_STEPS, NonFiniteGuard
+from tats.precision import autocast_off
 from tats.vqgan.config import VQGANConfig
 from tats.vqgan.losses import VQGANLoss, select_frames
 from tats.vqgan.model import VQGAN
@@ -238,7 +239,7 @@ class VQGANModule(pl.LightningModule):
             # fp16 overflowed in the forward; the loss scaler only scales the backward, so it cannot help.
             # Rerun the batch in fp32 from the buffers it started with: its statistics count once.
             _restore_buffers(self, start)
-            with torch.autocast(device_type=x.device.type, enabled=False):
+            with autocast_off(x.device.type):
                 out = self.vqgan(x)
                 ae_loss, logs = self.loss.generator_loss(x, out["recon"], out["commitment_loss"], step,
                                                          frame_idx)
@@ -266,7 +267,7 @@ class VQGANModule(pl.LightningModule):
             d_loss, d_logs = self.loss.discriminator_loss(x, out["recon"], step, frame_idx)
             if self._fp16_overflow(d_loss):
                 _restore_buffers(self.loss, d_start)
-                with torch.autocast(device_type=x.device.type, enabled=False):
+                with autocast_off(x.device.type):
                     d_loss, d_logs = self.loss.discriminator_loss(x, out["recon"].float(), step, frame_idx)
                 self.fp32_fallbacks += 1
             d_bad = self.nonfinite_disc.check(d_loss, step, "discriminator loss")
