@@ -91,11 +91,8 @@ def top_k_top_p_probs(
 def _inverse_cdf(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """One draw per row of ``probs (B, n)`` (unnormalised, >= 0) by inverting its cumulative sum;
     returns ``(B,)`` positions. Zero-probability positions are never drawn."""
-    cdf = probs.cumsum(-1)
-    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=cdf.dtype) * cdf[:, -1:]
-    # right=True steps over zero-probability positions; the minimum (the first position holding the
-    # total) guards u rounding up to the total.
-    return torch.minimum(torch.searchsorted(cdf, u, right=True), cdf.argmax(-1, keepdim=True)).squeeze(-1)
+    u = torch.rand(probs.shape[0], generator=generator, device=probs.device, dtype=probs.dtype)
+    return _inverse_cdf_with(probs, u).squeeze(-1)
 
 
 def draw_filtered_cpu(
@@ -196,10 +193,12 @@ class DrawRule:
 
 
 def _inverse_cdf_with(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Position drawn in each row of ``probs (B, n)`` (unnormalised, >= 0) by ``u (B,)`` in [0, 1)."""
+    """Position ``(B, 1)`` drawn in each row of ``probs (B, n)`` (unnormalised, >= 0) by ``u (B,)`` in
+    [0, 1). right=True steps over zero-probability positions; the minimum (the first position holding
+    the total) guards u rounding up to the total."""
     cdf = probs.cumsum(-1)
     pos = torch.searchsorted(cdf, u[:, None].to(cdf.dtype) * cdf[:, -1:], right=True)
-    return torch.minimum(pos, cdf.argmax(-1, keepdim=True))  # u rounding up to the total
+    return torch.minimum(pos, cdf.argmax(-1, keepdim=True))
 
 
 def draw_with_uniform(logits: torch.Tensor, u: torch.Tensor, rule: DrawRule,
