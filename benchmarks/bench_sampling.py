@@ -15,14 +15,18 @@ Ours (:func:`tats.sampling.sample_short` / :func:`tats.sampling.sample_long`):
 - compiled (``compile=True``, :mod:`tats.sampling.compiled`): the prefill and the one-token step with
   the draw inside, compiled once per batch size and precision (inductor's C++ GEMM templates on frozen
   weights on the CPU, CUDA graphs on a GPU); the compile time is reported apart;
-- bf16: autocast to bfloat16 with a bfloat16 KV cache; the head and the draw stay float32.
+- bf16: autocast to bfloat16 with a bfloat16 KV cache; the head and the draw stay float32. Compiled on a
+  CPU without AMX, only the prefill runs under autocast: the one-token step keeps float32 weights and
+  arithmetic and reads the bfloat16 cache.
 
 Each row is the median over ``--repeats`` runs of every sampler, interleaved round-robin with the
 baseline of the same batch size and mode, so machine load hits all alike. Columns: tokens/s, ms per
 token step (one token for each of the B videos), the ratio to the baseline's wall time, and the
 memory-traffic bound: the bytes a step must read (every weight once, at the precision the kernels read
-it: float32 for eager autocast, which casts per call, bfloat16 for compiled bf16, whose frozen weights
-are cast once; the float32 head; and the keys and values written so far, at the cache's precision),
+it: float32 for eager autocast, which casts per call, and for a compiled bf16 step on a CPU without AMX,
+which keeps float32 weights (:func:`tats.sampling.compiled.float32_step_weights`); bfloat16 for other
+compiled bf16 steps, whose frozen weights are cast once; the float32 head; and the keys and values
+written so far, at the cache's precision),
 averaged over the sample's steps, divided by the memory bandwidth measured here (a read of a 512 MiB
 tensor, best of 5). "x bound" = measured / bound time per step: 1.0 is the limit; the weights (30 MB in
 fp32 for 4 x 256 with a 16k head) partly stay in a 32 MB L3, so the DRAM bound is not a hard floor.
@@ -56,6 +60,7 @@ import torch
 from tats.gpt import GPT, GPTConfig
 from tats.gpt.video_transformer import VideoTransformer
 from tats.sampling import sample_long, sample_short
+from tats.sampling.compiled import float32_step_weights
 from tats.sampling.long import context_frames
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests.reference_impls
@@ -114,7 +119,9 @@ def bound_ms_per_step(args: argparse.Namespace, gpt: GPT, B: int, mode: str, dty
     """Milliseconds per token step if the step only had to read its bytes once at ``bytes_per_s``."""
     cfg = gpt.config
     layer_params = sum(p.numel() for n, p in gpt.named_parameters() if n.startswith("blocks."))
-    weight_bytes = 2 if dtype == "bf16" and impl == "compiled" else 4
+    bf16_weights = dtype == "bf16" and impl == "compiled" and not float32_step_weights(
+        gpt.pos_emb.device, DTYPES[dtype])
+    weight_bytes = 2 if bf16_weights else 4
     kv_bytes = 2 if dtype == "bf16" else 4
     positions = step_positions(args, mode)
     kv = B * cfg.n_layer * 2 * cfg.n_embd * kv_bytes * sum(positions) / len(positions)

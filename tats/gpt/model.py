@@ -222,7 +222,10 @@ class CausalSelfAttention(nn.Module):
                 # Static shapes, or the interpolation mask (whose two ends must already be in the
                 # cache, see tats.sampling.hierarchical): the stored rows mask unwritten slots.
                 mask = self.mask[0, 0, input_pos, : k.shape[2]] > 0.5
-            q = q.to(k.dtype)
+            if self.math_steps and T == 1:
+                k, v = k.to(q.dtype), v.to(q.dtype)  # a float32 step over a bf16 cache: widened in the kernel
+            else:
+                q = q.to(k.dtype)
         if self.use_sdpa and not (self.math_steps and T == 1):
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, is_causal=causal,
@@ -336,7 +339,8 @@ class GPT(nn.Module):
         ``max_len`` slots. None keeps the current ``gpt.static_kv`` setting (False unless set), so
         samplers can be switched by one attribute. ``packed_head=False`` keeps the plain head on CPU
         (a compiled decoder packs its weights itself); ``math_steps`` runs one-token steps' attention
-        as explicit math (what inductor fuses best).
+        as explicit math (what inductor fuses best), in the queries' precision: a float32 step widens
+        a bfloat16 cache as it reads it.
         """
         if static_shapes is not None:
             self.static_kv = static_shapes

@@ -7,12 +7,17 @@ window's context) is a second graph. Both are built once per GPT, batch size, pr
 (:func:`decoder_for`) and reused for every window and every batch of a run; the KV cache they write is
 allocated once with them.
 
-- CPU: inductor's C++ backend with its GEMM templates (``max_autotune``) on frozen, prepacked weights.
-  The window length is dynamic (one graph for every position): it travels as the size of an empty
-  placeholder tensor marked dynamic, and each step attends over the written slots only.
+- CPU: inductor's C++ backend with its GEMM templates (``max_autotune``) on frozen, prepacked weights,
+  and a C++ wrapper around each graph's kernels (``cpp_wrapper``: less Python per step). The window
+  length is dynamic (one graph for every position): it travels as the size of an empty placeholder
+  tensor marked dynamic, and each step attends over the written slots only. In bf16 on a CPU without
+  AMX the step keeps float32 weights over the bf16 cache (:func:`float32_step_weights`).
 - CUDA: CUDA graphs (``mode="reduce-overhead"``) need fixed shapes, so every step attends over the
   whole cache with the stored mask rows (``GPT.static_kv``); inputs and outputs stay on the device and
   the token loop never waits for the host.
+
+From a window's second step on, dynamo checks only the guards on the inputs' tensor properties
+(:meth:`CompiledDecoder.warm`), not the ones on every weight.
 
 Uniform numbers for the draws are drawn up front from the sampler's generator (one tensor per call).
 Rows whose k-th logit ties with a token outside the k are redrawn over the full vocabulary from the
@@ -41,7 +46,8 @@ __all__ = ["CompiledDecoder", "decoder_for"]
 #: (:meth:`CompiledDecoder.settings`), not globally: that would freeze any other compiled module
 #: evaluated without gradients, such as a model under training.
 CPU_INDUCTOR = {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN",
-                "autotune_num_choices_displayed": 0, "max_autotune_report_choices_stats": False}
+                "autotune_num_choices_displayed": 0, "max_autotune_report_choices_stats": False,
+                "cpp_wrapper": True}
 
 
 class _Prefill(nn.Module):
@@ -66,11 +72,33 @@ class _Prefill(nn.Module):
 
 
 class _Step(_Prefill):
-    """The one-token step: ``token (B,)`` at ``input_pos (1,)``; otherwise as :class:`_Prefill`."""
+    """The one-token step: ``token (B,)`` at ``input_pos (1,)``; otherwise as :class:`_Prefill`.
+
+    ``float32_weights``: the step runs without autocast (float32 weights and arithmetic) and widens the
+    bfloat16 KV cache as it reads it (:func:`float32_step_weights`)."""
+
+    def __init__(self, gpt: GPT, rule: DrawRule, float32_weights: bool = False) -> None:
+        super().__init__(gpt, rule)
+        self.float32_weights = float32_weights
 
     def forward(self, token: torch.Tensor, input_pos: torch.Tensor, length: torch.Tensor | None,
                 u: torch.Tensor, logits_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.float32_weights:
+            with torch.autocast(device_type="cpu", enabled=False):
+                return super().forward(token[:, None], input_pos, length, u, logits_out)
         return super().forward(token[:, None], input_pos, length, u, logits_out)
+
+
+def float32_step_weights(device: torch.device, dtype: torch.dtype | None) -> bool:
+    """Whether a bf16 compiled step keeps float32 weights: on CPUs without AMX. There, inductor's bf16
+    matrix kernels widen every weight to float32 in the inner loop, and for a few rows they ran slower
+    than its float32 kernels (4 x 256 layers: 37 against 17 us for a 256 -> 1024 product), so the
+    memory saved by bf16 weights is lost. The KV cache, the larger read at long windows, stays bf16, and
+    the prefill (compute-bound) runs under bf16 autocast either way."""
+    if device.type != "cpu" or dtype is None or dtype == torch.float32:
+        return False
+    amx = getattr(getattr(torch._C, "_cpu", None), "_is_amx_tile_supported", lambda: False)
+    return not amx()
 
 
 @dataclass
@@ -113,6 +141,15 @@ class CompiledDecoder:
         """The inductor settings these graphs compile with, for the ``with`` block that runs them."""
         return contextlib.nullcontext() if self.static else torch._inductor.config.patch(CPU_INDUCTOR)
 
+    def warm(self) -> contextlib.AbstractContextManager:
+        """A ``with`` block for the steps after a window's first (which compiled the step if needed):
+        dynamo then checks only the guards that can tell graphs apart, the inputs' tensor properties,
+        and skips the ones on the module, its weights and the draw rule (about 100 us per token at
+        4 x 256). Those cannot change inside a window: the weights are checked when the decoder is
+        fetched (:func:`decoder_for`), and a step that would need a new graph raises. (``set_stance``
+        takes effect when called, so each block needs a fresh one: call this in the ``with``.)"""
+        return torch.compiler.set_stance("default", skip_guard_eval_unsafe=True)
+
     def prefill(self, idx: torch.Tensor, input_pos: torch.Tensor, kv_len: int,
                 u: torch.Tensor) -> torch.Tensor:
         """Fill the cache at ``input_pos`` with ``idx (B, P)`` and draw the next token ``(B,)``."""
@@ -147,8 +184,9 @@ def decoder_for(gpt: GPT, batch_size: int, rule: DrawRule,
         compile_kw: dict[str, Any] = {"mode": "reduce-overhead", "fullgraph": True}
     else:
         compile_kw = {"fullgraph": True, "dynamic": False}
+    step = _Step(gpt, rule, float32_step_weights(device, dtype))
     decoder = CompiledDecoder(gpt, batch_size, rule, dtype, _compile(_Prefill(gpt, rule), compile_kw),
-                              _compile(_Step(gpt, rule), compile_kw), version, static,
+                              _compile(step, compile_kw), version, static,
                               gpt.decoding_state(),
                               torch.empty(batch_size, gpt.config.vocab_size, device=device))
     cache[key] = decoder

@@ -147,12 +147,14 @@ def generate_tokens(
     if options.compile:
         decoder = decoder_for(gpt, B, options.rule, options.dtype)
         u = options.uniforms(n_new, B, prefix.device)  # (n_new, B)
-        with decoder.settings():
+        with decoder.settings(), contextlib.ExitStack() as stack:
             token = decoder.prefill(prefix.contiguous(), pos, kv_len, u[0])  # expanded ids: one graph
             for i in steps:
                 if i:  # feed the previous token at its absolute position, draw the next
                     p = first + i - 1
                     token = decoder.step(token, positions[p : p + 1], p + 1, u[i])
+                    if i == 1:  # the first step compiled its graph if it was new: guard lightly from here
+                        stack.enter_context(decoder.warm())
                 out[:, i] = token
         return out
     logits = gpt(prefix, input_pos=pos, last_only=True, kv_len=kv_len)[:, -1]  # (B or 2B, V)

@@ -12,7 +12,7 @@ import torch
 
 from tats.gpt.load import load_transformer
 from tats.sampling import sample_long, sample_short
-from tats.sampling.compiled import decoder_for
+from tats.sampling.compiled import decoder_for, float32_step_weights
 from tats.sampling.filtering import DrawRule, draw_full_with_uniform, draw_with_uniform, filter_logits
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -143,6 +143,30 @@ def test_compiled_decoder_is_rebuilt_when_the_weights_change(release_model):
         assert torch.equal(after, eager) and not torch.equal(after, before)
     finally:
         gpt.load_state_dict(state)
+
+
+def test_compiled_bf16_step_keeps_float32_weights_over_a_bf16_cache(release_model):
+    """Without AMX a compiled bf16 step runs in float32 over the bf16 cache its prefill wrote: its logits
+    equal an eager float32 step over that same cache within float32 rounding (a step under bf16 autocast
+    is off by bf16 rounding, about 1e-2 of the logits' range, which this rejects)."""
+    if not float32_step_weights(torch.device("cpu"), torch.bfloat16):
+        pytest.skip("this CPU has AMX: its compiled bf16 step runs under autocast")
+    gpt = release_model.transformer
+    decoder = decoder_for(gpt, 2, DrawRule(greedy=True), torch.bfloat16)
+    prefix = release_model.cond_tokens(torch.tensor([1, 3]), 2)  # (2, P)
+    P, u = prefix.shape[1], torch.zeros(2)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), decoder.settings():
+        token = decoder.prefill(prefix, torch.arange(P), P, u)
+        decoder.step(token, torch.arange(P, P + 1), P + 1, u)
+    assert gpt.blocks[0].attn.kv_cache.k.dtype == torch.bfloat16
+    compiled = decoder.logits.clone()
+    with torch.no_grad():  # the same cache tensors, the eager explicit-math step, no autocast
+        eager = gpt(token[:, None], input_pos=torch.arange(P, P + 1), last_only=True, kv_len=P + 1)[:, -1]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = gpt(token[:, None], input_pos=torch.arange(P, P + 1), last_only=True, kv_len=P + 1)[:, -1]
+    scale = eager.abs().max()
+    assert (compiled - eager).abs().max() <= 1e-5 * scale
+    assert (bf16 - eager).abs().max() > 1e-3 * scale  # the rule would catch a bf16 step
 
 
 @pytest.mark.cuda
