@@ -66,10 +66,10 @@ def enable_activation_checkpointing(gpt: GPT) -> None:
     for block in gpt.blocks:
         plain = block.forward
 
-        def forward(x, input_pos=None, kv_len=None, _plain=plain):
+        def forward(x, input_pos=None, kv_len=None, last_only=False, _plain=plain):
             if torch.is_grad_enabled() and input_pos is None:
                 return checkpoint(_plain, x, None, None, use_reentrant=False)
-            return _plain(x, input_pos, kv_len)
+            return _plain(x, input_pos, kv_len, last_only=last_only)
 
         block.forward = forward
 

@@ -183,9 +183,11 @@ class CausalSelfAttention(nn.Module):
         self.is_causal = bool(torch.equal(m, torch.tril(torch.ones_like(m))))
 
     def forward(
-        self, x: torch.Tensor, input_pos: torch.Tensor | None = None, kv_len: int | None = None
+        self, x: torch.Tensor, input_pos: torch.Tensor | None = None, kv_len: int | None = None,
+        last_only: bool = False,
     ) -> torch.Tensor:
-        """``x (B, T, E)`` -> ``(B, T, E)``.
+        """``x (B, T, E)`` -> ``(B, T, E)``, or ``(B, 1, E)`` for the last position with ``last_only``
+        (keys and values are still written for all T; a cache is required).
 
         With ``input_pos (T,)`` (sorted absolute positions) the layer's KV cache is written and
         read; ``kv_len`` = ``max(input_pos) + 1`` (computed once per step by :class:`GPT`), or None
@@ -226,6 +228,9 @@ class CausalSelfAttention(nn.Module):
                 k, v = k.to(q.dtype), v.to(q.dtype)  # a float32 step over a bf16 cache: widened in the kernel
             else:
                 q = q.to(k.dtype)
+            if last_only and T > 1:  # only the last query: it sees every written slot up to its own
+                q, causal = q[:, :, -1:], False
+                mask = None if mask is None else mask[-1:]
         if self.use_sdpa and not (self.math_steps and T == 1):
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, is_causal=causal,
@@ -233,7 +238,7 @@ class CausalSelfAttention(nn.Module):
             )
         else:
             y = self._explicit_attention(q, k, v, mask, causal)
-        y = y.transpose(1, 2).reshape(B, T, E)  # (B, T, E)
+        y = y.transpose(1, 2).reshape(B, q.shape[2], E)  # (B, T or 1, E)
         return self.resid_drop(self.proj(y))
 
     def _explicit_attention(
@@ -267,9 +272,13 @@ class Block(nn.Module):
         )
 
     def forward(
-        self, x: torch.Tensor, input_pos: torch.Tensor | None = None, kv_len: int | None = None
+        self, x: torch.Tensor, input_pos: torch.Tensor | None = None, kv_len: int | None = None,
+        last_only: bool = False,
     ) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x), input_pos, kv_len)
+        """``x (B, T, E)`` -> ``(B, T, E)``; ``last_only`` (with a cache): ``(B, 1, E)``, the last
+        position only, after writing every position's keys and values."""
+        h = self.attn(self.ln1(x), input_pos, kv_len, last_only=last_only)
+        x = (x[:, -1:] if last_only else x) + h
         return x + self.mlp(self.ln2(x))
 
 
@@ -438,8 +447,12 @@ class GPT(nn.Module):
         x = self.tok_emb(idx) + pos  # (B, T, E)
         if self.training:
             x = self.drop(x)
-        for block in self.blocks:
-            x = block(x, input_pos, kv_len)
+        # With a cache, the last block computes only the last position: the earlier ones are needed
+        # only as keys and values, which its attention writes before it drops them (a window prefill
+        # then skips a quarter of its attention and the last block's MLP for all but one position).
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            x = block(x, input_pos, kv_len, last_only=last_only and input_pos is not None and i == last)
         if last_only:
             x = x[:, -1:]
         if input_pos is None:

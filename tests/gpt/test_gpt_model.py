@@ -97,8 +97,14 @@ def test_cached_decoding_equals_full_forward(static_shapes):
             steps.append(gpt(idx[:, t : t + 1], input_pos=pos[t : t + 1]))
         cached = torch.cat(steps, dim=1)
         last = gpt(idx[:, :3], input_pos=pos[:3], last_only=True)  # the cache is reusable from 0
+        # last_only prefills (the last block computes one position but writes every key and value):
+        # a causal square, then a chunk with mask rows, then steps that read what both wrote
+        chunk = gpt(idx[:, 3:9], input_pos=pos[3:9], last_only=True)
+        after = torch.cat([gpt(idx[:, t : t + 1], input_pos=pos[t : t + 1]) for t in range(9, 24)], dim=1)
     assert_close_to_scale(cached, full, max_ulps=16)  # float32 reordering: measured < 4 (tests/numerics.py)
     assert_close_to_scale(last[:, 0], full[:, 2], max_ulps=16)
+    assert_close_to_scale(chunk[:, 0], full[:, 8], max_ulps=16)
+    assert_close_to_scale(after, full[:, 9:], max_ulps=16)  # a key or value left unwritten: far off
     assert torch.equal(cached.argmax(-1), full.argmax(-1))
     assert not any("kv_cache" in k for k in gpt.state_dict())  # non-persistent buffers
 
