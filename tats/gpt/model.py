@@ -194,6 +194,7 @@ class CausalSelfAttention(nn.Module):
         for static shapes (the whole cache with the stored mask rows; for ``torch.compile``).
         """
         B, T, E = x.shape
+        math_step = self.math_steps and T == 1  # a one-token decoding step as explicit math
         if self.fused_qkv is not None and input_pos is not None:
             # Decoding: one (E -> 3E) matmul instead of three (E -> E) ones.
             qkv = F.linear(x, *self.fused_qkv).view(B, T, 3, self.n_head, E // self.n_head)
@@ -224,14 +225,14 @@ class CausalSelfAttention(nn.Module):
                 # Static shapes, or the interpolation mask (whose two ends must already be in the
                 # cache, see tats.sampling.hierarchical): the stored rows mask unwritten slots.
                 mask = self.mask[0, 0, input_pos, : k.shape[2]] > 0.5
-            if self.math_steps and T == 1:
+            if math_step:
                 k, v = k.to(q.dtype), v.to(q.dtype)  # a float32 step over a bf16 cache: widened in the kernel
             else:
                 q = q.to(k.dtype)
             if last_only and T > 1:  # only the last query: it sees every written slot up to its own
                 q, causal = q[:, :, -1:], False
                 mask = None if mask is None else mask[-1:]
-        if self.use_sdpa and not (self.math_steps and T == 1):
+        if self.use_sdpa and not math_step:
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, is_causal=causal,
                 dropout_p=self.attn_drop if self.training else 0.0,

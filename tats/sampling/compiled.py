@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from tats.gpt.model import GPT, DecodingState, weights_version
+from tats.precision import autocast_off
 from tats.sampling.filtering import DrawRule, draw_full_with_uniform, draw_with_uniform
 
 __all__ = ["CompiledDecoder", "decoder_for"]
@@ -83,10 +84,8 @@ class _Step(_Prefill):
 
     def forward(self, token: torch.Tensor, input_pos: torch.Tensor, length: torch.Tensor | None,
                 u: torch.Tensor, logits_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.float32_weights:
-            with torch.autocast(device_type="cpu", enabled=False):
-                return super().forward(token[:, None], input_pos, length, u, logits_out)
-        return super().forward(token[:, None], input_pos, length, u, logits_out)
+        with autocast_off("cpu") if self.float32_weights else contextlib.nullcontext():
+            return super().forward(token[:, None], input_pos, length, u, logits_out)
 
 
 def float32_step_weights(device: torch.device, dtype: torch.dtype | None) -> bool:
