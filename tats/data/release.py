@@ -27,7 +27,13 @@ from torch.utils.data import Dataset
 
 from tats.data.coinrun.dataset import CoinRunDataset, CoinRunOptions, is_coinrun_path
 from tats.data.hdf5 import HDF5_SUFFIXES
-from tats.data.release_hdf5 import SmapHDF5Dataset, TextHDF5Dataset, TokenHDF5Dataset, is_release_token_file
+from tats.data.release_hdf5 import (
+    SmapHDF5Dataset,
+    TextHDF5Dataset,
+    TokenHDF5Dataset,
+    caption_lines,
+    is_release_token_file,
+)
 from tats.data.stft_pickles import STFT_VIDEO_RESOLUTION, StftPickleDataset, stft_pickle_split
 
 
@@ -192,7 +198,7 @@ def dataset_captions(args: Any, train: bool = False, limit: int | None = None) -
         ds = CoinRunDataset(path, train=train, options=options, game_frames=False, text=True)
         return [ds[i]["text"] for i in range(len(ds) if limit is None else min(limit, len(ds)))]
     if has_text_descriptions(path):
-        lines = (path.parent / f"{split}_text_description.txt").read_text(encoding="utf-8").splitlines()
+        lines = caption_lines(path.parent / f"{split}_text_description.txt")
         rows = [line.rstrip().split("\t") for line in lines[:limit]]
         return [r[int(torch.randint(len(r), (1,)).item())] for r in rows]
     if path.suffix.lower() in HDF5_SUFFIXES:

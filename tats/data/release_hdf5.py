@@ -69,6 +69,14 @@ def _open_layout(path: Path, prefix: str, what: str) -> tuple[int, np.ndarray, t
         raise ValueError(f"--data_path {path}: not a readable HDF5 file ({err})") from None
 
 
+def caption_lines(path: Path) -> list[str]:
+    """The lines of a caption file as the release reads them: split at newlines (``\\n``, ``\\r\\n``,
+    ``\\r``) only. ``str.splitlines`` would also split at NEL, form feeds and the Unicode line separators
+    inside a caption and shift every later video's captions by one."""
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f]
+
+
 class TextHDF5Dataset(HDF5Handle, ClipDataset):
     """Release text HDF5 (see the module docstring). Items: ``dict(video=(C, T, H, W) in [-0.5, 0.5],
     text=str, index=int)``; the transformer tokenizes ``text`` to ``--text_seq_len`` CLIP BPE ids."""
@@ -94,7 +102,7 @@ class TextHDF5Dataset(HDF5Handle, ClipDataset):
         if not self.text_file.is_file():
             raise ValueError(f"--text_cond: {self.text_file} not found; the release's text HDF5 layout keeps "
                              f"one line of tab-separated descriptions per video beside {self.path.name}")
-        lines = [line.rstrip() for line in self.text_file.read_text(encoding="utf-8").splitlines()]
+        lines = [line.rstrip() for line in caption_lines(self.text_file)]
         bounds = release_video_bounds(idx, n_frames)
         if len(lines) < len(bounds):
             raise ValueError(f"{self.text_file}: {len(lines)} lines for {len(bounds)} videos of {self.path} "

@@ -102,8 +102,10 @@ class VideoTransformer(nn.Module):
         chunk_size: int | None = None,
         overlap: int | None = None,
         out_device: Union[None, str, torch.device] = None,
+        blend: bool = False,
     ) -> torch.Tensor:
         """Codes ``(B, t, h, w)`` -> video ``(B, C, t*dt, H, W)`` (no clamping): the one way samples are
         decoded. ``chunk_size`` latent frames at a time (None: all at once), ``overlap`` latent frames
-        of context, assembled on ``out_device``: see :func:`tats.vqgan.decode.decode_codes`."""
-        return decode_codes(self.require_vqgan(), codes, chunk_size, overlap, out_device)
+        of context, cut or cross-faded (``blend``), assembled on ``out_device``: see
+        :func:`tats.vqgan.decode.decode_codes`."""
+        return decode_codes(self.require_vqgan(), codes, chunk_size, overlap, out_device, blend)

@@ -115,6 +115,17 @@ def load_or_train_digit_classifier(data_path: str | os.PathLike, cache: str | os
 
 
 @torch.inference_mode()
+def digit_hits(classifier: DigitClassifier, videos: torch.Tensor,
+               digits: torch.Tensor | list[int] | np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Which frames of ``videos (B, C, T, R, R)`` in [-0.5, 0.5] the classifier reads as their video's
+    digit ``digits (B,)``: bool ``(B, T)``."""
+    digits = torch.as_tensor(np.asarray(digits), dtype=torch.long).cpu()
+    frames = _grey_frames(videos.cpu())  # (B * T, 1, R, R)
+    pred = torch.cat([classifier(frames[i : i + batch_size]).argmax(1)
+                      for i in range(0, len(frames), batch_size)])  # (B * T,)
+    return (pred.view(videos.shape[0], -1) == digits[:, None]).numpy()  # (B, T)
+
+
 def digit_accuracy(classifier: DigitClassifier, videos: torch.Tensor, digits: torch.Tensor | list[int],
                    batch_size: int = 512) -> dict[str, float]:
     """How often ``videos (B, C, T, R, R)`` in [-0.5, 0.5] show ``digits (B,)``.
@@ -122,9 +133,27 @@ def digit_accuracy(classifier: DigitClassifier, videos: torch.Tensor, digits: to
     Returns ``frames``: the share of all frames classified as their video's digit, and ``videos``: the
     share of videos where more than half of the frames are.
     """
-    digits = torch.as_tensor(digits, dtype=torch.long).cpu()
-    frames = _grey_frames(videos.cpu())  # (B * T, 1, R, R)
-    pred = torch.cat([classifier(frames[i : i + batch_size]).argmax(1)
-                      for i in range(0, len(frames), batch_size)])  # (B * T,)
-    hit = (pred.view(videos.shape[0], -1) == digits[:, None]).float()  # (B, T)
+    hit = torch.from_numpy(digit_hits(classifier, videos, digits, batch_size)).float()  # (B, T)
     return dict(frames=float(hit.mean()), videos=float((hit.mean(1) > 0.5).float().mean()))
+
+
+def demo_digit_classifier(data_path: str | os.PathLike) -> DigitClassifier:
+    """The classifier of a demo file, trained once and cached as ``$TATS_CACHE/demo/digits_<file>.pt``."""
+    from tats.io.fetch import cache_dir
+
+    cache = cache_dir() / "demo" / f"digits_{Path(data_path).stem}.pt"
+    return load_or_train_digit_classifier(data_path, cache)
+
+
+def real_digit_accuracy(data_path: str | os.PathLike, classifier: DigitClassifier, n: int, frames: int,
+                        split: str = "train") -> float:
+    """The reference of :func:`digit_accuracy` on real clips: the share of the first ``frames`` frames of the
+    first ``n`` clips of a demo file's split read as their label's digit (two-digit clips, whose label
+    names the first digit, keep it below 1)."""
+    with h5py.File(data_path, "r") as f:
+        n_motions = len(json.loads(f.attrs["tats_demo"])["motions"])
+        idx = f[f"{split}_idx"][:n]
+        clips = np.stack([f[f"{split}_data"][s : s + frames] for s in idx])  # (n, T, R, R, C) uint8
+        labels = f[f"{split}_label"][: len(idx)]
+    video = torch.from_numpy(clips).permute(0, 4, 1, 2, 3).float() / 255.0 - 0.5  # (n, C, T, R, R)
+    return float(digit_hits(classifier, video, labels // n_motions).mean())

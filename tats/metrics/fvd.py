@@ -64,6 +64,31 @@ PROTOCOLS = {
 PUBLISHED_N = 2048
 
 
+@dataclass(frozen=True)
+class FVDPreset:
+    """A named benchmark protocol: ``n`` clips per side of ``frames`` frames taken every ``stride``-th
+    frame (a window of ``frames * stride`` frames), preprocessed as ``protocol`` says."""
+
+    n: int
+    frames: int
+    stride: int = 1
+    protocol: str = "styleganv"
+
+    @property
+    def window(self) -> int:
+        return self.frames * self.stride
+
+
+#: The protocols current video-generation papers report, by StyleGAN-V's names (Skorokhodov et al. 2022,
+#: https://arxiv.org/abs/2112.14683): 2048 clips per side of 16 or 128 consecutive frames, or of 128
+#: frames taken every 8th (16 frames over a longer span); one random clip per real video.
+PRESETS = {
+    "fvd2048_16f": FVDPreset(2048, 16),
+    "fvd2048_128f": FVDPreset(2048, 128),
+    "fvd2048_128f_subsample8f": FVDPreset(2048, 16, stride=8),
+}
+
+
 def get_protocol(name: str | FVDProtocol) -> FVDProtocol:
     if isinstance(name, FVDProtocol):
         return name
@@ -371,10 +396,12 @@ def source_features(
     selection: str = "random",
     seed: int = 0,
     clips_per_video: int | str | None = None,
+    exclude_draw: tuple[int, int] | None = None,
+    frame_stride: int = 1,
 ) -> tuple[np.ndarray, dict]:
     """I3D features (N, 400) of at most ``max_videos`` clips of a video source (see
-    :func:`tats.data.sources.iter_video_batches`: ``selection``, ``seed``, ``clips_per_video``),
-    optionally cached.
+    :func:`tats.data.sources.iter_video_batches`: ``selection``, ``seed``, ``clips_per_video``,
+    ``exclude_draw``, ``frame_stride``), optionally cached.
 
     With ``cache`` (a folder), features are stored as ``.npz`` under a key of the resolved path, its
     size and modification time, the protocol, frames, resolution, frame stride, split, clip count,
@@ -400,6 +427,9 @@ def source_features(
         "selection": selection,
         "seed": seed,
         "clips_per_video": clips_per_video,
+        # (keys of earlier settings unchanged)
+        **({"exclude_draw": list(exclude_draw)} if exclude_draw is not None else {}),
+        **({"frame_stride": frame_stride} if frame_stride != 1 else {}),
         "weights_sha256": getattr(model, "weights_sha256", "unknown"),
         "bn_eps": getattr(model, "bn_eps", None),
         "mtime": stat.st_mtime if stat else None,
@@ -417,7 +447,8 @@ def source_features(
         iter_video_batches(
             spec, n_frames, max_videos, batch_size, resolution, sample_every_n_frames, split, image_folder,
             selection=selection, seed=seed, clips_per_video=clips_per_video,
-            uint8=get_protocol(protocol).uint8, info=info,
+            uint8=get_protocol(protocol).uint8, info=info, exclude_draw=exclude_draw,
+            frame_stride=frame_stride,
         )
     )
     feats = ext.compute()

@@ -115,6 +115,9 @@ def add_trainer_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     g.add_argument("--max_time", type=_max_time, default=None,
                    help="stop training after this long: seconds or DD:HH:MM:SS (the time already trained "
                         "is stored in checkpoints, so a resumed run trains only for the rest)")
+    g.add_argument("--lr_decay", choices=("none", "linear", "cosine"), default="none",
+                   help="decay every learning rate to 0 over --max_steps, else over --max_time (none: the "
+                        "release's constant rate)")
     g.add_argument("--min_steps", type=int, default=None)
     g.add_argument("--min_epochs", type=int, default=None)
     g.add_argument("--default_root_dir", type=str, default=".",

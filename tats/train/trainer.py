@@ -18,6 +18,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from tats.io.checkpoint import load_checkpoint, save_checkpoint
 from tats.train.flags import trainer_kwargs
+from tats.train.lr import BudgetLRDecay
 from tats.train.resume import CHECKPOINT_DIR
 from tats.train.scalers import PerOptimizerGradScaler
 
@@ -126,6 +127,8 @@ def build_trainer(
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best-step{step:08d}", auto_insert_metric_name=False,
                            monitor=monitor, mode=mode, save_top_k=1, enable_version_counter=False)
     bar_kw, bar_cb = progress_bar_kwargs(getattr(args, "progress_bar_refresh_rate", None))
+    decay = getattr(args, "lr_decay", "none")
+    decay_cb = [] if decay == "none" else [BudgetLRDecay(decay)]
     plugins = []
     if not str(hw["strategy"]).startswith(("fsdp", "deepspeed")):  # those write sharded checkpoints
         plugins.append(AtomicCheckpointIO())
@@ -155,7 +158,7 @@ def build_trainer(
         overfit_batches=getattr(args, "overfit_batches", 0.0),
         detect_anomaly=bool(getattr(args, "detect_anomaly", False)),
         logger=TensorBoardLogger(save_dir=str(root), name="lightning_logs"),
-        callbacks=[periodic, best, *bar_cb, *callbacks],
+        callbacks=[periodic, best, *bar_cb, *decay_cb, *callbacks],
         plugins=plugins or None,
     )
     trainer_kw.update(kw)

@@ -8,9 +8,12 @@ pixel frames. Video ends are decoded with the same replicate padding as a whole 
 
 Exactness: the decoder is convolutional in time, so a chunk equals the matching slice of a whole
 decode when ``overlap`` covers the decoder's temporal receptive radius (in latent frames) and the
-norm layers are per-position in eval mode (the released checkpoints use batch norm). With group
-norm, statistics are taken over the whole clip, so chunks only approximate the whole decode (that
-is also true of the release, which decoded each training-length window on its own).
+norm layers are per-position in eval mode (the released checkpoints use batch norm). Decoding
+overlapping windows each on its own (the release's training-length clips, or ``overlap=0``) gives
+different frames for the same time steps near the windows' ends, where replicate padding stands in for
+the neighbours (:func:`overlapping_window_difference` measures it; TATS issue 31). With group norm,
+statistics are taken over each decoded chunk, so chunks only approximate a whole decode and neighbouring
+chunks can differ at their border: ``blend=True`` cross-fades the overlaps instead of cutting them.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Union
 import torch
 import torch.nn as nn
 
-__all__ = ["decode_codes", "temporal_radius"]
+__all__ = ["decode_codes", "overlapping_window_difference", "temporal_radius"]
 
 
 @torch.inference_mode()
@@ -56,6 +59,7 @@ def decode_codes(
     chunk_size: int | None = None,
     overlap: int | None = None,
     out_device: Union[None, str, torch.device] = None,
+    blend: bool = False,
 ) -> torch.Tensor:
     """Codes ``(B, t, h, w)`` -> video ``(B, C, t*dt, H, W)`` (no clamping).
 
@@ -67,6 +71,9 @@ def decode_codes(
             None = :func:`temporal_radius` (exact for per-position norms).
         out_device: where the result is assembled (e.g. ``"cpu"`` to keep GPU memory bounded);
             None = the codes' device.
+        blend: weigh every decoded frame of the widened chunks by its distance to its chunk's cut ends and
+            average where chunks overlap, instead of keeping each chunk's own frames: no jump at chunk
+            borders when chunks differ (group norm). Not exact for batch norm: keep it off there.
     """
     t = codes.shape[1]
     if chunk_size is None or chunk_size >= t:
@@ -78,13 +85,48 @@ def decode_codes(
         raise ValueError(f"chunk_size must be >= 1 and overlap >= 0, got {chunk_size}, {overlap}")
     dt = vqgan.config.downsample[0]
     out: torch.Tensor | None = None
+    weight = torch.zeros(t * dt, device=out_device or codes.device)
     for start in range(0, t, chunk_size):
         stop = min(start + chunk_size, t)
         a, b = max(0, start - overlap), min(t, stop + overlap)
         piece = vqgan.decode(codes[:, a:b])  # (B, C, (b-a)*dt, H, W)
-        piece = piece[:, :, (start - a) * dt : (stop - a) * dt]
         if out is None:  # allocated once the channel/spatial sizes are known
             B, C, _, H, W = piece.shape
-            out = piece.new_empty(B, C, t * dt, H, W, device=out_device or piece.device)
-        out[:, :, start * dt : stop * dt] = piece
+            out = piece.new_zeros(B, C, t * dt, H, W, device=out_device or piece.device)
+        if not blend:
+            out[:, :, start * dt : stop * dt] = piece[:, :, (start - a) * dt : (stop - a) * dt]
+            continue
+        # distance (in frames, + 0.5) to the nearest end that was cut; the video's own ends are not cuts
+        f = torch.arange(a * dt, b * dt, device=weight.device, dtype=torch.float32)
+        left = f - a * dt + 0.5 if a > 0 else torch.full_like(f, float("inf"))
+        right = b * dt - f - 0.5 if b < t else torch.full_like(f, float("inf"))
+        w = torch.minimum(left, right).clamp(max=float(overlap * dt + 1))  # (b-a)*dt, flat inside the chunk
+        out[:, :, a * dt : b * dt] += piece.to(out.device) * w.to(out.device).view(1, 1, -1, 1, 1)
+        weight[a * dt : b * dt] += w
+    if blend:
+        out /= weight.to(out.device).view(1, 1, -1, 1, 1)
     return out
+
+
+@torch.inference_mode()
+def overlapping_window_difference(vqgan: nn.Module, codes: torch.Tensor, window: int, context: int = 0,
+                                  stride: int = 1) -> dict[str, float]:
+    """How much two decodes of overlapping windows of one code sequence disagree on their shared frames.
+
+    Windows ``[s, s + window)`` latent frames for ``s = 0, stride, ...`` are decoded each on its own, with
+    ``context`` latent frames more on each side (where they exist) that are decoded and dropped
+    (``context=0``: each window alone, as the release decoded its clips). Returns the max and mean
+    absolute difference, in uint8 levels of ``clamp(x, -0.5, 0.5)``, over every frame two windows share.
+    """
+    t, dt = codes.shape[1], vqgan.config.downsample[0]
+    frames: dict[int, list[torch.Tensor]] = {}
+    for s in range(0, t - window + 1, stride):
+        a, b = max(0, s - context), min(t, s + window + context)
+        video = (vqgan.decode(codes[:, a:b]).clamp(-0.5, 0.5) + 0.5) * 255  # (B, C, (b-a)*dt, H, W)
+        for f in range(s * dt, (s + window) * dt):
+            frames.setdefault(f, []).append(video[:, :, f - a * dt].float())
+    diffs = [(x - y).abs() for shared in frames.values() for x, y in zip(shared, shared[1:])]
+    if not diffs:
+        raise ValueError(f"windows of {window} latent frames at stride {stride} share no frame in {t}")
+    both = torch.stack(diffs)
+    return dict(max=float(both.max()), mean=float(both.mean()), pairs=len(diffs))

@@ -63,6 +63,19 @@ def test_text_hdf5_quirks_and_errors(tmp_path):
         TextHDF5Dataset(path, sequence_length=6, resolution=8, sample_every_n_frames=2)
 
 
+def test_captions_split_at_newlines_only(tmp_path):
+    # NEL, a form feed and U+2028 inside captions are text, not line ends (str.splitlines would split
+    # there and give video 1 the caption "b" and video 2 the caption "c\u2028d")
+    path = write_video_hdf5(tmp_path / "v.h5", {"train": [8, 8, 8]})
+    write_text_descriptions(tmp_path, {"train": [["a\x85b"], ["c\x0cd"], ["e\u2028f"]]})
+    ds = TextHDF5Dataset(path, train=True, sequence_length=6, resolution=8)
+    assert [ds[i]["text"] for i in range(3)] == ["a\x85b", "c\x0cd", "e\u2028f"]
+    # Windows line ends are newlines too
+    (tmp_path / "train_text_description.txt").write_bytes(b"a\r\nb\r\nc\r\n")
+    ds = TextHDF5Dataset(path, train=True, sequence_length=6, resolution=8)
+    assert [ds[i]["text"] for i in range(3)] == ["a", "b", "c"]
+
+
 def test_smap_pairs_every_window_onehot(tmp_path):
     video = write_video_hdf5(tmp_path / "video.h5", {"train": [8, 9]})
     smap = write_smap_hdf5(tmp_path / "smap.h5", {"train": [8, 9]}, n_classes=5)

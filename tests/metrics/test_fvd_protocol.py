@@ -146,3 +146,57 @@ def test_fvd_real_draw_script(tmp_path, monkeypatch, load_script):
     assert result["fvd_A_vs_A"] == 0 and result["fvd_A_vs_B"] > 0
     # the first 6 of ~30 videos in path order: the first few of ~20 classes
     assert result["classes_in_old"] < result["classes_in_A"]
+
+
+class _FrameLevels(nn.Module):
+    """Stand-in I3D that records the grey level of every frame it is fed: (B, 3, T, S, S) -> (B, 4)."""
+
+    weights_sha256, weights_path = "levels", "levels"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+        self.w = nn.Parameter(torch.ones(()), requires_grad=False)
+
+    def forward(self, x):
+        levels = ((x[:, 0, :, 100, 100] + 1) / 2 * 255).round()  # (B, T) back to uint8 levels
+        self.seen.append(levels)
+        return torch.stack([levels.mean(1), levels.std(1), levels[:, 0], levels[:, -1]], dim=1) * self.w
+
+
+@pytest.mark.parametrize("preset, frames", [
+    ("fvd2048_16f", list(range(16))),
+    ("fvd2048_128f", list(range(128))),
+    ("fvd2048_128f_subsample8f", list(range(0, 128, 8))),
+])
+def test_named_protocols_take_the_frames_they_name(tmp_path, monkeypatch, load_script, preset, frames):
+    """StyleGAN-V's protocols: 16 or 128 consecutive frames, or every 8th of 128, on both sides (a .npy
+    whose frame t has grey level t), the styleganv preprocessing (rounding, N covariance), 2048 per side."""
+    script = load_script("scripts/compute_fvd.py")
+    model = _FrameLevels()
+    monkeypatch.setattr(script, "load_i3d", lambda *a, **k: model)
+    ramp = np.arange(130, dtype=np.uint8)[None, :, None, None, None]
+    np.save(tmp_path / "real.npy", np.broadcast_to(ramp, (5, 130, 16, 16, 3)).copy())
+    fake = np.broadcast_to(ramp, (3, 130, 16, 16, 3)).copy()
+    fake[1] = np.minimum(fake[1].astype(int) + 9, 255)  # one clip differs: a finite, non-zero FVD
+    np.save(tmp_path / "fake.npy", fake)
+    with pytest.warns(UserWarning, match="3 generated vs 5 real clips is not comparable"):
+        out = script.main(["--real", str(tmp_path / "real.npy"), "--fake", str(tmp_path / "fake.npy"),
+                           "--protocol", preset, "--no_cache", "--batch_size", "8"])
+    seen = torch.cat(model.seen)  # (5 real + 3 fake, T)
+    expected = torch.tensor(frames, dtype=seen.dtype).expand(8, -1).clone()
+    expected[5 + 1] = torch.clamp(expected[5 + 1] + 9, max=255)
+    torch.testing.assert_close(seen, expected, rtol=0, atol=0)
+    assert (out["preset"], out["protocol"], out["uint8"], out["frames"]) == (preset, "styleganv", "round",
+                                                                             len(frames))
+    assert out["real"]["max_videos"] == out["fake"]["max_videos"] == 2048
+    assert out["frame_stride"] == (8 if "subsample" in preset else 1) and out["real"]["clips_per_video"] == 1
+    with pytest.raises(SystemExit):  # a named protocol fixes the frame count
+        script.main(["--real", str(tmp_path / "real.npy"), "--fake", str(tmp_path / "fake.npy"),
+                     "--protocol", preset, "--n_frames", "8"])
+
+
+def test_named_protocols_thin_a_dataset_through_its_frame_stride(load_script):
+    script = load_script("scripts/compute_fvd.py")
+    assert script.stride_kwargs("demo", 8, 2, False) == dict(sample_every_n_frames=16, frame_stride=1)
+    assert script.stride_kwargs("x.npy", 8, 2, False) == dict(sample_every_n_frames=2, frame_stride=8)

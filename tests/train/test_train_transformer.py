@@ -244,3 +244,41 @@ def test_readme_commands_build_valid_configs(command, latent, expected):
     cfg = build_gpt_config(args, latent, n_codes=16384, n_classes=1)
     assert cfg.latent_shape == expected and cfg.vocab_size == 16384 and cfg.block_size == args.block_size
     assert cfg.n_cond_tokens + cfg.n_latent_tokens - 1 == cfg.block_size
+
+
+@pytest.mark.parametrize("kind, expected", [("linear", 1 - 3 / 4),
+                                            ("cosine", 0.5 * (1 + math.cos(math.pi * 3 / 4)))])
+def test_lr_decay_over_max_steps(assets, kind, expected):
+    """--lr_decay: the last of 4 steps runs at the schedule's factor for progress 3/4 (the rate set before a
+    step is the one it uses); the saved optimizer keeps the undecayed rate for a resumed run."""
+    trainer, ckpts = _run(assets, f"decay_{kind}", "--lr_decay", kind, steps=4)
+    group = trainer.optimizers[0].param_groups[0]
+    lr = 4 * 1e-3  # batch 4 x --base_lr
+    assert group["budget_lr"] == pytest.approx(lr) and group["lr"] == pytest.approx(lr * expected)
+    saved = load_checkpoint(ckpts / "last.ckpt")["optimizer_states"][0]["param_groups"][0]
+    assert saved["budget_lr"] == pytest.approx(lr)
+
+
+def test_lr_decay_over_max_time():
+    """Without --max_steps the budget is --max_time: progress is the share of the trainer's time spent."""
+    from types import SimpleNamespace
+
+    from pytorch_lightning.callbacks import Timer
+
+    from tats.train.lr import BudgetLRDecay
+
+    timer = Timer(duration=dict(seconds=100))
+    timer.time_elapsed = lambda stage: 25.0
+    timer.time_remaining = lambda stage: 75.0
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+    trainer = SimpleNamespace(max_steps=-1, global_step=7, callbacks=[timer], optimizers=[opt])
+    BudgetLRDecay("linear").on_train_batch_start(trainer, None, None, 0)
+    assert opt.param_groups[0]["lr"] == pytest.approx(2.0 * 0.75)
+    timer.time_elapsed, timer.time_remaining = (lambda stage: 90.0), (lambda stage: 10.0)
+    BudgetLRDecay("linear").on_train_batch_start(trainer, None, None, 0)
+    assert opt.param_groups[0]["lr"] == pytest.approx(2.0 * 0.1)  # from the undecayed rate, not compounded
+    no_budget = SimpleNamespace(max_steps=-1, global_step=7, callbacks=[], optimizers=[opt])
+    BudgetLRDecay("cosine").on_train_batch_start(no_budget, None, None, 0)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.2)  # no budget: left alone
+    with pytest.raises(ValueError, match="--lr_decay must be one of"):
+        BudgetLRDecay("step")
