@@ -4,7 +4,8 @@ Used by tests/test_distributed.py as a real script, so Lightning's subprocess la
 rank 1 exactly as it re-runs the training scripts.
 ``python tests/_ddp_driver.py vqgan ARGS [::: transformer ARGS]`` runs them in turn in the same
 processes (the second fit reuses the first one's processes and process group); the dump folder is
-``$TATS_TEST_DUMP`` (one ``<vqgan|transformer>_rank<r>.pt`` per run and rank).
+``$TATS_TEST_DUMP`` (one ``<name>_rank<r>.pt`` per run and rank). ``transformer_nan`` runs the
+transformer with a NaN loss on rank 0 at its second training micro-batch (rank 1's stays finite).
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ class DumpState(Callback):
         self.name = name
         self.epochs: list[int] = []
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
+            out = Path(os.environ["TATS_TEST_DUMP"])
+            out.mkdir(parents=True, exist_ok=True)
+            torch.save(state, out / f"{self.name}_start.pt")
+
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         sampler = getattr(trainer.train_dataloader, "sampler", None)
         self.epochs.append(int(getattr(sampler, "epoch", -1)))
@@ -45,6 +53,23 @@ class DumpState(Callback):
                     "sampler_epochs": self.epochs, "sampler": sampler,
                     "broadcast_buffers": getattr(trainer.strategy.model, "broadcast_buffers", None)},
                    out / f"{self.name}_rank{rank}.pt")
+
+
+def inject_nan_loss(rank0_call: int) -> None:
+    """Make the ``rank0_call``-th training loss (0-based) on rank 0 NaN."""
+    from tats.gpt.lightning import TransformerModule
+
+    original, calls = TransformerModule.loss, []
+
+    def loss(self, batch):
+        value, n = original(self, batch)
+        if self.training:
+            calls.append(1)
+            if dist.get_rank() == 0 and len(calls) == rank0_call + 1:
+                value = value * float("nan")
+        return value, n
+
+    TransformerModule.loss = loss
 
 
 def main() -> None:
@@ -71,6 +96,8 @@ def main() -> None:
             import train_transformer
 
             tats.train.transformer.build_trainer = build_trainer  # imported by name there
+            if which == "transformer_nan":
+                inject_nan_loss(rank0_call=1)
             train_transformer.main(argv)
 
 

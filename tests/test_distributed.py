@@ -44,7 +44,10 @@ def ddp_dumps(tmp_path_factory) -> Path:
     cmd = [sys.executable, str(ROOT / "tests" / "_ddp_driver.py"),
            "vqgan", *DDP, *VQGAN, "--data_path", str(demo), "--default_root_dir", str(d / "vqgan"), ":::",
            "transformer", *DDP, *GPT, "--vqvae", str(vq), "--data_path", str(demo),
-           "--default_root_dir", str(d / "gpt")]
+           "--default_root_dir", str(d / "gpt"), ":::",
+           # two micro-batches per step, the second one NaN on rank 0 only (tests/_ddp_driver.py)
+           "transformer_nan", *DDP, *GPT, "--vqvae", str(vq), "--data_path", str(demo),
+           "--accumulate_grad_batches", "2", "--max_steps", "2", "--default_root_dir", str(d / "gpt_nan")]
     env = {**os.environ, "TATS_TEST_DUMP": str(d / "dump"), "OMP_NUM_THREADS": "1",
            "TATS_CACHE": str(d / "cache"),
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -57,10 +60,10 @@ def ddp_dumps(tmp_path_factory) -> Path:
     return d / "dump"
 
 
-def _ranks(dump: Path, name: str) -> tuple[dict, dict]:
+def _ranks(dump: Path, name: str, steps: int = 3) -> tuple[dict, dict]:
     a, b = (torch.load(dump / f"{name}_rank{r}.pt", weights_only=True) for r in (0, 1))
     assert (a["rank"], b["rank"], a["world"], b["world"]) == (0, 1, 2, 2)
-    assert a["global_step"] == b["global_step"] == 3
+    assert a["global_step"] == b["global_step"] == steps
     return a, b
 
 
@@ -96,6 +99,18 @@ def test_transformer_ddp_ranks_hold_identical_parameters(ddp_dumps):
     # its buffers (masks, frozen VQGAN) never change: no per-step broadcast, yet equal on both ranks
     assert a["broadcast_buffers"] is b["broadcast_buffers"] is False
     assert any(k.endswith("attn.mask") for k in a["state"])  # still in the checkpoint layout
+
+
+def test_a_nan_micro_batch_drops_its_window_on_every_rank(ddp_dumps):
+    """Rank 0's loss is NaN at the second micro-batch of the first window. Both ranks must drop that
+    window: stepping on the first micro-batch's gradients (computed under no_sync, never all-reduced)
+    would update each replica with its own gradients and the ranks would differ from then on."""
+    a, b = _ranks(ddp_dumps, "transformer_nan", steps=2)
+    for key in a["state"]:
+        assert torch.equal(a["state"][key], b["state"][key]), key
+    start = torch.load(ddp_dumps / "transformer_nan_start.pt", weights_only=True)
+    changed = [k for k in start if not torch.equal(start[k], a["state"][k])]
+    assert any(k.startswith("transformer.") for k in changed)  # the second window did train
 
 
 def test_codebook_resolves_the_process_group_at_call_time(tmp_path, monkeypatch):

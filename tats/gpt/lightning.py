@@ -172,6 +172,8 @@ class TransformerModule(pl.LightningModule):
         if compile:
             self.transformer.compile()  # in place: the state-dict keys stay "transformer.*"
         self._step_start: float | None = None
+        # a non-finite micro-batch drops its whole accumulation window on every rank (training_step)
+        self._drop_window = False
 
     def build_transformer(self, config: GPTConfig) -> nn.Module:
         """The trained model: the GPT (a subclass builds another, e.g. the masked model)."""
@@ -280,16 +282,40 @@ class TransformerModule(pl.LightningModule):
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._step_start = time.perf_counter()
 
-    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor | None:
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        if batch_idx % self.trainer.accumulate_grad_batches == 0:
+            self._drop_window = False  # a new accumulation window
+        if self._drop_window:
+            return self._zero_loss()  # the rest of a window that had a non-finite micro-batch (below)
         loss, n_tokens = self.loss(batch)
         self._n_tokens = n_tokens
         if self.nonfinite.check(loss, self.global_step):
-            # Lightning 2: returning None skips backward and the optimizer update (global_step still
-            # advances); the guard decided over all ranks, so every DDP rank skips together
+            # The guard decided over all ranks, so every rank drops this whole accumulation window: its
+            # micro-batches from here on back-propagate a zero loss, and on_after_backward takes away
+            # the gradients of the earlier ones before the optimizer sees them. Those ran under DDP's
+            # no_sync: stepping on them would update each replica with its own local gradients. (Lightning
+            # refuses a None return under DDP.)
+            self._drop_window = True
             self.log("train/nonfinite_steps", float(self.nonfinite.total), on_step=True, on_epoch=False)
-            return None
+            return self._zero_loss()
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n_tokens)
         return loss
+
+    def _zero_loss(self) -> torch.Tensor:
+        """0, reaching every trainable parameter (DDP expects a gradient for each), with zero gradients."""
+        return sum(p.sum() * 0.0 for p in self.parameters() if p.requires_grad)
+
+    def on_after_backward(self) -> None:
+        if not self._drop_window:
+            return
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            # fp16: infinite gradients make the loss scaler skip the step (and lower the scale)
+            for p in self.parameters():
+                if p.grad is not None:
+                    p.grad.fill_(float("inf"))
+        else:
+            for p in self.parameters():
+                p.grad = None  # the optimizer skips parameters without a gradient: no update at all
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self._step_start is not None:
