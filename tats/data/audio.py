@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 import pytorch_lightning as pl
 import torch
@@ -40,6 +39,7 @@ from torch.utils.data import DataLoader
 
 from tats.data.transforms import preprocess_clip
 from tats.data.video_folder import VideoFolderDataset
+from tats.io.video import require_av
 
 
 class NoAudioError(ValueError):
@@ -60,6 +60,7 @@ class STFTConfig:
 def video_timing(path: str | os.PathLike) -> tuple[float, float]:
     """``(fps, start_sec)`` of the first video stream: its average frame rate and the time of its
     first frame (frame i of a clip is at ``start_sec + i / fps``, as the video decoder counts)."""
+    av = require_av()
     with av.open(str(path)) as container:
         if not container.streams.video:
             raise ValueError(f"{path}: no video stream")
@@ -88,6 +89,7 @@ def load_audio(
     Raises:
         NoAudioError naming ``path`` when it has no audio stream.
     """
+    av = require_av()
     n_out = int(round((end_sec - start_sec) * sample_rate))
     with av.open(str(path)) as container:
         if not container.streams.audio:
@@ -200,6 +202,7 @@ def clip_stft_features(
 
 def has_audio(path: str | os.PathLike) -> bool:
     """Whether ``path`` has at least one audio stream."""
+    av = require_av()
     with av.open(str(path)) as container:
         return bool(container.streams.audio)
 
@@ -218,6 +221,7 @@ def write_tone_video(
     ``freq_hz=None`` writes a video without an audio track. The tone is silent before
     ``tone_start_sec``. Returns the path.
     """
+    av = require_av()
     path = Path(path)
     n_video = int(round(seconds * fps))
     with av.open(str(path), mode="w") as container:

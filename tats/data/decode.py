@@ -6,8 +6,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Union
 
-import av
 import numpy as np
+
+from tats.io.video import require_av
 
 PathLike = Union[str, Path]
 
@@ -39,6 +40,7 @@ def probe_video(path: PathLike) -> dict:
     Raises:
         ValueError / av.error.FFmpegError when the file is not a readable video.
     """
+    av = require_av()
     with av.open(str(path)) as container:
         if not container.streams.video:
             raise ValueError("no video stream")
@@ -88,6 +90,7 @@ def decode_clip(
     Raises:
         ShortClipError if the file ends early; av errors for unreadable files.
     """
+    av = require_av()
     targets = [start + k * stride for k in range(n_frames)]
     out: list[np.ndarray] = []
     decoded, position, previous = 0, -1, None

@@ -13,13 +13,16 @@ Nothing downloaded is executed: the files are archives or weight files that the 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import http.client
 import os
 import re
 import sys
+import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
@@ -49,12 +52,21 @@ def file_digest(path: str | os.PathLike, algo: str = "sha256") -> str:
     return h.hexdigest()
 
 
+#: Errors of filesystems that refuse ``flock`` (some NFS, Lustre and GPFS mounts).
+_NO_LOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
+#: A directory lock older than this is reported as left behind by a killed process.
+STALE_LOCK_S = 3600.0
+
+
 @contextlib.contextmanager
 def file_lock(path: str | os.PathLike) -> Iterator[None]:
     """Hold an exclusive lock on ``<path>.lock`` (created if needed) for the ``with`` block.
 
     An OS-level lock (``flock`` on POSIX, ``msvcrt.locking`` on Windows): it is released when the
-    holder exits or dies, so a killed fetch never leaves other processes waiting forever."""
+    holder exits or dies, so a killed fetch never leaves other processes waiting forever. Where the
+    filesystem refuses ``flock``, a POSIX record lock (``lockf``, which NFS serves), and where that is
+    refused too, a lock directory ``<path>.lock.d`` (``mkdir`` is atomic everywhere; a killed holder
+    leaves it behind, and after :data:`STALE_LOCK_S` the error names it for deletion)."""
     lock = Path(f"{path}.lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a+b") as f:
@@ -68,14 +80,46 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
             finally:
                 f.seek(0)
                 msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
-        else:
-            import fcntl
+            return
+        import fcntl
 
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        for name, fn in (("flock", fcntl.flock), ("lockf", fcntl.lockf)):
+            try:
+                fn(f.fileno(), fcntl.LOCK_EX)
+            except OSError as err:
+                if err.errno not in _NO_LOCK:
+                    raise
+                warnings.warn(f"{lock}: the filesystem refuses {name} ({err.strerror}); trying "
+                              "another lock", RuntimeWarning, stacklevel=3)
+                continue
             try:
                 yield
             finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+                fn(f.fileno(), fcntl.LOCK_UN)
+            return
+    with _directory_lock(Path(f"{lock}.d")):
+        yield
+
+
+@contextlib.contextmanager
+def _directory_lock(lock: Path, poll_s: float = 0.5) -> Iterator[None]:
+    while True:
+        try:
+            lock.mkdir()
+            break
+        except FileExistsError:
+            try:
+                age = time.time() - lock.stat().st_mtime
+            except FileNotFoundError:
+                continue  # released just now
+            if age > STALE_LOCK_S:
+                raise TimeoutError(f"{lock}: a lock held for {age / 60:.0f} min; a killed process may have "
+                                   "left it behind: delete it if no other process is fetching") from None
+            time.sleep(poll_s)
+    try:
+        yield
+    finally:
+        lock.rmdir()
 
 
 def _open(url: str, start: int, headers: dict[str, str], timeout: float):

@@ -11,13 +11,21 @@ import math
 from pathlib import Path
 from typing import Union
 
-import av
 import numpy as np
 import torch
 from PIL import Image
 
 PathLike = Union[str, Path]
 VideoLike = Union[np.ndarray, torch.Tensor]
+
+
+def require_av():
+    """PyAV, imported only where video files are read (a machine without it loses only that)."""
+    try:
+        import av
+    except ImportError as err:
+        raise ImportError("reading video files needs PyAV (pip install av)") from err
+    return av
 
 
 #: How a float in [-0.5, 0.5] becomes uint8 after ``(x + 0.5) * 255``: ``"round"`` (to nearest, so
@@ -154,6 +162,7 @@ def _padded(frames: np.ndarray, padding: int, pad_value: int) -> np.ndarray:
 
 def read_video(path: PathLike) -> np.ndarray:
     """Decode every frame of a video file (mp4, avi, webm, gif, ...) with PyAV: uint8 ``(T, H, W, 3)``."""
+    av = require_av()
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]

@@ -160,25 +160,42 @@ class CompiledDecoder:
         return self._settle(*self.step_fn(token, input_pos, self._length(kv_len), u, self.logits), u)
 
 
+#: Compiled decoders kept per GPT (least recently used dropped first): two serve a long video whose
+#: first window draws with ``top_k_init`` and the rest with ``top_k``. Decoders of one batch size and
+#: precision share one KV cache; each kept cache is ``block_size x batch`` per layer (TATS-base in bf16 at
+#: batch 48: about 4.5 GiB), so a cache per decoder would grow with every rule and ragged batch.
+MAX_DECODERS = 2
+
+
 def decoder_for(gpt: GPT, batch_size: int, rule: DrawRule,
                 dtype: torch.dtype | None = None) -> CompiledDecoder:
-    """The :class:`CompiledDecoder` of ``gpt`` for this batch size, precision and draw rule: built (and
-    its KV cache allocated) on first use, then reused while the weights are unchanged.
+    """A :class:`CompiledDecoder` of ``gpt`` for this precision and draw rule with room for
+    ``batch_size`` rows: built (and its KV cache allocated) on first use, then reused while the weights
+    are unchanged. A decoder for a larger batch serves a smaller one (a ragged last batch): the caller
+    pads its rows to ``decoder.batch_size`` (:func:`tats.sampling.core.generate_tokens` does).
 
-    The graphs compile lazily on their first call; a warm-up before timing is up to the caller.
+    At most :data:`MAX_DECODERS` are kept. The graphs compile lazily on their first call; a warm-up
+    before timing is up to the caller.
     """
     device = gpt.pos_emb.device
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"compiled decoding runs on CPU and CUDA devices, not {device.type}: sample without "
                          "--compile there")
-    key = (batch_size, device, dtype, rule)
-    cache: dict = gpt.__dict__.setdefault("_compiled_decoders", {})
+    decoders: list[CompiledDecoder] = gpt.__dict__.setdefault("_compiled_decoders", [])
     version = weights_version(gpt)  # frozen into the graphs as constants
-    decoder = cache.get(key)
-    if decoder is not None and decoder.version == version:
+    decoders[:] = [d for d in decoders if d.version == version]  # stale graphs and their caches go
+    fits = [d for d in decoders if (d.rule, d.dtype) == (rule, dtype) and d.batch_size >= batch_size]
+    if fits:
+        decoder = min(fits, key=lambda d: d.batch_size)
+        decoders.remove(decoder)
+        decoders.append(decoder)  # most recently used last
         return decoder.install()
     static = device.type == "cuda"
-    _set_cache(gpt, batch_size, dtype, static)
+    shared = next((d for d in decoders if (d.batch_size, d.dtype) == (batch_size, dtype)), None)
+    if shared is not None:
+        shared.install()  # the same cache tensors: one cache for both rules
+    else:
+        _set_cache(gpt, batch_size, dtype, static)
     if device.type == "cuda":
         compile_kw: dict[str, Any] = {"mode": "reduce-overhead", "fullgraph": True}
     else:
@@ -188,7 +205,8 @@ def decoder_for(gpt: GPT, batch_size: int, rule: DrawRule,
                               _compile(step, compile_kw), version, static,
                               gpt.decoding_state(),
                               torch.empty(batch_size, gpt.config.vocab_size, device=device))
-    cache[key] = decoder
+    decoders.append(decoder)
+    del decoders[:-MAX_DECODERS]
     return decoder
 
 

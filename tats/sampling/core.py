@@ -147,6 +147,10 @@ def generate_tokens(
     if options.compile:
         decoder = decoder_for(gpt, B, options.rule, options.dtype)
         u = options.uniforms(n_new, B, prefix.device)  # (n_new, B)
+        pad = decoder.batch_size - B  # a smaller last batch runs on the larger batch's graphs
+        if pad:
+            prefix = torch.cat([prefix, prefix[:1].expand(pad, -1)])
+            u = torch.cat([u, u.new_zeros(n_new, pad)], dim=1)
         with decoder.settings(), contextlib.ExitStack() as stack:
             token = decoder.prefill(prefix.contiguous(), pos, kv_len, u[0])  # expanded ids: one graph
             for i in steps:
@@ -155,7 +159,7 @@ def generate_tokens(
                     token = decoder.step(token, positions[p : p + 1], p + 1, u[i])
                     if i == 1:  # the first step compiled its graph if it was new: guard lightly from here
                         stack.enter_context(decoder.warm())
-                out[:, i] = token
+                out[:, i] = token[:B]
         return out
     logits = gpt(prefix, input_pos=pos, last_only=True, kv_len=kv_len)[:, -1]  # (B or 2B, V)
     for i in steps:

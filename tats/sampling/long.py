@@ -186,13 +186,14 @@ def _spatial_window(gpt, ids, cond_ids, p, n_known, window, options, init_option
                     # Same crop: only the previous token is new to the cache.
                     py, px = divmod(k - 1, w)
                     last = ids[:, f, oy + py, ox + px][:, None]  # (B, 1)
-                    logits = gpt(both(last), input_pos=positions[length - 1 : length], last_only=True)
+                    logits = gpt(both(last), input_pos=positions[length - 1 : length], last_only=True,
+                                 kv_len=length)  # known here: no device read-back per token
                 else:
                     past = ids[:, ctx.start : ctx.stop, oy : oy + h, ox : ox + w].reshape(B, -1)
                     cur = ids[:, f, oy : oy + h, ox : ox + w].reshape(B, -1)[:, :k]
                     window_ids = torch.cat([cond_ids, both(past), both(cur)], dim=1)  # (B or 2B, length)
                     length = window_ids.shape[1]
-                    logits = gpt(window_ids, input_pos=positions[:length], last_only=True)
+                    logits = gpt(window_ids, input_pos=positions[:length], last_only=True, kv_len=length)
                     origin = (oy, ox)
                 logits = guide_logits(logits, opts.cfg_scale) if guided else logits
                 ids[:, f, y, x] = opts.draw(logits[:, -1])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -89,3 +91,28 @@ def test_npy_exact_and_contact_sheet(tmp_path):
 def test_unsupported_suffix(tmp_path):
     with pytest.raises(ValueError, match=".avi"):
         save_video_grid(_smooth_videos(), tmp_path / "v.avi")
+
+
+def test_a_machine_without_pyav_loses_only_reading_video_files(tmp_path):
+    """The GPU image has no PyAV, ftfy, lpips or imageio-ffmpeg: training, sampling, the demo data and the
+    GPU check import without them, and reading a video says what is missing."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "for name in ('av', 'ftfy', 'lpips', 'imageio_ffmpeg'):\n"
+        "    sys.modules[name] = None\n"  # `import av` now raises ImportError
+        "import tats, tats.data.demo, tats.data.datamodule, tats.data.audio, tats.io.video\n"
+        "import tats.metrics.fvd, tats.cli.long_eval, tats.cli.sample, tats.sampling\n"
+        "import tats.train.transformer, tats.train.vqgan\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[2] / 'scripts')!r}); import gpu_check\n"
+        "from tats.data.demo import make_demo_data\n"
+        f"make_demo_data({str(tmp_path / 'd.h5')!r}, n_train=4, n_test=2, sequence_length=8, resolution=16,"
+        " progress=False)\n"
+        "from tats.io.video import read_video\n"
+        "try:\n    read_video('x.mp4')\nexcept ImportError as e:\n    print('refused:', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "refused: reading video files needs PyAV (pip install av)" in out.stdout

@@ -200,3 +200,25 @@ def test_cuda_eager_token_loop_never_syncs(fixtures_dir):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert codes.shape == (2, 2, 8, 8)
+
+
+def test_compiled_decoders_are_bounded_and_a_smaller_batch_reuses_a_larger_one(tmp_path):
+    """A ragged last batch runs on the full batch's graphs (rows padded, not a second decoder and
+    cache); other draw rules at the same batch share one KV cache; at most MAX_DECODERS are kept."""
+    from tats.sampling.compiled import MAX_DECODERS
+    from tests.tiny_models import save_transformer
+
+    model = load_transformer(save_transformer(tmp_path / "gpt.ckpt", "label", with_vqgan=False),
+                             with_vqgan=False)
+    gpt, greedy = model.transformer, DrawRule(greedy=True)
+    cond = torch.tensor([0, 1, 2])
+    whole = sample_short(model, 3, cond=cond, greedy=True, compile=True)
+    decoder = decoder_for(gpt, 3, greedy)
+    ragged = sample_short(model, 2, cond=cond[:2], greedy=True, compile=True)
+    assert decoder_for(gpt, 2, greedy) is decoder and gpt._compiled_decoders == [decoder]
+    assert torch.equal(ragged, sample_short(model, 2, cond=cond[:2], greedy=True))  # eager
+    assert torch.equal(ragged, whole[:2])
+    top_k = decoder_for(gpt, 3, DrawRule(top_k=4))
+    assert top_k is not decoder and top_k.state.caches[0] is decoder.state.caches[0]  # one cache
+    decoder_for(gpt, 3, DrawRule(top_k=5))
+    assert MAX_DECODERS == 2 and len(gpt._compiled_decoders) == 2 and decoder not in gpt._compiled_decoders
