@@ -9,6 +9,12 @@ cd "$(dirname "$0")/.."
 if [ -z "${PY:-}" ]; then
   if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 fi
+if compgen -G ".whl/*.whl" > /dev/null; then  # wheels the device image lacks (scripts/gpu_wheels.sh)
+  if [ ! -d .whl/site ]; then
+    "$PY" -m pip install --quiet --disable-pip-version-check --no-index --no-deps --target .whl/site .whl/*.whl
+  fi
+  export PYTHONPATH=".whl/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
 for arg in "$@"; do  # the smoke run's tiny ops: one thread each (no spinning on a shared CPU)
   if [ "$arg" = "--cpu-smoke" ]; then
     export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"

@@ -106,7 +106,12 @@ def write_frames(frames: np.ndarray, path: PathLike, fps: float = 8) -> Path:
         images = [Image.fromarray(f) for f in frames]
         images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
     elif suffix in (".mp4", ".m4v", ".mov"):
-        import imageio.v2 as imageio  # imageio-ffmpeg's bundled ffmpeg binary
+        try:
+            import imageio_ffmpeg  # noqa: F401 - imageio's FFMPEG plugin: the bundled ffmpeg binary
+        except ImportError:  # (the GPU image has none): PyAV's ffmpeg
+            _write_mp4_with_av(_even(frames), path, fps)
+            return path
+        import imageio.v2 as imageio
 
         # quality 8 -> crf 10: near-lossless; macro_block_size 1 keeps our (even) size as is.
         with imageio.get_writer(path, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=8,
@@ -116,6 +121,27 @@ def write_frames(frames: np.ndarray, path: PathLike, fps: float = 8) -> Path:
     else:
         raise ValueError(f"{path}: unsupported video suffix {suffix!r}; use .mp4 or .gif")
     return path
+
+
+def _write_mp4_with_av(frames: np.ndarray, path: Path, fps: float) -> None:
+    """H.264 at crf 10 (as the imageio path), or MPEG-4 part 2 where PyAV's ffmpeg has no libx264."""
+    from fractions import Fraction
+
+    av = require_av()
+    with av.open(str(path), mode="w") as container:
+        try:
+            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001),
+                                          options={"crf": "10"})
+        except (ValueError, av.error.FFmpegError):  # pragma: no cover - builds without x264
+            stream = container.add_stream("mpeg4", rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            image = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            for packet in stream.encode(image):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
 
 
 def save_video_grid(video: VideoLike, path: PathLike, nrow: int | None = None, fps: float = 8,

@@ -116,3 +116,16 @@ def test_a_machine_without_pyav_loses_only_reading_video_files(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "refused: reading video files needs PyAV (pip install av)" in out.stdout
+
+
+def test_mp4_without_imageio_ffmpeg_is_written_with_pyav(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # as on the GPU image
+    rng = np.random.default_rng(0)
+    frames = np.repeat(rng.integers(0, 256, (6, 1, 1, 3), dtype=np.uint8), 16, axis=1).repeat(16, axis=2)
+    path = save_video_grid(frames[None], tmp_path / "grid.mp4", padding=0)
+    back = read_video(path)
+    assert back.shape[0] == 6 and back.shape[1:3] == (16, 16)
+    # flat colours through yuv420p at crf 10: within a few levels
+    assert np.abs(back.astype(int) - frames.astype(int)).mean() < 6
