@@ -1,4 +1,4 @@
-"""The fork's name (seeds/002) for ``train_transformer.py`` (same flags); see ``--help``."""
+"""A public fork's name for ``train_transformer.py`` (same flags); see ``--help``."""
 
 import runpy
 from pathlib import Path

@@ -8,7 +8,7 @@
     python scripts/compute_fvd.py --real data/sky --image_folder --fake samples.npy \
         --protocol fvd2048_128f_subsample8f --i3d_path i3d_torchscript.pt   # StyleGAN-V's named protocols
 
-The default is the release's protocol (REFERENCE.md "Data and evaluation protocol"): 2048 real clips
+The default is the release's protocol (the release, "Data and evaluation protocol"): 2048 real clips
 drawn at random (``--real_seed``) over every window of the training split, 2048 generated clips,
 uint8 by truncation, frames squashed to 224x224, covariance with N - 1. ``--n_real`` / ``--n_sample``
 make smaller runs, with a warning that the number is not comparable with published FVDs.

@@ -12,7 +12,7 @@ pickles read with the numpy-only unpickler) or, for new data, a folder of videos
 One clip per video (the first window of each, in path order); its STFT features (``(1, T, 64, 16)`` in
 [-1, 1]) are encoded by the STFT VQGAN
 (``--stft_vqgan_ckpt``, default: the one inside ``--gpt_ckpt``) into the audio tokens that condition
-the transformer (REFERENCE.md "Token ids": audio codes first, video codes shifted by the audio
+the transformer (the release, "Token ids": audio codes first, video codes shifted by the audio
 codebook size). ``--top_k`` / ``--top_p`` default to the release's 2048 / 0.92.
 
 Outputs in ``--save/--save_name``: ``samples.npy`` (generated) and ``real.npy`` (the clips whose audio

@@ -10,7 +10,7 @@ videos of ``--split``)::
 
     python scripts/sample_text_cond.py --gpt_ckpt GPT.ckpt --data_path data/coinrun --n_captions 4
 
-Each caption is tokenized with the CLIP BPE (REFERENCE.md "Token ids": text ids first, video codes
+Each caption is tokenized with the CLIP BPE (the release, "Token ids": text ids first, video codes
 shifted by 49408) and ``--n_sample`` videos are sampled for it. Outputs in ``--save/--save_name``:
 ``samples.npy`` uint8 (n_captions * n_sample, T, H, W, C), caption-major; ``captions.json`` (the
 caption of every sample); grids and contact sheet of the first batch; ``summary.json``.

@@ -2,7 +2,7 @@
 states rather than from the code under test; the benchmarks time the package against the same ones.
 
 - the release's sampler: a concatenating key/value cache, full-vocabulary logits and filter
-  (:func:`baseline_generate`, :func:`baseline_long`; REFERENCE.md "Sampling"), and decoding without
+  (:func:`baseline_generate`, :func:`baseline_long`; the release, "Sampling"), and decoding without
   any cache (:func:`greedy_uncached`);
 - the codebook with full matrices and a one-hot (:class:`OneHotCodebook`, :func:`onehot_nearest_codes`);
 - scipy's Frechet distance (:func:`scipy_frechet_distance`);
@@ -65,7 +65,7 @@ def baseline_forward(gpt: GPT, idx: torch.Tensor, past: list[torch.Tensor] | Non
 
 
 def baseline_filter(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    """Full-vocabulary top-k then top-p, in place on ``logits (B, V)`` (REFERENCE.md "Sampling")."""
+    """Full-vocabulary top-k then top-p, in place on ``logits (B, V)`` (the release, "Sampling")."""
     if top_k > 0:
         k = min(max(top_k, 1), logits.shape[-1])
         logits[logits < torch.topk(logits, k)[0][..., -1, None]] = float("-inf")
@@ -195,7 +195,7 @@ def release_clip(frames: np.ndarray, start: int, seq: int, every: int, resolutio
 
 
 class ReleaseVQGANModule(VQGANModule):
-    """The release's VQGAN training step (REFERENCE.md "Losses"; its Lightning 1.5 ran ``training_step`` once
+    """The release's VQGAN training step (the release, "Losses"; its Lightning 1.5 ran ``training_step`` once
     per optimizer): for EACH of the two optimizers the whole VQGAN runs forward in training mode (so the
     codebook averages and BatchNorm statistics move twice per batch) with the other optimizer's
     parameters frozen (Lightning 1.5's ``toggle_optimizer``), a random frame is drawn, and that optimizer
@@ -234,7 +234,7 @@ class ReleaseVQGANModule(VQGANModule):
 
 
 def release_gpt_logits(gpt: GPT, idx: torch.Tensor) -> torch.Tensor:
-    """The release's training forward of the GPT (REFERENCE.md "Transformer"), no cache: explicit attention
+    """The release's training forward of the GPT (the release, "Transformer"), no cache: explicit attention
     ``softmax(q k^T / sqrt(head_dim)) v`` masked with each block's stored ``attn.mask`` buffer
     (``masked_fill(mask[:, :, :T, :T] == 0, -inf)``). ``idx (B, T)`` -> logits ``(B, T, V)``."""
     B, T = idx.shape

@@ -1,4 +1,4 @@
-"""The package's layering (STYLE.md): no import cycle, no private names across modules, arrows one way.
+"""The package's layering: no import cycle, no private names across modules, arrows one way.
 
 The import graph is read from the source with ``ast`` (every ``import`` statement, those inside
 functions too: a deferred import is still a dependency), so nothing is imported to check it.
@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "tats"
 
-#: Which sub-package may import which (STYLE.md: scripts -> cli/train -> sampling -> gpt -> vqgan -> io;
+#: Which sub-package may import which (scripts -> cli/train -> sampling -> gpt -> vqgan -> io;
 #: data and metrics know no model; io knows no metric). cli and train are side by side and import
 #: neither each other. The top-level modules (``tats.precision``, ``tats.distributed``, ``tats.faults``,
 #: ``tats.lazy``) sit below every sub-package.

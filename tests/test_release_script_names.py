@@ -13,8 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: alias -> the script it stands for (seeds/004: the release's names, at the root and under scripts/;
-#: seeds/002: the fork's train_gpt.py)
+#: alias -> the script it stands for (the release's names, at the root and under scripts/; a public
+#: fork's train_gpt.py)
 ALIASES = {
     "sample_vqgan_transformer_short_videos.py": "sample_short_videos.py",
     "sample_vqgan_transformer_long_videos.py": "sample_long_videos.py",

@@ -6,7 +6,7 @@ and saves their state, so the files have exactly the layout the loaders read:
 - :func:`save_vqgan` (``layout="ours"``): ``state_dict`` with ``vqgan.*`` keys and
   ``hyper_parameters["config"]`` (the VQGANConfig dict), as :class:`tats.vqgan.lightning.VQGANModule`
   writes (the discriminators and LPIPS are left out: the loaders ignore them).
-- :func:`save_vqgan` (``layout="release"``): the release's Lightning-1.5 file (REFERENCE.md,
+- :func:`save_vqgan` (``layout="release"``): the release's Lightning-1.5 file (the release,
   "Checkpoint files"): top-level ``encoder.``/``decoder.``/``pre_vq_conv.``/``post_vq_conv.``/
   ``codebook.`` keys (no ``codebook.initialized``) and ``hyper_parameters = {"args": Namespace}``.
 - :func:`save_transformer`: ours, as :class:`tats.gpt.lightning.TransformerModule` writes it:
@@ -62,7 +62,7 @@ def vqgan_config() -> VQGANConfig:
 
 
 def stft_vqgan_config() -> VQGANConfig:
-    """The tiny STFT VQGAN: ``(1, 8, 64, 16)`` features (REFERENCE.md: STFT input ``(B, 1, T, 64, 16)``)
+    """The tiny STFT VQGAN: ``(1, 8, 64, 16)`` features (the release: STFT input ``(B, 1, T, 64, 16)``)
     -> codes (1, 4, 1) = 4 audio tokens."""
     return VQGANConfig(embedding_dim=4, n_codes=8, n_hiddens=2, downsample=(8, 16, 16), image_channels=1,
                        norm_type="batch", sequence_length=8, resolution=16)

@@ -18,7 +18,7 @@ import torch
 from tats.sampling import SamplingOptions
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-#: The release's defaults of its short, long and audio samplers (REFERENCE.md "Data and evaluation
+#: The release's defaults of its short, long and audio samplers (the release, "Data and evaluation
 #: protocol"): 2048 samples, top-k 2048, top-p 0.92.
 RELEASE_N_SAMPLE, RELEASE_TOP_K, RELEASE_TOP_P = 2048, 2048, 0.92
 

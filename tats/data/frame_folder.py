@@ -8,7 +8,7 @@ Layouts::
     root/test/<video_id>/<frame>.jpg|png     write), each split reads its own folder
 
 Folders may nest to any depth. Frames are ordered numerically by the numbers in their names
-(``img_2.jpg`` before ``img_10.jpg``). As in the release (REFERENCE.md "Data and evaluation
+(``img_2.jpg`` before ``img_10.jpg``). As in the release (the release, "Data and evaluation
 protocol"): one item per folder with more than ``sequence_length * n`` frames, a random start in
 ``0 .. len - 1 - sequence_length * n``, then ``sequence_length`` frames ``n`` apart (``T =
 sequence_length``); each frame is centre-cropped to a square and resized with PIL's antialiasing

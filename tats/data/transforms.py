@@ -1,6 +1,6 @@
 """Clip preprocessing shared by every dataset: the release's resize / crop / value mapping.
 
-REFERENCE.md "Video tensors": resize the shorter side to ``resolution`` (bilinear,
+the release, "Video tensors": resize the shorter side to ``resolution`` (bilinear,
 ``align_corners=False``, the other side rounded up), centre-crop a square, take every
 ``sample_every_n_frames``-th frame, and map pixels as ``uint8 / 255 - 0.5``. Frame folders instead
 crop the centre square first and resize it with PIL's antialiasing filter (:func:`square_frame_pil`).
@@ -21,7 +21,7 @@ ArrayLike = Union[np.ndarray, torch.Tensor]
 
 
 def clip_length(sequence_length: int, sample_every_n_frames: int = 1, image_folder: bool = False) -> int:
-    """Frames ``T`` of one clip as the datasets serve it (REFERENCE.md "Data and evaluation protocol").
+    """Frames ``T`` of one clip as the datasets serve it (the release, "Data and evaluation protocol").
 
     Release quirk, kept: its video-file and HDF5 datasets read a window of ``sequence_length``
     consecutive frames and keep every n-th (``T = ceil(sequence_length / n)``), while its frame-folder

@@ -1,6 +1,6 @@
 """Which clips a dataset serves: every window of every video, or a few random windows per video.
 
-REFERENCE.md "Data and evaluation protocol": the release's video folders (torchvision ``VideoClips``,
+the release, "Data and evaluation protocol": the release's video folders (torchvision ``VideoClips``,
 step 1) make every window of ``sequence_length`` consecutive frames an item, so an epoch visits every
 window once; its HDF5 and frame-folder datasets serve one item per video with a random start.
 ``--clips_per_video`` chooses between the two for any layout:

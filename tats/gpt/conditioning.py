@@ -1,6 +1,6 @@
 """Token layouts: condition ids first, then the video codes shifted by the condition vocabulary.
 
-REFERENCE.md, "Token ids":
+the release, "Token ids":
 
 - unconditional: ``[0, z ...]``, vocabulary ``n_codes`` (the start token shares id 0 with code 0);
 - class label:   ``[label, z + n_classes ...]``;

@@ -1,6 +1,6 @@
 """Configuration of the time-sensitive transformer and of its token layout.
 
-One dataclass of primitives (STYLE.md rule 1): it is stored as a plain dict in our checkpoints
+One dataclass of primitives: it is stored as a plain dict in our checkpoints
 (``hyper_parameters["config"]``) and rebuilt from the release's Namespace by :mod:`tats.gpt.load`.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 from tats.io.checkpoint import config_from_dict, config_to_dict
 
 # The CLIP BPE vocabulary size: text ids come first and video codes are shifted by it
-# (REFERENCE.md, "Token ids").
+# (the release, "Token ids").
 TEXT_VOCAB_SIZE = 49408
 
 COND_TYPES = ("none", "label", "text", "audio")
@@ -22,7 +22,7 @@ COND_TYPES = ("none", "label", "text", "audio")
 
 def kept_latent_frames(t: int, every: int) -> int:
     """Latent frames the transformer sees of a clip of ``t``: every ``every``-th one when ``every > 0``
-    (the hierarchical AR transformer's sparse grid, REFERENCE.md), else all of them."""
+    (the hierarchical AR transformer's sparse grid, the release), else all of them."""
     return math.ceil(t / every) if every > 0 else t
 
 
@@ -30,7 +30,7 @@ def kept_latent_frames(t: int, every: int) -> int:
 class GPTConfig:
     """Architecture of the GPT plus the description of what its tokens mean.
 
-    Architecture (REFERENCE.md, "Transformer"): ``vocab_size`` = ``n_codes + n_cond_vocab``
+    Architecture (the release, "Transformer"): ``vocab_size`` = ``n_codes + n_cond_vocab``
     (unconditional: ``n_codes``), ``block_size`` = the longest input (the full token sequence minus
     its last token), ``n_unmasked`` > 0 selects the interpolation mask of the hierarchical model.
 

@@ -1,6 +1,6 @@
 """Stage-2 training: the GPT over a frozen VQGAN's codes, as a thin LightningModule.
 
-REFERENCE.md "Transformer": a training sequence is the condition ids followed by the video codes
+the release, "Transformer": a training sequence is the condition ids followed by the video codes
 (flattened in (t, h, w) order, shifted by the condition vocabulary; see :mod:`tats.gpt.conditioning`);
 the input is the sequence without its last token, and the logits from the last condition position
 on are scored with cross-entropy against the (shifted) video ids. AdamW with betas (0.9, 0.95),
@@ -39,13 +39,13 @@ BASE_LR = 4.5e-6  # the release's default --base_lr; lr = accumulate * gpus * ba
 
 def subsample_latent_frames(codes: torch.Tensor, every: int) -> torch.Tensor:
     """Keep every ``every``-th latent frame of ``codes (B, t, h, w)`` (``every <= 0``: all frames).
-    The hierarchical AR transformer trains on this sparse frame grid (REFERENCE.md)."""
+    The hierarchical AR transformer trains on this sparse frame grid (as in the release)."""
     return codes[:, ::every] if every > 0 else codes
 
 
 def optimizer_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Two AdamW parameter groups: weights of ``nn.Linear`` layers decay; biases, LayerNorm,
-    embeddings and ``pos_emb`` do not (REFERENCE.md "Transformer"). Frozen parameters are left out."""
+    embeddings and ``pos_emb`` do not (the release, "Transformer"). Frozen parameters are left out."""
     decay: set[str] = set()
     for mname, module in model.named_modules():
         if isinstance(module, nn.Linear):
@@ -83,7 +83,7 @@ def _frozen(model: VQGAN) -> VQGAN:
 
 def _encode_fp32(vqgan: VQGAN, x: torch.Tensor) -> torch.Tensor:
     """``vqgan.encode`` outside autocast: under ``--precision bf16-mixed`` the codes stay exactly the
-    fp32 ones (the same as ``scripts/extract_codes.py`` writes; STYLE.md rule 5)."""
+    fp32 ones (the same as ``scripts/extract_codes.py`` writes)."""
     with autocast_off(x.device.type):
         return vqgan.encode(x.to(next(vqgan.parameters()).dtype))
 
@@ -143,7 +143,7 @@ class TransformerModule(pl.LightningModule):
             raise ValueError("cond_drop > 0 needs a null condition in the vocabulary (config.null_cond)")
         if gpt_config.cond_type == "audio" and stft_config is None:
             raise ValueError("audio conditioning needs the STFT VQGAN (--stft_vqvae)")
-        # Plain dicts only (STYLE.md rule 1): loading needs no flags and no pickled classes.
+        # Plain dicts only: loading needs no flags and no pickled classes.
         self.save_hyperparameters(
             {
                 "config": gpt_config.to_dict(),

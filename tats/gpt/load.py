@@ -1,6 +1,6 @@
 """Load a transformer checkpoint (the release's or ours) with its frozen VQGAN(s).
 
-Release files (REFERENCE.md, "Checkpoint files"): ``hyper_parameters = {"args": Namespace(...),
+Release files (the release, "Checkpoint files"): ``hyper_parameters = {"args": Namespace(...),
 ...}`` with the training flags, the GPT under ``transformer.``, the whole video VQGAN under
 ``first_stage_model.`` and, for audio conditioning, the audio VQGAN under ``cond_stage_model.``.
 The Namespace's ``vqvae`` path points at the author's machine and is ignored.

@@ -1,11 +1,11 @@
 """The time-sensitive GPT of TATS: attention, blocks, a preallocated KV cache.
 
-Module and parameter names follow the release's state dict (REFERENCE.md, "Transformer";
+Module and parameter names follow the release's state dict (the release, "Transformer";
 ``gpt_*_state_dict.tsv`` under the ``transformer.`` prefix): ``tok_emb``, ``pos_emb``,
 ``blocks.N.{ln1, ln2, attn.{key, query, value, proj, mask}, mlp.{0, 2}}``, ``ln_f``, ``head``.
-Those names are kept only for checkpoint compatibility (STYLE.md rule 8).
+Those names are kept only for checkpoint compatibility.
 
-Decoding uses an explicit :class:`KVCache` per block (STYLE.md rule 10): ``set_kv_cache`` allocates
+Decoding uses an explicit :class:`KVCache` per block: ``set_kv_cache`` allocates
 ``(B, n_head, max_len, head_dim)`` key/value buffers once, and ``forward(idx, input_pos)`` writes the
 new keys/values at their absolute positions with ``index_copy_``; no per-token ``torch.cat``.
 While a cache is set, decoding also uses two derived copies of weights (never in the state dict):
@@ -32,7 +32,7 @@ def build_mask(block_size: int, n_unmasked: int = 0) -> torch.Tensor:
     """The attention mask a release block stores, float ``(1, 1, block, block)``, 1 = visible.
 
     ``n_unmasked = 0``: the causal lower triangle. ``n = n_unmasked > 0`` (the interpolation
-    transformer, REFERENCE.md "Transformer"): on top of the causal triangle every query also sees
+    transformer, the release, "Transformer"): on top of the causal triangle every query also sees
     the first ``n + 1`` positions (the condition token and the first latent frame) and the last
     ``n - 1`` positions (the last latent frame without its final token, which is never an input),
     and the last ``n - 1`` queries see nothing of the middle, only those two ends.
@@ -160,7 +160,7 @@ class CausalSelfAttention(nn.Module):
         # and .v over the cache into one CPU kernel (4x faster than the SDPA kernel it calls).
         self.math_steps = False
         self.is_causal = config.n_unmasked == 0
-        # The loaded mask, not the config, decides the kind (REFERENCE.md: read the stored mask).
+        # The loaded mask, not the config, decides the kind (as the release: it reads the stored mask).
         self.register_load_state_dict_post_hook(lambda module, _incompatible: module.refresh_mask_kind())
 
     def fuse_qkv(self, enable: bool = True) -> None:

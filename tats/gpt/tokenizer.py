@@ -1,6 +1,6 @@
 """CLIP-style byte-level BPE tokenizer for text-conditioned transformers.
 
-Text conditioning in TATS (REFERENCE.md "Transformer": "text = BPE ids first, codes shifted by
+Text conditioning in TATS (the release, "Transformer": "text = BPE ids first, codes shifted by
 49408") uses the CLIP tokenizer: a 49408-token vocabulary made of
 
 * ids 0..255       the 256 byte symbols (in the byte-to-unicode table's order),

@@ -90,7 +90,7 @@ class VideoTransformer(nn.Module):
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """Video ``(B, C, T, H, W)`` in [-0.5, 0.5] -> codes ``(B, t, h, w)``, keeping every
-        ``sample_every_n_latent_frames``-th latent frame when that is > 0 (REFERENCE.md)."""
+        ``sample_every_n_latent_frames``-th latent frame when that is > 0 (as in the release)."""
         codes = self.require_vqgan().encode(video)
         s = self.config.sample_every_n_latent_frames
         return codes[:, ::s] if s > 0 else codes

@@ -2,7 +2,7 @@
 
 Every checkpoint this project reads goes through :func:`load_checkpoint`: ``torch.load`` with
 ``weights_only=True`` and a minimal allow-list. The release's Lightning-1.5 files pickle an
-``argparse.Namespace`` of the training flags (REFERENCE.md, "Checkpoint files"), so that class is
+``argparse.Namespace`` of the training flags (the release, "Checkpoint files"), so that class is
 allowed; nothing that can run code is. A file that needs anything else is refused with an error that
 names the file and the global, and its payload never executes.
 
@@ -97,8 +97,8 @@ def save_checkpoint(obj: Any, path: str | os.PathLike) -> None:
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
-    """A model's config dataclass as the plain dict stored in ``hyper_parameters["config"]`` (STYLE.md
-    rule 1: primitives only, so loading needs no pickled class); tuples become lists."""
+    """A model's config dataclass as the plain dict stored in ``hyper_parameters["config"]``
+    (primitives only, so loading needs no pickled class); tuples become lists."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
 
 

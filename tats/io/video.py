@@ -1,8 +1,8 @@
 """Writing and reading videos: mp4 (bundled ffmpeg via imageio-ffmpeg), gif, npy, PNG contact sheets.
 
-Inputs are either model tensors, float ``(B, C, T, H, W)`` in ``[-0.5, 0.5]`` (REFERENCE.md: shown as
-``clamp(x, -0.5, 0.5) + 0.5``), or uint8 ``(B, T, H, W, C)`` (numpy or torch). A single video
-(``(C, T, H, W)`` float or ``(T, H, W, C)`` uint8) is treated as a batch of one.
+Inputs are either model tensors, float ``(B, C, T, H, W)`` in ``[-0.5, 0.5]`` (shown as
+``clamp(x, -0.5, 0.5) + 0.5``, as the release shows them), or uint8 ``(B, T, H, W, C)`` (numpy or
+torch). A single video (``(C, T, H, W)`` float or ``(T, H, W, C)`` uint8) is treated as a batch of one.
 """
 
 from __future__ import annotations

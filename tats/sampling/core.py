@@ -4,7 +4,7 @@ place sampling precision is chosen (:func:`precision`), the static KV cache's li
 
 The loop prefills the given tokens in one batched forward that fills the cache; then one token per
 step is fed at its absolute position, and only the last position's logits are computed (the head is
-the largest matrix for a 16k vocabulary). No per-step ``torch.cat`` (STYLE.md rule 10).
+the largest matrix for a 16k vocabulary). No per-step ``torch.cat``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Logit filtering and next-token sampling (REFERENCE.md, "Sampling").
+"""Logit filtering and next-token sampling (the release, "Sampling").
 
 Order: ``logits / temperature``, then top-k, then top-p (nucleus), then a multinomial draw; greedy
 takes the argmax. Top-p sorts descending and drops tokens whose cumulative softmax probability

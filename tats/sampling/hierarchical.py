@@ -6,7 +6,7 @@ Procedure (the release's TATS-hierarchical models, README of the TATS release):
    latent frame). :func:`sample_long` with it gives K sparse latent frames (the sliding window
    extends it beyond its training length).
 2. The interpolation transformer (``n_unmasked = n > 0``) was trained on windows of ``s + 1``
-   consecutive latent frames ``[first, s - 1 missing frames, last]``. Its mask (REFERENCE.md,
+   consecutive latent frames ``[first, s - 1 missing frames, last]``. Its mask (the release,
    "Transformer") lets every query see the first ``n + 1`` positions, i.e. the condition token(s)
    and the whole first frame (``n = n_cond + h*w - 1``), and the last ``n - 1`` positions, i.e.
    the last frame without its final token (which is never an input). Those two ends attend only

@@ -1,6 +1,6 @@
 """Long videos with the temporal (and optionally spatial) sliding window.
 
-Temporal rule (REFERENCE.md, "Long videos", the release's fast path): the first
+Temporal rule (the release, "Long videos", the release's fast path): the first
 ``temporal_sample_pos`` (= p) latent frames are sampled as a short video; every further latent frame
 f is sampled as ``h*w`` tokens after the condition tokens and the previous p latent frames
 ``f-p .. f-1``, placed at window positions from 0 (the window restarts at position 0 for every

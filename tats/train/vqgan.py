@@ -38,7 +38,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     add_trainer_args(parser)
     add_fault_args(parser)
     if not any(a.dest == "frame_rate" for a in parser._actions):
-        # The fork's README (seeds/002) passes --frame_rate 16: there it resamples decoded videos to that
+        # A public fork's README passes --frame_rate 16: there it resamples decoded videos to that
         # many frames per second. Here clips are taken in the file's own frame rate and thinned with
         # --sample_every_n_frames; the flag is accepted so that command runs, and otherwise ignored.
         parser.add_argument("--frame_rate", type=float, default=None,

@@ -1,4 +1,4 @@
-"""EMA vector-quantisation codebook (REFERENCE.md, "VQGAN", Codebook).
+"""EMA vector-quantisation codebook (the release, "VQGAN", Codebook).
 
 Buffers keep the release's names (``embeddings``, ``N``, ``z_avg``) for checkpoint compatibility;
 ``initialized`` is ours (see :meth:`Codebook._load_from_state_dict`).
@@ -94,7 +94,7 @@ class Codebook(nn.Module):
         self.register_buffer("embeddings", torch.randn(n_codes, embedding_dim))
         self.register_buffer("N", torch.zeros(n_codes))
         self.register_buffer("z_avg", self.embeddings.clone())
-        # Ours: persistent so a resumed run never re-initialises (REFERENCE.md: the release does not
+        # Ours: persistent so a resumed run never re-initialises (the release does not
         # store this flag); a state dict without it (a release file) counts as initialised.
         self.register_buffer("initialized", torch.tensor(False))
         self._initialized_seen: tuple[int, int] | None = None  # (storage, version) of the flag last read
@@ -188,7 +188,7 @@ class Codebook(nn.Module):
         N = self.N.float().mul(EMA_DECAY).add_(counts, alpha=1 - EMA_DECAY)  # new tensors: the buffers
         z_avg = self.z_avg.float().mul(EMA_DECAY).add_(sums, alpha=1 - EMA_DECAY)  # are written below
         total = N.sum()
-        # Laplace smoothing (REFERENCE.md): w = (N + eps) / (sum N + K eps) * sum N
+        # Laplace smoothing (as in the release): w = (N + eps) / (sum N + K eps) * sum N
         weights = (N + LAPLACE_EPS) / (total + self.n_codes * LAPLACE_EPS) * total
         embeddings = z_avg / weights[:, None]
         if not self.no_random_restart:

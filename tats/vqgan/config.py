@@ -1,6 +1,6 @@
 """Configuration of the 3D VQGAN (stage 1).
 
-Field names are the release's command-line flags (REFERENCE.md, "Checkpoint files": the release's
+Field names are the release's command-line flags (the release, "Checkpoint files": the release's
 ``hyper_parameters["args"]`` Namespace), so a release checkpoint's flags map onto this dataclass
 directly and ours store ``dataclasses.asdict(config)`` as ``hyper_parameters["config"]``.
 """

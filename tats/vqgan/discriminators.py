@@ -1,6 +1,6 @@
 """PatchGAN discriminators of the VQGAN: a 2D one on single frames and a 3D one on clips.
 
-Layout (REFERENCE.md, "Discriminators"; keys ``model0..model{n+1}`` as in the release's state dict):
+Layout (the release, "Discriminators"; keys ``model0..model{n+1}`` as in the release's state dict):
 ``model0`` = conv(k4, s2, p2) + LeakyReLU(0.2); ``model1..model{n-1}`` = conv(k4, s2, p2, channels
 doubling, at most 512) + norm + LeakyReLU; ``model{n}`` = conv(k4, s1, p2) + norm + LeakyReLU;
 ``model{n+1}`` = conv(k4, s1, p2) to 1 channel.

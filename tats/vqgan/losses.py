@@ -1,6 +1,6 @@
 """Training losses of the VQGAN: L1 + LPIPS + image/video GAN + feature matching + commitment.
 
-The formula is REFERENCE.md's "Losses" (generator step)::
+The formula is the release's "Losses" (generator step)::
 
     l1_weight * L1(x_rec, x) + perceptual_weight * LPIPS(frame, frame_rec)
     + disc_factor * (image_gan_weight * -mean(D2(frame_rec)) + video_gan_weight * -mean(D3(x_rec)))
@@ -94,7 +94,7 @@ class VQGANLoss(nn.Module):
             from tats.vqgan.discriminators import NLayerDiscriminator2D, NLayerDiscriminator3D
 
             # BatchNorm whatever --norm_type says: the release's discriminators always use it (their
-            # state dicts hold running statistics, REFERENCE.md vqgan_state_dict.tsv)
+            # state dicts hold running statistics)
             args = (config.image_channels, config.disc_channels, config.disc_layers, "batch")
             image_discriminator = image_discriminator or NLayerDiscriminator2D(*args)
             video_discriminator = video_discriminator or NLayerDiscriminator3D(*args)
@@ -140,7 +140,7 @@ class VQGANLoss(nn.Module):
     def perceptual_loss(self, frames: torch.Tensor, frames_rec: torch.Tensor) -> torch.Tensor:
         """``perceptual_weight * mean(LPIPS(frames, frames_rec))``; frames ``(B, C, H, W)``.
 
-        Quirk kept from the release (REFERENCE.md): the frames are passed in [-0.5, 0.5], not the [-1, 1]
+        Quirk kept from the release: the frames are passed in [-0.5, 0.5], not the [-1, 1]
         LPIPS was calibrated for, so released checkpoints were trained with exactly this loss.
         """
         if self.perceptual_model is None:

@@ -1,6 +1,6 @@
 """Building blocks of the 3D VQGAN: same-padded convolutions, norms, residual blocks, encoder, decoder.
 
-Every module and attribute name here mirrors the release's state-dict keys (REFERENCE.md, "VQGAN"
+Every module and attribute name here mirrors the release's state-dict keys (the release, "VQGAN"
 and ``vqgan_state_dict.tsv``) so released checkpoints load without renaming: ``<name>.conv.``,
 ``<name>.convt.``, ``conv_blocks.<i>.down/res/up/res1/res2``, ``final_block.0``, ``conv_first``,
 ``conv_last``.
@@ -22,7 +22,7 @@ from tats.precision import autocast_off
 
 def _same_pad(kernel: tuple[int, ...], stride: tuple[int, ...]) -> tuple[int, ...]:
     """F.pad amounts (last dim first) for a total of ``k - s`` per dim, the front getting
-    ``p//2 + p%2`` and the back ``p//2`` (REFERENCE.md, SamePadConv3d)."""
+    ``p//2 + p%2`` and the back ``p//2`` (the release, SamePadConv3d)."""
     pads: list[int] = []
     for k, s in zip(reversed(kernel), reversed(stride)):
         p = k - s
@@ -73,7 +73,7 @@ class SamePadConv3d(nn.Module):
 class SamePadConvTranspose3d(nn.Module):
     """Transposed Conv3d that multiplies each dim by its stride: replicate pre-padding of ``k - s``
     (split as in :class:`SamePadConv3d`), then ``ConvTranspose3d(k, stride, padding=k-1)`` as
-    ``.convt`` (REFERENCE.md). ``(B, C_in, T, H, W) -> (B, C_out, T*st, H*sh, W*sw)``.
+    ``.convt`` (as in the release). ``(B, C_in, T, H, W) -> (B, C_out, T*st, H*sh, W*sw)``.
     """
 
     def __init__(
@@ -209,7 +209,7 @@ class Encoder(nn.Module):
     """``(B, C_img, T, H, W) -> (B, n_hiddens * 2**n_blocks, T/dt, H/dh, W/dw)``, ending in norm+SiLU.
 
     Block ``i`` maps ``n_hiddens*2^i -> n_hiddens*2^(i+1)``; only ``conv_first`` and the ``down``
-    convs use ``padding_type`` (REFERENCE.md), the residual convs are always replicate-padded.
+    convs use ``padding_type`` (as in the release), the residual convs are always replicate-padded.
     """
 
     def __init__(self, n_hiddens: int, downsample: tuple[int, int, int], image_channels: int = 3,

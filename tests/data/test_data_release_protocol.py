@@ -1,4 +1,4 @@
-"""The release's data protocol (REFERENCE.md "Data and evaluation protocol"), expected values computed
+"""The release's data protocol (the release, "Data and evaluation protocol"), expected values computed
 here from its rules rather than from the datasets:
 
 - video folders: every window of ``sequence_length`` consecutive frames is an item, in sorted file

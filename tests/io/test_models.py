@@ -118,7 +118,7 @@ def test_registry_lists_every_checkpoint_of_the_release_readme():
     every = [n for m in R.MODELS for n in (m.name, *m.aliases)]
     assert len(every) == len(set(every)) and all(re.fullmatch(r"[a-z0-9-]+", n) for n in every)
     assert len({m.filename for m in R.MODELS}) == len(R.MODELS)
-    i3d = R.get_model("release")  # REFERENCE.md: the release's FVD uses i3d_pretrained_400.pt
+    i3d = R.get_model("release")  # the release's FVD uses i3d_pretrained_400.pt
     assert i3d.kind == "i3d" and i3d.filename == "i3d_pretrained_400.pt" and share_id(i3d.url)
 
 
