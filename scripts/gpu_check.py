@@ -17,7 +17,7 @@ checks reuse the files of earlier ones (under ``--work``, a temporary folder unl
    --precision bf16-mixed`` on those codes; FAIL on a graph break or when Dynamo's recompile limit is
    reached (it would fall back to eager); both counts are printed.
 5. ``long-sampling``: greedy long sampling in fp32 on the GPU equals the CPU's token for token, for a
-   seeded transformer with well-separated logits, the release fixture (when ``../shared`` is there) and
+   seeded transformer with well-separated logits, the release fixture (tests/fixtures) and
    the trained one (which may diverge only at a near-tie); bf16 sampling gives valid codes.
 6. ``predict-frames-lpips``: ``scripts/predict_frames.py`` on the GPU with LPIPS; its per-clip LPIPS
    equals the CPU's on the clips it wrote (1e-4 relative).
@@ -55,7 +55,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # train_vqgan.py, train_transformer.py and tests/ helpers
-FIXTURES = ROOT.parent / "shared" / "reference" / "fixtures"
+FIXTURES = ROOT / "tests" / "fixtures"
 NEAR_TIE = 1e-4  # relative gap between two candidates below which float32 rounding may pick either
 FEATURE_AGREEMENT = 1e-4  # GPU vs CPU float32 (no TF32): features, relative to their largest magnitude
 FVD_AGREEMENT = 1e-3  # ... and FVD (a difference of traces: relative errors grow)

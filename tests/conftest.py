@@ -1,4 +1,4 @@
-"""Shared test set-up: CPU only, few threads, deterministic seeds, paths to the reference files, and
+"""Shared test set-up: CPU only, few threads, deterministic seeds, paths to the release's files, and
 scripts imported from their files (``load_script``).
 
 Tests of one stage live in its folder (``vqgan/``, ``gpt/``, ``sampling/``, ``train/``, ``data/``,
@@ -19,9 +19,9 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-REFERENCE = SHARED / "reference"
-FIXTURES = REFERENCE / "fixtures"
+#: Files the TATS release wrote (tests/fixtures/README.md): its checkpoints, its outputs on them, and
+#: the key layouts of its state dicts.
+FIXTURES = REFERENCE = Path(__file__).resolve().parent / "fixtures"
 
 # OMP_NUM_THREADS, when set, is honoured (the suite must pass on 1 thread as on 2); else at most 2
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or min(2, os.cpu_count() or 1)))
@@ -51,16 +51,12 @@ def _offline(monkeypatch):
 
 @pytest.fixture
 def fixtures_dir() -> Path:
-    """The release-written fixtures; tests that need them skip cleanly when shared/ is absent."""
-    if not FIXTURES.is_dir():
-        pytest.skip(f"release fixtures not found at {FIXTURES}")
+    """The release-written fixtures, in every clone (a missing file fails the test that opens it)."""
     return FIXTURES
 
 
 @pytest.fixture
 def reference_dir() -> Path:
-    if not REFERENCE.is_dir():
-        pytest.skip(f"reference layouts not found at {REFERENCE}")
     return REFERENCE
 
 
