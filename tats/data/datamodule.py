@@ -58,6 +58,9 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     _add(g, parser, "--resolution", type=int, default=128, help="side of the square frames (pixels)")
     _add(g, parser, "--sample_every_n_frames", type=int, default=1,
          help="temporal stride between a clip's frames (e.g. 4 for Taichi-HD)")
+    _add(g, parser, "--frame_rate", type=float, default=None,
+         help="video files: resample each to this many frames per second before taking clips (as "
+              "torchvision's VideoClips does; default: the file's own rate)")
     _add(g, parser, "--image_folder", action="store_true",
          help="--data_path holds folders of frame images (Sky Time-lapse, Taichi-HD); with train/ and "
               "test/ each split reads its own, else all of --data_path serves both (the release)")
@@ -155,6 +158,8 @@ class VideoDataModule(pl.LightningDataModule):
         common = dict(train=train, sequence_length=a.sequence_length, resolution=a.resolution,
                       sample_every_n_frames=a.sample_every_n_frames, random_flip=a.random_flip,
                       clips_per_video=a.clips_per_video if clips_per_video is None else clips_per_video)
+        if getattr(a, "frame_rate", None) is not None:
+            common["frame_rate"] = a.frame_rate
         return open_dataset(path, a.image_folder, **common)
 
     def setup(self, stage: str | None = None) -> None:

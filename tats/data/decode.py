@@ -73,8 +73,10 @@ def decode_clip(
     stride: int = 1,
     stats: dict | None = None,
     seek: bool = True,
+    indices: list[int] | None = None,
 ) -> np.ndarray:
-    """Decode frames ``start, start+stride, ...`` (``n_frames`` of them) of a video file.
+    """Decode frames ``start, start+stride, ...`` (``n_frames`` of them) of a video file, or the frames
+    ``indices`` (non-decreasing; repeats allowed) when given.
 
     Seeks to the key frame before ``start`` (frame indices come from presentation timestamps at the
     stream's average rate) instead of decoding from the beginning; falls back to sequential decoding
@@ -91,7 +93,9 @@ def decode_clip(
         ShortClipError if the file ends early; av errors for unreadable files.
     """
     av = require_av()
-    targets = [start + k * stride for k in range(n_frames)]
+    if indices is not None:
+        start, n_frames = indices[0], len(indices)
+    targets = list(indices) if indices is not None else [start + k * stride for k in range(n_frames)]
     out: list[np.ndarray] = []
     decoded, position, previous = 0, -1, None
     with av.open(str(path)) as container:
@@ -109,7 +113,7 @@ def decode_clip(
                 # No timestamps, or the seek landed after the clip start: count frames from the start.
                 if position is None or (decoded == 1 and position > start):
                     _count(stats, decoded)
-                    return decode_clip(path, start, n_frames, stride, stats, seek=False)
+                    return decode_clip(path, start, n_frames, stride, stats, seek=False, indices=indices)
             else:
                 position += 1
             while len(out) < n_frames and targets[len(out)] <= position:

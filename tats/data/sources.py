@@ -8,6 +8,7 @@ the datamodule and for :func:`iter_video_batches`, which also draws which clips 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,13 @@ def open_dataset(path: Path, image_folder: bool = False, **kwargs: Any) -> Datas
     (:class:`VideoFolderDataset`); a folder whose path contains ``coinrun`` holds MUGEN episodes
     (:class:`tats.data.coinrun.dataset.CoinRunDataset` with its default settings and sprites in
     ``<path>/assets``). ``kwargs``: the dataset's arguments (``train``, ``resolution``, ...)."""
+    if kwargs.get("frame_rate") is not None and (image_folder or not path.is_dir() or is_coinrun_path(path)):
+        # as in the fork that has the flag: only its video-file reader resamples
+        warnings.warn(f"--frame_rate applies to folders of video files; --data_path {path} holds frames "
+                      "without a frame rate, so it is ignored (thin them with --sample_every_n_frames)",
+                      UserWarning, stacklevel=2)
+        kwargs["frame_rate"] = None
+    kwargs = {k: v for k, v in kwargs.items() if not (k == "frame_rate" and v is None)}
     if is_coinrun_path(path):
         options = CoinRunOptions(sequence_length=kwargs["sequence_length"], resolution=kwargs["resolution"],
                                  sample_every_n_frames=kwargs.get("sample_every_n_frames", 1))

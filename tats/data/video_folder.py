@@ -12,10 +12,16 @@ an item, in sorted file order, in both splits; a clip is the window's every
 ``sample_every_n_frames``-th frame (``T = ceil(sequence_length / n)``). ``clips_per_video=N`` serves N
 random windows per video instead (:mod:`tats.data.windows`). Frame counts come from the cached
 metadata index (:mod:`tats.data.clip_index`): building the dataset decodes nothing.
+
+``frame_rate`` (``--frame_rate``) resamples every file to that many frames per second first, as
+``VideoClips(frame_rate=...)`` does: a file of ``n`` frames at ``f`` fps becomes ``ceil(n * r / f)``
+frames, frame ``k`` being the file's frame ``floor(k * f / r)`` (repeated when ``r > f``).
 """
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Union
 
@@ -75,12 +81,16 @@ class VideoFolderDataset(ClipDataset):
         cache_dir: Union[str, Path] | None = None,
         extensions: tuple[str, ...] = VIDEO_EXTENSIONS,
         clips_per_video: ClipsPerVideo | None = None,
+        frame_rate: float | None = None,
     ):
         super().__init__(train, sequence_length, resolution, sample_every_n_frames, random_flip, test_start,
                          clips_per_video)
         self.root = Path(root)
         self.split_dir = split_folder(root, train)
         self.clip_length = clip_length(sequence_length, sample_every_n_frames)
+        if frame_rate is not None and frame_rate <= 0:
+            raise ValueError(f"--frame_rate must be positive, got {frame_rate}")
+        self.frame_rate = None if frame_rate is None else Fraction(frame_rate).limit_denominator(10_000)
 
         files = list_video_files(self.split_dir, extensions)
         # Class ids from both splits so that train and test agree even if one lacks a class.
@@ -90,16 +100,23 @@ class VideoFolderDataset(ClipDataset):
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
 
         entries, self.index_path = load_clip_index(self.split_dir, files, cache_dir)
-        self.items: list[tuple[str, int, int]] = []  # (relative path, n_frames, label)
+        self.items: list[tuple[str, int, int]] = []  # (relative path, n_frames (resampled), label)
+        self.steps: list[Fraction] = []  # per item: file frames per resampled frame (1 without frame_rate)
         skipped = []
         for rel in files:
             entry = entries[rel]
+            fps = Fraction(entry.get("fps") or 0).limit_denominator(10_000)
+            step = Fraction(1) if self.frame_rate is None or not fps else fps / self.frame_rate
+            n = math.ceil(entry["n_frames"] / step)
             if entry.get("error"):
                 skipped.append((rel, entry["error"]))
-            elif self.n_starts(entry["n_frames"]) < 1:
-                skipped.append((rel, f"{entry['n_frames']} frames, a clip needs {sequence_length}"))
+            elif self.frame_rate is not None and not fps:
+                skipped.append((rel, "no frame rate in its metadata, needed by --frame_rate"))
+            elif self.n_starts(n) < 1:
+                skipped.append((rel, f"{n} frames, a clip needs {sequence_length}"))
             else:
-                self.items.append((rel, int(entry["n_frames"]), self.class_to_idx[_class_of(rel)]))
+                self.items.append((rel, n, self.class_to_idx[_class_of(rel)]))
+                self.steps.append(step)
         warn_skipped("video folder", str(self.split_dir), skipped)
         if not self.items:
             raise ValueError(
@@ -124,15 +141,22 @@ class VideoFolderDataset(ClipDataset):
         """``(video, start, frames uint8 (T, H, W, 3))`` of item ``index``."""
         video, start = self._locate(index)
         rel, n_frames, _ = self.items[video]
-        path = self.split_dir / rel
+        path, step = self.split_dir / rel, self.steps[video]
+
+        def read(start: int) -> np.ndarray:
+            wanted = [start + k * self.sample_every_n_frames for k in range(self.clip_length)]
+            return decode.decode_clip(path, start, self.clip_length, self.sample_every_n_frames,
+                                      indices=None if step == 1 else [math.floor(i * step) for i in wanted])
+
         try:
-            frames = decode.decode_clip(path, start, self.clip_length, self.sample_every_n_frames)
+            frames = read(start)
         except decode.ShortClipError as err:
             # The metadata promised more frames than the stream holds: end the clip at the real end.
-            if err.n_available < self.sequence_length:
+            available = math.ceil(err.n_available / step)
+            if available < self.sequence_length:
                 raise
-            start = min(start, err.n_available - self.sequence_length)
-            frames = decode.decode_clip(path, start, self.clip_length, self.sample_every_n_frames)
+            start = min(start, available - self.sequence_length)
+            frames = read(start)
         return video, start, frames
 
     def _load(self, index: int) -> dict[str, Any]:

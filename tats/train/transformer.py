@@ -80,7 +80,6 @@ def add_transformer_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
              "(default 15, the release's); accepted and unused otherwise (the grid comes from the VQGAN)")
     add("--vtokens_pos", action="store_true",
         help="--vtokens crops: add a learned embedding of each crop cell's place in the full token grid")
-    add("--frame_rate", type=float, default=None, help="accepted for release command lines (unused here)")
     add("--vtokens", action="store_true",
         help="--data_path holds precomputed codes (scripts/extract_codes.py, or the release's token file "
              "with --resolution = its grid side): no VQGAN forward per step")

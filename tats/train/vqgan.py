@@ -37,13 +37,6 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     add_data_args(parser)
     add_trainer_args(parser)
     add_fault_args(parser)
-    if not any(a.dest == "frame_rate" for a in parser._actions):
-        # A public fork's README passes --frame_rate 16: there it resamples decoded videos to that
-        # many frames per second. Here clips are taken in the file's own frame rate and thinned with
-        # --sample_every_n_frames; the flag is accepted so that command runs, and otherwise ignored.
-        parser.add_argument("--frame_rate", type=float, default=None,
-                            help="accepted for the fork's commands; ignored (use --sample_every_n_frames)")
-        parser.set_defaults(frame_rate_ignored=True)
     return parser
 
 
@@ -62,9 +55,6 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
     except ValueError as err:
         parser.error(str(err))
     check_data_flags(args)  # before any demo data is generated or the model built
-    if getattr(args, "frame_rate_ignored", False) and args.frame_rate is not None:
-        print("note: --frame_rate is accepted for compatibility and ignored; clips keep the files' own "
-              "frame rate (thin them with --sample_every_n_frames)", file=sys.stderr)
     return args
 
 

@@ -186,3 +186,35 @@ def test_sequential_fallback_agrees_and_gaps_hold_the_previous_frame(tmp_path):
     frames = decode.decode_clip(vfr, 3, 4)
     np.testing.assert_allclose(frames.mean(axis=(1, 2, 3)), [80, 100, 140, 160], atol=2)
     np.testing.assert_array_equal(decode.decode_clip(vfr, 3, 4, seek=False), frames)
+
+
+def test_frame_rate_resamples_as_videoclips(tmp_path, monkeypatch):
+    """--frame_rate r on a 10 fps file of n frames: ceil(n * r / 10) frames, frame k = file frame
+    floor(k * 10 / r) (torchvision VideoClips' rule), then windows as usual."""
+    monkeypatch.setenv("TATS_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "v"
+    write_video(root / "train" / "A" / "a.mp4", 25)  # 10 fps; frame i is grey 20 + 8 i
+    write_video(root / "test" / "A" / "a.mp4", 25)
+    down = VideoFolderDataset(root, train=True, sequence_length=4, resolution=16, frame_rate=4)
+    # 25 frames at 10 fps -> ceil(10.0) = 10 frames at 4 fps: file frames 0, 2.5 -> 2, 5, 7.5 -> 7, ...
+    assert len(down) == 10 - 4 + 1
+    np.testing.assert_allclose(grey_level(down[0]["video"]), [20 + 8 * i for i in (0, 2, 5, 7)], atol=1)
+    np.testing.assert_allclose(grey_level(down[6]["video"]), [20 + 8 * i for i in (15, 17, 20, 22)], atol=1)
+    up = VideoFolderDataset(root, train=True, sequence_length=4, resolution=16, frame_rate=20,
+                            sample_every_n_frames=2)
+    assert len(up) == 50 - 4 + 1  # each file frame twice
+    np.testing.assert_allclose(grey_level(up[3]["video"]), [20 + 8 * i for i in (1, 2)], atol=1)
+    same = VideoFolderDataset(root, train=True, sequence_length=4, resolution=16, frame_rate=10)
+    assert len(same) == 22 and torch.equal(same[5]["video"], VideoFolderDataset(
+        root, train=True, sequence_length=4, resolution=16)[5]["video"])
+
+
+def test_frame_rate_on_frames_without_a_rate_is_ignored_with_a_warning(tmp_path):
+    from tats.data.demo import make_demo_data
+    from tats.data.sources import open_dataset
+
+    h5 = make_demo_data(tmp_path / "d.h5", n_train=4, n_test=2, sequence_length=8, resolution=16,
+                        progress=False)
+    with pytest.warns(UserWarning, match="--frame_rate applies to folders of video files") as record:
+        ds = open_dataset(h5, False, train=True, sequence_length=4, resolution=16, frame_rate=8)
+    assert f"--data_path {h5}" in str(record[0].message) and len(ds) == 4
