@@ -26,7 +26,7 @@ from tests.local_http import LocalServer
 from tests.tiny_models import save_transformer, save_vqgan
 
 ROOT = Path(__file__).resolve().parents[2]
-SEEDS = ROOT.parent / "shared" / "seeds"
+RELEASE_README = ROOT / "tests" / "fixtures" / "release_readme.json"
 
 
 def share_id(url: str) -> str | None:
@@ -103,10 +103,7 @@ def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 # ------------------------------------------------------------------------------------------ registry
 def test_registry_lists_every_checkpoint_of_the_release_readme():
-    readme = sorted(SEEDS.glob("004_*.txt"))
-    if not readme:
-        pytest.skip(f"the release README is not at {SEEDS}")
-    text = readme[0].read_text(encoding="utf-8")
+    text = "\n".join(json.loads(RELEASE_README.read_text())["links"])
     drive = set(re.findall(r"https://drive\.google\.com/file/d/([\w-]+)/", text))
     links = re.findall(r"https://www\.dropbox\.com/s/[^)\s]+", text)
     dropbox = {u.split("?")[0] for u in links if ".ckpt" in u}  # not the drums data archive

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import shlex
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from tats.vqgan.losses import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-SEEDS = ROOT.parent / "shared" / "seeds"
+RELEASE_README = ROOT / "tests" / "fixtures" / "release_readme.json"
 
 
 class StubDiscriminator(nn.Module):
@@ -396,12 +397,9 @@ def test_batchnorm_becomes_sync_batchnorm_on_several_devices():
 
 
 # ------------------------------------------------------------------------------ train_vqgan.py
-def _readme_vqgan_command(seed_glob: str) -> list[str]:
-    text = next(SEEDS.glob(seed_glob)).read_text()
-    start = text.index("python", text.index("train_vqgan.py") - 20)
-    block = text[start:text.index("```", start)]
-    argv = shlex.split(block.replace("\\\n", " "))
-    return argv[argv.index(next(a for a in argv if a.endswith("train_vqgan.py"))) + 1:]
+def _readme_vqgan_command(which: str) -> list[str]:
+    """The flags of the ``train_vqgan.py`` command of the release's README or of the fork's."""
+    return shlex.split(json.loads(RELEASE_README.read_text())["train_vqgan"][which])
 
 
 TINY = ["--gpus", "0", "--num_workers", "0", "--batch_size", "2", "--embedding_dim", "8", "--n_codes", "32",
@@ -419,10 +417,8 @@ def demo_h5(tmp_path_factory):
                           sequence_length=4, resolution=16, progress=False)
 
 
-@pytest.mark.parametrize("seed, extra", [("004_*.txt", []), ("002_*.txt", ["--perceptual_weight", "0"])])
+@pytest.mark.parametrize("seed, extra", [("release", []), ("fork", ["--perceptual_weight", "0"])])
 def test_readme_command_trains_and_resumes(seed, extra, demo_h5, tmp_path, monkeypatch, capsys, load_script):
-    if not SEEDS.is_dir():
-        pytest.skip("seed READMEs not found")
     from tats.vqgan.codebook import Codebook
     from tests.local_http import LocalServer
     from tests.weights_fixtures import serve_synthetic_lpips
