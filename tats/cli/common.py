@@ -25,7 +25,8 @@ RELEASE_N_SAMPLE, RELEASE_TOP_K, RELEASE_TOP_P = 2048, 2048, 0.92
 
 def add_sampling_flags(p: argparse.ArgumentParser, n_sample: int = 64, batch_size: int = 16,
                        release_filter: bool = False, decoding: bool = True) -> None:
-    """Flags every sampling script shares: output folder, token filtering, batch, seed, device.
+    """Flags every sampling script shares: output folder, token filtering, batch, seed, device (``p``: a
+    parser or one of its argument groups).
 
     ``release_filter``: ``--top_k`` / ``--top_p`` default to the release's 2048 / 0.92 (resolved by
     :func:`resolve_filter_defaults` after parsing); otherwise no filtering unless given.

@@ -38,40 +38,44 @@ def build_parser(long: bool) -> argparse.ArgumentParser:
     """Flags of the release's sampling scripts (seed READMEs 004 and 002) plus ours."""
     what = "long videos with the sliding window" if long else "videos of the training length"
     p = argparse.ArgumentParser(description=f"Sample {what} from a TATS transformer checkpoint.")
-    p.add_argument("--gpt_ckpt", required=True,
+    m = p.add_argument_group("model and condition")
+    m.add_argument("--gpt_ckpt", required=True,
                    help="transformer checkpoint (ours or the release's) or published name (ucf101-base, ...)")
-    p.add_argument("--vqgan_ckpt", default=None,
+    m.add_argument("--vqgan_ckpt", default=None,
                    help="VQGAN checkpoint or published name (ucf101, ...); default: the one in --gpt_ckpt")
-    p.add_argument("--class_cond", action="store_true", help="the model is class-conditional (checked)")
-    p.add_argument("--label", type=int, default=None, help="class id for every sample (default: cycle)")
-    p.add_argument("--text", action="append", default=None, help="caption(s) for a text-conditioned model")
-    common.add_sampling_flags(p, n_sample=common.RELEASE_N_SAMPLE, release_filter=True)
-    p.add_argument("--compute_fvd", action="store_true",
+    m.add_argument("--class_cond", action="store_true", help="the model is class-conditional (checked)")
+    m.add_argument("--label", type=int, default=None, help="class id for every sample (default: cycle)")
+    m.add_argument("--text", action="append", default=None, help="caption(s) for a text-conditioned model")
+    common.add_sampling_flags(p.add_argument_group("sampling and output"), n_sample=common.RELEASE_N_SAMPLE,
+                              release_filter=True)
+    f = p.add_argument_group("FVD of the samples (the release's protocol by default)")
+    f.add_argument("--compute_fvd", action="store_true",
                    help="FVD/KVD of the samples against real training clips from --data_path")
-    p.add_argument("--data_path", default=None, help="real clips for FVD: dataset, .npy, videos, demo")
-    p.add_argument("--image_folder", action="store_true", help="--data_path holds frame folders")
-    p.add_argument("--sample_every_n_frames", type=int, default=1)
-    p.add_argument("--resolution", type=int, default=128, help="resolution of the real clips for FVD")
-    p.add_argument("--fvd_protocol", choices=("tats", "styleganv", "coinrun"), default="tats",
+    f.add_argument("--data_path", default=None, help="real clips for FVD: dataset, .npy, videos, demo")
+    f.add_argument("--image_folder", action="store_true", help="--data_path holds frame folders")
+    f.add_argument("--sample_every_n_frames", type=int, default=1)
+    f.add_argument("--resolution", type=int, default=128, help="resolution of the real clips for FVD")
+    f.add_argument("--fvd_protocol", choices=("tats", "styleganv", "coinrun"), default="tats",
                    help="tats (the release's): samples and real clips become uint8 by truncation, frames "
                         "squashed to 224x224; styleganv: rounding, shorter side 224 and centre crop; "
                         "coinrun: the release's MUGEN I3D variant on 256x256 frames")
-    p.add_argument("--n_real", type=int, default=common.RELEASE_N_SAMPLE,
+    f.add_argument("--n_real", type=int, default=common.RELEASE_N_SAMPLE,
                    help="real clips for FVD, drawn at random over every training window (the release: 2048)")
-    p.add_argument("--real_seed", type=int, default=0, help="seed of the real clips' draw")
-    p.add_argument("--i3d_path", "--i3d", default=None,
+    f.add_argument("--real_seed", type=int, default=0, help="seed of the real clips' draw")
+    f.add_argument("--i3d_path", "--i3d", default=None,
                    help="I3D weights file, or `release` for the release's i3d_pretrained_400.pt "
                    "(default: the fetched TF-hub weights)")
-    p.add_argument("--n_trials", type=int, default=1, help="FVD trials over random halves (mean and std)")
+    f.add_argument("--n_trials", type=int, default=1, help="FVD trials over random halves (mean and std)")
     if long:
-        p.add_argument("--sample_length", type=int, default=16, help="number of latent frames to generate")
-        p.add_argument("--temporal_sample_pos", type=int, default=1,
+        g = p.add_argument_group("long videos")
+        g.add_argument("--sample_length", type=int, default=16, help="number of latent frames to generate")
+        g.add_argument("--temporal_sample_pos", type=int, default=1,
                        help="latent frames of context each new frame sees (1 <= pos < trained t)")
-        p.add_argument("--sample_resolution", type=int, default=None,
+        g.add_argument("--sample_resolution", type=int, default=None,
                        help="latent height/width of the result (> trained: spatial sliding window)")
-        p.add_argument("--top_k_init", type=int, default=None, help="top_k for the first window")
-        p.add_argument("--top_p_init", type=float, default=None, help="top_p for the first window")
-        add_long_decode_flags(p)
+        g.add_argument("--top_k_init", type=int, default=None, help="top_k for the first window")
+        g.add_argument("--top_p_init", type=float, default=None, help="top_p for the first window")
+        add_long_decode_flags(g)
     return p
 
 
