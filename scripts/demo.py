@@ -372,16 +372,15 @@ def stage_eval(args: argparse.Namespace, gpt_ckpt: str, data_path: str, cfg_scal
     position the share of frames the digit classifier reads as the conditioned digit and (unless
     ``--no_fvd``) FVD/KVD against real training windows (:func:`tats.metrics.long_video.measure_over_time`).
     A failed I3D fetch measures the digits and marks the stage skipped, so the next run tries again."""
+    from tats.cli.long_eval import generate_long_videos
     from tats.gpt.load import load_transformer
-    from tats.io.video import to_uint8
     from tats.metrics.digits import demo_digit_classifier
     from tats.metrics.long_video import last_vs_first, measure_over_time, window_positions
-    from tats.sampling import sample_long
 
     real = real_clips(args, args.eval_videos, FVD_FRAMES, "test")
     n = len(real["label"])  # fewer when the test split is smaller
     model = load_transformer(gpt_ckpt)
-    dt, t = model.vqgan.config.downsample[0], model.config.latent_shape[0]
+    t = model.config.latent_shape[0]
     cond = real["text"] if args.cond == "text" else torch.tensor(real["label"])
     digits = np.asarray(real["label"]) // (len(real["class_names"]) // 10)  # label = digit * motions + motion
     i3d, skipped = (None, "--no_fvd") if args.no_fvd else load_i3d_or_reason()
@@ -392,9 +391,10 @@ def stage_eval(args: argparse.Namespace, gpt_ckpt: str, data_path: str, cfg_scal
         options = sampling_options(args, args.seed + 1 + k, cfg_scale)
         log(f"stage eval: draw {k}: {n} videos of {args.long_frames} frames conditioned on the real test "
             f"clips' {'captions' if args.cond == 'text' else 'labels'}")
-        codes = sample_long(model, -(-args.long_frames // dt), n, cond, t - 1, options, progress=True)
-        video = model.decode(codes, chunk_size=16)[:, :, : args.long_frames]
-        yield to_uint8(video, "truncate"), digits  # (n, T, H, W, C): uint8 as FVD protocol tats has it
+        # one batch of n; uint8 (n, T, H, W, C) by truncation, as FVD protocol tats has it
+        for videos in generate_long_videos(model, n, args.long_frames, n, lambda s, b: cond[s : s + b],
+                                           options, t - 1, decode=dict(chunk=16)):
+            yield videos, digits
 
     positions = window_positions(args.long_frames, FVD_FRAMES)
     result = measure_over_time([draw(k) for k in range(args.eval_draws)], i3d, data_path, positions, n,

@@ -27,7 +27,6 @@ import re
 import time
 from pathlib import Path
 
-import av
 import h5py
 import numpy as np
 import torch
@@ -35,6 +34,7 @@ import torch
 from tats.data.demo import make_demo_data
 from tats.data.sources import pick_clips
 from tats.data.video_folder import VideoFolderDataset
+from tats.io.video import write_mp4_with_av
 from tats.metrics.fvd import frechet_distance, polynomial_mmd, source_features
 from tats.metrics.i3d import load_i3d
 
@@ -44,16 +44,7 @@ FRAMES = 16  # frames I3D sees per clip, as the release
 def write_mp4(frames: np.ndarray, path: Path, fps: int = 8) -> None:
     """uint8 ``(T, H, W, 3)`` frames to an H.264 file (near-lossless, crf 10)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt, stream.options = "yuv420p", {"crf": "10"}
-        for frame in frames:
-            image = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            for packet in stream.encode(image):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    write_mp4_with_av(frames, path, fps)
 
 
 def write_video_folder(root: Path, n_train: int, n_test: int, frames: int, resolution: int) -> Path:

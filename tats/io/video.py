@@ -109,7 +109,7 @@ def write_frames(frames: np.ndarray, path: PathLike, fps: float = 8) -> Path:
         try:
             import imageio_ffmpeg  # noqa: F401 - imageio's FFMPEG plugin: the bundled ffmpeg binary
         except ImportError:  # (the GPU image has none): PyAV's ffmpeg
-            _write_mp4_with_av(_even(frames), path, fps)
+            write_mp4_with_av(_even(frames), path, fps)
             return path
         import imageio.v2 as imageio
 
@@ -123,8 +123,9 @@ def write_frames(frames: np.ndarray, path: PathLike, fps: float = 8) -> Path:
     return path
 
 
-def _write_mp4_with_av(frames: np.ndarray, path: Path, fps: float) -> None:
-    """H.264 at crf 10 (as the imageio path), or MPEG-4 part 2 where PyAV's ffmpeg has no libx264."""
+def write_mp4_with_av(frames: np.ndarray, path: PathLike, fps: float) -> None:
+    """uint8 ``(T, H, W, 3)`` frames (even sides) to an mp4 with PyAV: H.264 at crf 10 (as the imageio
+    path), or MPEG-4 part 2 where PyAV's ffmpeg has no libx264."""
     from fractions import Fraction
 
     av = require_av()

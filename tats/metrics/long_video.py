@@ -84,6 +84,7 @@ class WindowFeatures:
         self.bar = tqdm(desc=desc, unit="window", disable=not progress)
 
     def update(self, videos: np.ndarray, digits: np.ndarray | None = None) -> None:
+        from tats.metrics.digits import digit_hits
         if videos.shape[1] < self.positions[-1] + self.window:
             raise ValueError(f"videos of {videos.shape[1]} frames end before the window at "
                              f"{self.positions[-1]} (--positions)")
@@ -92,8 +93,6 @@ class WindowFeatures:
             if p in self.extractors:
                 self.extractors[p].update(clip)
             if self.classifier is not None and digits is not None:
-                from tats.metrics.digits import digit_hits
-
                 self.hits[p].append(digit_hits(self.classifier, uint8_to_model(clip), digits))
             self.bar.update(len(clip))
 
