@@ -55,6 +55,8 @@ def time_decoders(
         for name, model in models.items():
             w0, c0 = time.perf_counter(), time.process_time()
             sample_short(model, batch_size, cond, options(r))
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()  # (a no-op for a CPU run)
             wall, cpu = time.perf_counter() - w0, time.process_time() - c0
             if r:  # run 0 warms up (allocations, the KV cache, first-call dispatch)
                 times[name]["wall"].append(wall)
@@ -95,7 +97,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--n_embd", type=int, default=128)
     p.add_argument("--latent", type=int, nargs=3, default=(2, 8, 8), help="t h w of a clip's codes")
     p.add_argument("--n_codes", type=int, default=64)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     args = p.parse_args(argv)
+    device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.gpt_ckpt or args.masked_ckpt:
@@ -107,14 +111,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
                   "masked": load_transformer(args.masked_ckpt, with_vqgan=False)}
     else:
         models = random_models(args.n_layer, args.n_head, args.n_embd, args.latent, args.n_codes, 20)
-    cond = torch.arange(args.batch_size) % models["masked"].config.n_cond_vocab
+    models = {name: m.to(device) for name, m in models.items()}
+    cond = torch.arange(args.batch_size, device=device) % models["masked"].config.n_cond_vocab
 
     def options(seed: int) -> SamplingOptions:
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator(device=device).manual_seed(seed)
         return SamplingOptions(top_p=args.top_p, steps=args.steps, generator=generator)
 
     res = time_decoders(models, args.batch_size, cond, options, args.repeats)
-    print(f"batch {args.batch_size}, {torch.get_num_threads()} thread(s), masked steps {args.steps}")
+    print(f"batch {args.batch_size}, {args.device}, {torch.get_num_threads()} thread(s), "
+          f"masked steps {args.steps}")
     for name, r in res.items():
         print(f"{name:>15}: {r['tokens_per_s']:>9.1f} tokens/s wall ({r['wall_s']:.3f} s), "
               f"{r['tokens_per_cpu_s']:>9.1f} per CPU s, {r['sequential_forwards']} sequential forwards")

@@ -92,14 +92,17 @@ DEFAULT_VARIANTS = {
             "release:bf16", "ours:bf16", "ours:bf16+compile"],
 }
 OPTIONS = ("ckpt", "cl", "compile", "rounded")
+#: Lightning precision per variant precision (fp16: CUDA only; the VQGAN gets a loss scaler per optimizer)
+PRECISIONS = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
 
 
 def parse_variant(spec: str) -> tuple[str, str, set[str]]:
     """``"ours:bf16+ckpt"`` -> ``("ours", "bf16", {"ckpt"})``."""
     side, _, rest = spec.partition(":")
     precision, *options = rest.split("+")
-    if side not in ("ours", "release") or precision not in ("fp32", "bf16") or not set(options) <= {*OPTIONS}:
-        raise SystemExit(f"bad variant {spec!r}: side ours|release, precision fp32|bf16, options {OPTIONS}")
+    if side not in ("ours", "release") or precision not in PRECISIONS or not set(options) <= {*OPTIONS}:
+        raise SystemExit(f"bad variant {spec!r}: side ours|release, precision fp32|bf16|fp16, "
+                         f"options {OPTIONS}")
     if side == "release" and options:
         raise SystemExit(f"{spec}: the release's step takes no options")
     return side, precision, set(options)
@@ -243,8 +246,13 @@ def run_worker(args: argparse.Namespace) -> dict:
                 self.peak = _peak_rss_mib(self.reset_worked)
 
     meter = Meter()
-    trainer = pl.Trainer(accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
-                         precision="bf16-mixed" if precision == "bf16" else "32-true", max_steps=n_steps,
+    amp: dict = dict(precision=PRECISIONS[precision])
+    if precision == "fp16" and args.model == "vqgan":  # two optimizers: one loss scaler each
+        from tats.train.scalers import PerOptimizerGradScaler
+
+        amp = dict(plugins=[PerOptimizerGradScaler("cuda", 2)])
+    trainer = pl.Trainer(accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, **amp,
+                         max_steps=n_steps,
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
                          callbacks=[meter])
@@ -331,7 +339,9 @@ def print_losses(model: str, variants: list[str], runs: dict[str, list[dict]]) -
         print(f"{i:>4} " + "".join(cells))
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict[str, dict[str, list[dict]]] | None:
+    """Runs the benchmark; returns ``{model: {variant: [one dict per run]}}`` (``wall``, ``cpu``,
+    ``peak_mib``, ... or ``error``)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=["vqgan", "gpt", "all"], default="all")
     p.add_argument("--variants", nargs="+", default=None,
@@ -355,6 +365,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"device={args.device} threads={args.threads} torch={torch.__version__} preset={args.preset} "
           f"warmup={args.warmup} steps={args.steps} repeats={args.repeats} "
           f"load={os.getloadavg()[0]:.2f}")
+    results = {}
     for model in models:
         variants = args.variants or DEFAULT_VARIANTS[model]
         for v in variants:
@@ -375,6 +386,8 @@ def main(argv: list[str] | None = None) -> None:
             print_losses(model, variants, runs)
         else:
             print_table(model, variants, runs)
+        results[model] = runs
+    return results
 
 
 if __name__ == "__main__":

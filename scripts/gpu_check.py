@@ -1,6 +1,6 @@
 """GPU and multi-GPU readiness: the code paths that only run on GPUs, exercised in one go.
 
-    bash scripts/gpu_check.sh               # every check on this machine's GPUs (under 8 minutes on one H100)
+    bash scripts/gpu_check.sh               # every check on this machine's GPUs
     bash scripts/gpu_check.sh --cpu-smoke   # the checks' CPU paths at tiny sizes (part of the test suite)
 
 Prints one line per check, ``PASS name (seconds): detail``, ``FAIL name (seconds): reason`` or
@@ -25,7 +25,16 @@ checks reuse the files of earlier ones (under ``--work``, a temporary folder unl
    their halves from each; relative differences printed (and the features' with TF32 on, for contrast).
    PASS when the features agree within 1e-4 and FVD within 1e-3 (relative).
 8. ``ddp-nccl-vqgan`` (2+ GPUs): two NCCL ranks train the VQGAN with SyncBatchNorm, fp16 and 2 accumulated
-   micro-batches (``tests/_ddp_driver.py``); codebook buffers and parameters must be identical on both.
+   micro-batches, then the GPT in bf16 with 2 (``tests/_ddp_driver.py``); every tensor identical on both.
+9. ``host-syncs``: host reads of tensor values per training step (syncs on a GPU), VQGAN (fp16 on a
+   GPU) and GPT, within the guards' budget (``scripts/gpu_check_more.py``).
+10. ``sampling-sync-free``: short sampling, eager and compiled fp32 greedy equal; bf16 top-k/top-p token
+    loops under ``torch.cuda.set_sync_debug_mode("error")``; inductor's ``cudagraph_skips`` is 0.
+11. ``speed-sampling``: TATS-base (24 x 1024, 16,384 codes, 1,024 tokens) tokens/s at batch 1, 16, 48,
+    bf16 eager and compiled, against the release-style sampler and the bandwidth bound; the masked
+    decoder against the GPT at batch 16.
+12. ``train-step-ratios``: VQGAN fp16 and bf16 + activation checkpointing + channels-last, GPT bf16
+    eager and compiled and fp16: step time as a speed-up over fp32 eager in the same run.
 
 Weights: LPIPS uses the converted weights when cached (``fetch_weights.py --lpips``), else seeded random
 VGG weights written to the work folder; I3D the fetched TF-hub weights when cached, else a seeded random
@@ -55,6 +64,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # train_vqgan.py, train_transformer.py and tests/ helpers
+sys.path[1:1] = [str(ROOT / "scripts"), str(ROOT / "benchmarks")]  # gpu_check_more, the benchmarks
+import gpu_check_more  # noqa: E402
+
 FIXTURES = ROOT / "tests" / "fixtures"
 NEAR_TIE = 1e-4  # relative gap between two candidates below which float32 rounding may pick either
 FEATURE_AGREEMENT = 1e-4  # GPU vs CPU float32 (no TF32): features, relative to their largest magnitude
@@ -63,6 +75,9 @@ FVD_AGREEMENT = 1e-3  # ... and FVD (a difference of traces: relative errors gro
 
 class Skip(Exception):
     """The check does not apply here (e.g. needs two GPUs)."""
+
+
+gpu_check_more.base = sys.modules[__name__]  # its checks use this module's Skip and flag builders
 
 
 @dataclass(frozen=True)
@@ -274,22 +289,28 @@ class _RecompileCounter(logging.Handler):
             self.count += 1
 
 
+def gpt_argv(ctx: Context, root: Path, *extra: str) -> list[str]:
+    """``train_transformer.py`` flags for the demo codes of the earlier checks (``extra`` appended)."""
+    codes, vqgan, s = ctx.need("codes"), ctx.need("vqgan_ckpt"), ctx.sizes
+    return [*ctx.accelerator, "--vtokens", "--data_path", str(codes), "--vqvae", str(vqgan),
+            "--default_root_dir", str(root), "--no_resume", "--seed", "0", "--num_workers", "0",
+            "--batch_size", str(s.batch_size), "--sequence_length", str(s.sequence_length),
+            "--resolution", str(s.resolution), "--n_layer", str(s.n_layer), "--n_head", str(s.n_head),
+            "--n_embd", str(s.n_embd), "--block_size", str(ctx.latent_tokens), "--base_lr", "1e-4",
+            "--limit_val_batches", "1", "--num_sanity_val_steps", "0", "--progress_bar_refresh_rate", "0",
+            *extra]
+
+
 def check_transformer(ctx: Context) -> str:
     import torch._dynamo
 
     import train_transformer
 
-    codes, vqgan, s = ctx.need("codes"), ctx.need("vqgan_ckpt"), ctx.sizes
+    s = ctx.sizes
     compiled = ctx.device.type == "cuda"
     root = ctx.work / "gpt"
-    argv = [*ctx.accelerator, "--vtokens", "--data_path", str(codes), "--vqvae", str(vqgan),
-            "--default_root_dir", str(root), "--no_resume", "--seed", "0", "--num_workers", "0",
-            "--batch_size", str(s.batch_size), "--sequence_length", str(s.sequence_length),
-            "--resolution", str(s.resolution), "--n_layer", str(s.n_layer), "--n_head", str(s.n_head),
-            "--n_embd", str(s.n_embd), "--block_size", str(ctx.latent_tokens), "--base_lr", "1e-4",
-            "--max_steps", str(s.gpt_steps), "--precision", "bf16-mixed", "--activation_checkpointing",
-            "--limit_val_batches", "1", "--num_sanity_val_steps", "0", "--progress_bar_refresh_rate", "0",
-            *(["--compile"] if compiled else [])]
+    argv = gpt_argv(ctx, root, "--max_steps", str(s.gpt_steps), "--precision", "bf16-mixed",
+                    "--activation_checkpointing", *(["--compile"] if compiled else []))
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     counter, dynamo_log = _RecompileCounter(), logging.getLogger("torch._dynamo")
@@ -519,8 +540,13 @@ def check_ddp_nccl(ctx: Context) -> str:
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     for var in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)  # Lightning launches the second rank itself
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "_ddp_driver.py"), "vqgan", *argv], env=env,
-                          cwd=ctx.work, capture_output=True, text=True, timeout=420)
+    gpt = gpt_argv(ctx, ctx.work / "ddp_gpt", "--accumulate_grad_batches", "2", "--max_steps", "3",
+                   "--precision", "bf16-mixed")
+    j = gpt.index("--accelerator")
+    gpt[j : j + 4] = ["--accelerator", "gpu", "--devices", "2", "--strategy", "ddp"]
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "_ddp_driver.py"), "vqgan", *argv, ":::",
+                           "transformer", *gpt], env=env, cwd=ctx.work, capture_output=True, text=True,
+                          timeout=420)
     assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-3000:]}"
     from tats.io.checkpoint import load_checkpoint
 
@@ -529,8 +555,13 @@ def check_ddp_nccl(ctx: Context) -> str:
     codebook = [k for k in a["state"] if k.startswith("vqgan.codebook.")]
     differ = [k for k in a["state"] if not torch.equal(a["state"][k], b["state"][k])]
     assert not differ, f"ranks differ in {differ[:8]} ({len(differ)} tensors)"
-    return (f"2 NCCL ranks, fp16, SyncBatchNorm, accumulate 2, 6 steps: {len(codebook)} codebook buffers "
-            f"and all {len(a['state'])} tensors identical")
+    g0, g1 = (load_checkpoint(dump / f"transformer_rank{r}.pt") for r in (0, 1))
+    assert g0["global_step"] == g1["global_step"] == 3
+    g_differ = [k for k in g0["state"] if not torch.equal(g0["state"][k], g1["state"][k])]
+    assert not g_differ, f"GPT ranks differ in {g_differ[:8]} ({len(g_differ)} tensors)"
+    return (f"2 NCCL ranks, VQGAN fp16, SyncBatchNorm, accumulate 2, 6 steps: {len(codebook)} codebook "
+            f"buffers and all {len(a['state'])} tensors identical; GPT bf16, accumulate 2, 3 steps: all "
+            f"{len(g0['state'])} tensors identical")
 
 
 CHECKS: list[tuple[str, Callable[[Context], str]]] = [
@@ -543,6 +574,7 @@ CHECKS: list[tuple[str, Callable[[Context], str]]] = [
     ("predict-frames-lpips", check_predict_frames),
     ("fvd-gpu-vs-cpu", check_fvd),
     ("ddp-nccl-vqgan", check_ddp_nccl),
+    *gpu_check_more.CHECKS,
 ]
 
 

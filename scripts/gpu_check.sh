@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU and multi-GPU readiness: one PASS/FAIL (or SKIP) line per check, then a summary; exit 1 on a FAIL.
-#   bash scripts/gpu_check.sh                  # on this machine's GPUs (under 8 minutes on one H100)
+#   bash scripts/gpu_check.sh                  # on this machine's GPUs
 #   bash scripts/gpu_check.sh --cpu-smoke      # the checks' CPU paths at tiny sizes (the test suite runs it)
 #   bash scripts/gpu_check.sh --only long-sampling --work runs/gpu_check   # (see --help for the checks)
 # Python: $PY if set, else ./.venv/bin/python (scripts/test.sh makes it), else python3.

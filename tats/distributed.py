@@ -35,14 +35,20 @@ def broadcast(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
     return tensor
 
 
-def any_across_ranks(flag: bool, device: torch.device | str = "cpu") -> bool:
-    """True when ``flag`` is True on any rank (one small all-reduce; identity when not distributed).
+def any_across_ranks(flag: bool | torch.Tensor, device: torch.device | str = "cpu") -> bool:
+    """True when ``flag`` is True on any rank; identity when not distributed.
 
-    ``device``: where the 1-element flag lives for the collective (the loss's device: NCCL needs CUDA).
+    ``flag``: a host bool, or a 0-dim/1-element bool tensor on the device, which is all-reduced there
+    and read once: a single device-to-host sync per decision. ``device``: where a host flag is put for
+    the collective (NCCL needs CUDA).
     """
+    if not torch.is_tensor(flag):
+        if not is_distributed():
+            return bool(flag)
+        flag = torch.tensor(bool(flag), device=device)
     if not is_distributed():
         return bool(flag)
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    t = flag.reshape(1).float()
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
 

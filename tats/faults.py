@@ -23,6 +23,20 @@ from tats.distributed import any_across_ranks
 DEFAULT_MAX_NONFINITE_STEPS = 10
 
 
+def nonfinite_flag(loss: torch.Tensor | float | None) -> bool | torch.Tensor:
+    """Whether ``loss`` has a NaN/inf: a 0-dim bool tensor on the loss's device for a tensor (not read
+    back here), a bool otherwise (``None`` counts as finite)."""
+    if loss is None:
+        return False
+    if isinstance(loss, torch.Tensor):
+        return ~torch.isfinite(loss.detach()).all()
+    return not math.isfinite(float(loss))
+
+
+def _device(loss: object) -> torch.device:
+    return loss.device if isinstance(loss, torch.Tensor) else torch.device("cpu")
+
+
 class NonFiniteLossError(RuntimeError):
     """Too many consecutive non-finite losses: training stops."""
 
@@ -33,9 +47,9 @@ class NonFiniteGuard:
     Args:
         max_consecutive: this many skipped steps in a row raise :class:`NonFiniteLossError`
             (0: the first non-finite loss raises).
-        any_fn: ``any_fn(flag: bool, device) -> bool``, True when the flag is set on any rank; the default
-            all-reduces over torch.distributed when it is running (resolved at call time) and is the
-            identity otherwise.
+        any_fn: ``any_fn(flag: bool | bool tensor, device) -> bool``, True when the flag is set on any
+            rank; the default all-reduces over torch.distributed when it is running (resolved at call
+            time) and reads the flag otherwise.
 
     Attributes: ``total`` (skipped steps so far), ``consecutive`` (skipped steps in a row),
     ``last_step`` (step of the last skip, or None).
@@ -58,17 +72,15 @@ class NonFiniteGuard:
         """True when this step must be skipped (``loss`` non-finite here or on another rank).
 
         ``loss``: a tensor (any shape; every element must be finite) or a float; ``None`` counts as
-        finite. ``step``: the global step, used in the error message. Raises
+        finite. A tensor is tested on its device and read back once (one sync per step, with the
+        cross-rank decision folded in). ``step``: the global step, used in the error message. Raises
         :class:`NonFiniteLossError` when more than ``max_consecutive`` steps in a row were non-finite.
         """
-        device = loss.device if isinstance(loss, torch.Tensor) else torch.device("cpu")
-        if loss is None:
-            bad = False
-        elif isinstance(loss, torch.Tensor):
-            bad = not bool(torch.isfinite(loss.detach()).all())
-        else:
-            bad = not math.isfinite(float(loss))
-        bad = self.any_fn(bad, device)
+        return self.record(self.any_fn(nonfinite_flag(loss), _device(loss)), step, what)
+
+    def record(self, bad: bool, step: int, what: str = "loss") -> bool:
+        """Count a decision already made over all ranks (``bad``: the loss was non-finite); returns
+        ``bad``. For callers that read the flag themselves (the VQGAN's fp16 overflow test)."""
         if not bad:
             self.consecutive = 0
             return False

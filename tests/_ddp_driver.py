@@ -45,6 +45,9 @@ class DumpState(Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         world = dist.get_world_size() if dist.is_initialized() else 1
         rank = dist.get_rank() if dist.is_initialized() else 0
+        share = getattr(pl_module, "_share_norm_statistics", None)
+        if share is not None:  # the VQGAN's per-step copy of rank 0's BatchNorm statistics, once more
+            share()
         state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
         out = Path(os.environ["TATS_TEST_DUMP"])
         out.mkdir(parents=True, exist_ok=True)

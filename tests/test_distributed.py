@@ -77,15 +77,17 @@ def test_vqgan_ddp_ranks_hold_identical_codebooks_and_parameters(ddp_dumps):
     assert bool(a["state"]["vqgan.codebook.initialized"])
     # trained: the EMA moved the counts away from the initial 1.0
     assert not torch.allclose(a["state"]["vqgan.codebook.N"], torch.ones(32))
-    params = [k for k in a["state"] if not k.startswith("vqgan.codebook.")
-              and not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
-    assert len(params) > 50
+    params = [k for k in a["state"] if not k.startswith("vqgan.codebook.")]
+    assert len(params) > 50 and any(k.endswith("running_var") for k in params)
+    # weights, and the per-process BatchNorm statistics: each step starts from rank 0's (the dump shares
+    # them once more after the last step, whose own batch moved each rank's)
     for key in params:
         assert torch.equal(a["state"][key], b["state"][key]), key
     # per-epoch sampler seeding: our DistributedSampler got set_epoch(0) and set_epoch(1)
     assert a["sampler"] == "DistributedSampler" and a["sampler_epochs"] == b["sampler_epochs"] == [0, 1]
-    # BatchNorm statistics change in training: DDP keeps copying them from rank 0 (the default)
-    assert a["broadcast_buffers"] is b["broadcast_buffers"] is True
+    # no DDP copy of every buffer each step: the codebook all-reduces its own, and only the statistics
+    # of BatchNorm layers that are not synchronised (CPU processes) are copied from rank 0
+    assert a["broadcast_buffers"] is b["broadcast_buffers"] is False
 
 
 def test_transformer_ddp_ranks_hold_identical_parameters(ddp_dumps):

@@ -24,7 +24,8 @@ def test_cpu_smoke_runs_every_check_that_needs_no_gpu(tmp_path):
     assert status == {
         "cuda-tests": "SKIP", "vqgan-16-mixed": "SKIP", "vqgan-bf16-mixed": "PASS", "extract-codes": "PASS",
         "transformer-compile-bf16": "PASS", "long-sampling": "PASS", "predict-frames-lpips": "PASS",
-        "fvd-gpu-vs-cpu": "PASS", "ddp-nccl-vqgan": "SKIP",
+        "fvd-gpu-vs-cpu": "PASS", "ddp-nccl-vqgan": "SKIP", "host-syncs": "PASS",
+        "sampling-sync-free": "SKIP", "speed-sampling": "SKIP", "train-step-ratios": "SKIP",
     }
     assert "0 skipped" in next(line for line in summary if "vqgan-bf16-mixed" in line)
     work = tmp_path / "work"

@@ -32,15 +32,24 @@ def _as_batch(t: torch.Tensor, batch_size: int, what: str) -> torch.Tensor:
     return t
 
 
+def check_labels(labels: torch.Tensor, n_classes: int) -> None:
+    """Raise ValueError unless every class id in ``labels`` lies in ``[0, n_classes)``."""
+    if labels.numel() and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ValueError(f"class labels must lie in [0, {n_classes}), got {labels.flatten().tolist()}")
+
+
 def cond_tokens(
-    config: GPTConfig, cond: Cond, batch_size: int, device: torch.device | None = None, truncate: bool = True
+    config: GPTConfig, cond: Cond, batch_size: int, device: torch.device | None = None, truncate: bool = True,
+    check_range: bool = True,
 ) -> torch.Tensor:
     """The condition ids that start every sequence, LongTensor ``(B, n_cond_tokens)``.
 
     ``cond`` by ``config.cond_type``:
 
     - ``"none"``: ignored (must be None); the start token 0.
-    - ``"label"``: an int (one class for the batch), or ``(B,)`` / ``(B, 1)`` class ids.
+    - ``"label"``: an int (one class for the batch), or ``(B,)`` / ``(B, 1)`` class ids, checked to lie
+      in ``[0, n_cond_vocab)`` unless ``check_range=False`` (for callers that checked them on the host,
+      as training does before the batch moves to the device, where the check would be a sync).
     - ``"text"``: a caption or a list of B captions (CLIP BPE, padded/truncated to
       ``n_cond_tokens``; ``truncate=False``: a longer caption is an error), or token ids ``(n,)`` /
       ``(B, n)``.
@@ -60,12 +69,10 @@ def cond_tokens(
                "audio": "the audio-VQGAN codes of the clip"}[kind]
         )
     if kind == "label":
-        labels = torch.as_tensor(cond, dtype=torch.long, device=device).reshape(-1, 1)  # (B or 1, 1)
-        if labels.min() < 0 or labels.max() >= config.n_cond_vocab:
-            raise ValueError(
-                f"class labels must lie in [0, {config.n_cond_vocab}), got {labels.flatten().tolist()}"
-            )
-        return _as_batch(labels, batch_size, "cond labels")
+        labels = torch.as_tensor(cond, dtype=torch.long).reshape(-1, 1)  # (B or 1, 1), where cond was
+        if check_range:  # (a sync when the labels are on a device)
+            check_labels(labels, config.n_cond_vocab)
+        return _as_batch(labels.to(device), batch_size, "cond labels")
     if kind == "text":
         if isinstance(cond, str) or (isinstance(cond, (list, tuple)) and cond and isinstance(cond[0], str)):
             from tats.gpt.tokenizer import tokenize

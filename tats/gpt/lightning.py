@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from tats.faults import DEFAULT_MAX_NONFINITE_STEPS, NonFiniteGuard
-from tats.gpt.conditioning import codes_to_ids, cond_tokens, drop_condition
+from tats.gpt.conditioning import check_labels, codes_to_ids, cond_tokens, drop_condition
 from tats.gpt.config import GPTConfig
 from tats.gpt.crop_positions import CropPositions
 from tats.gpt.model import GPT
@@ -248,7 +248,8 @@ class TransformerModule(pl.LightningModule):
             stft = batch["stft"].to(self.device)  # (B, 1, T, F, W)
             cond = _encode_fp32(self.cond_stage_model, stft).flatten(1)  # (B, n_cond_tokens)
         return cond_tokens(self.config, cond, batch_size, device=self.device,
-                           truncate=self.hparams.get("truncate_captions", True))
+                           truncate=self.hparams.get("truncate_captions", True),
+                           check_range=kind != "label" or not self.training)  # see on_before_batch_transfer
 
     def sequence(self, batch: Mapping[str, Any]) -> torch.Tensor:
         """Full token sequence ``(B, n_cond_tokens + t*h*w)``: condition ids, then shifted codes."""
@@ -279,6 +280,13 @@ class TransformerModule(pl.LightningModule):
         return loss, target.numel()
 
     # ------------------------------------------------------------------ Lightning hooks
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Class ids are checked here, on the host, before the batch moves to the device: the same
+        check on the device would cost a sync every step."""
+        if self.config.cond_type == "label" and isinstance(batch, Mapping) and "label" in batch:
+            check_labels(torch.as_tensor(batch["label"]), self.config.n_cond_vocab)
+        return batch
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._step_start = time.perf_counter()
 

@@ -64,11 +64,12 @@ class _Prefill(nn.Module):
         self.gpt, self.rule = gpt, rule
 
     def forward(self, idx: torch.Tensor, input_pos: torch.Tensor, length: torch.Tensor | None,
-                u: torch.Tensor, logits_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                u: torch.Tensor, logits_out: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         kv_len = None if length is None else length.shape[0]
         logits = self.gpt(idx, input_pos=input_pos, last_only=True, kv_len=kv_len)[:, -1]  # (B, V) fp32
         tokens, tied = draw_with_uniform(logits, u, self.rule, exact_ties=logits.device.type != "cpu")
-        logits_out.copy_(logits)
+        if logits_out is not None:  # CPU only: CUDA graphs refuse a graph that writes into an input
+            logits_out.copy_(logits)
         return tokens, tied
 
 
@@ -83,7 +84,7 @@ class _Step(_Prefill):
         self.float32_weights = float32_weights
 
     def forward(self, token: torch.Tensor, input_pos: torch.Tensor, length: torch.Tensor | None,
-                u: torch.Tensor, logits_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                u: torch.Tensor, logits_out: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         with autocast_off("cpu") if self.float32_weights else contextlib.nullcontext():
             return super().forward(token[:, None], input_pos, length, u, logits_out)
 
@@ -113,7 +114,9 @@ class CompiledDecoder:
     version: tuple[int, ...]
     static: bool
     state: DecodingState  # the KV cache and fused weights the graphs were traced with
-    logits: torch.Tensor  # (B, V) float32, the last step's logits (read only for tied rows)
+    logits: torch.Tensor | None  # (B, V) float32, the last step's logits on the CPU (read for tied rows);
+    # None on CUDA, where ties are settled inside the graph and a graph writing into an input buffer
+    # would run without CUDA graphs (inductor skips them for mutated inputs)
 
     def install(self) -> CompiledDecoder:
         """Put this decoder's cache back into the GPT (another sampler may have set its own since):
@@ -204,7 +207,7 @@ def decoder_for(gpt: GPT, batch_size: int, rule: DrawRule,
     decoder = CompiledDecoder(gpt, batch_size, rule, dtype, _compile(_Prefill(gpt, rule), compile_kw),
                               _compile(step, compile_kw), version, static,
                               gpt.decoding_state(),
-                              torch.empty(batch_size, gpt.config.vocab_size, device=device))
+                              None if static else torch.empty(batch_size, gpt.config.vocab_size))
     decoders.append(decoder)
     del decoders[:-MAX_DECODERS]
     return decoder

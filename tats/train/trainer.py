@@ -166,6 +166,8 @@ def build_trainer(
         warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
     # reruns write into the same folder on purpose (that is how they resume)
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    # the GPT checks class labels in its on_before_batch_transfer (on the host, before they move)
+    warnings.filterwarnings("ignore", message=r"You have overridden `on_before_batch_transfer`")
     return pl.Trainer(**trainer_kw)
 
 

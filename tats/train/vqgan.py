@@ -188,7 +188,8 @@ def fit_vqgan(args: argparse.Namespace) -> tuple[pl.Trainer, VQGANModule]:
     datamodule = VideoDataModule(args)
     trainer = build_trainer(args, monitor="val/recon_loss", ckpt_every_n_steps=3000, mode="min",
                             callbacks=[VideoLoggerCallback(args.log_videos_every_n_steps)],
-                            manual_optimization=True, find_unused_parameters=True, loss_scalers=2)
+                            manual_optimization=True, find_unused_parameters=True, loss_scalers=2,
+                            broadcast_buffers=False)  # VQGANModule shares what must be shared
     n_dev = devices_per_node(trainer)  # the release's --gpus: per node, not the world size
     config.lr = scale_vqgan_lr(args.lr, args.accumulate_grad_batches, n_dev, args.batch_size)
     rank_zero_print(f"learning rate {config.lr:.3e} = {args.accumulate_grad_batches} (accumulate)"

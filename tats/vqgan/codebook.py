@@ -176,11 +176,6 @@ class Codebook(nn.Module):
         # the running averages for good: skip the whole update, on every rank alike (counted over ranks).
         nonfinite = (~torch.isfinite(flat)).any().float().reshape(1)
         self.all_reduce_fn(nonfinite)
-        keep_old = None
-        if self.no_random_restart:
-            keep_old = nonfinite > 0  # decided on the device (torch.where below): no sync per step
-        elif nonfinite.item() > 0:  # restarts need the count of dead codes on the host anyway
-            return
         sums = torch.zeros(self.n_codes, self.embedding_dim, device=flat.device)
         sums.index_add_(0, idx, flat)  # (K, D): sum of the vectors assigned to each code
         self.all_reduce_fn(counts)
@@ -191,11 +186,21 @@ class Codebook(nn.Module):
         # Laplace smoothing (as in the release): w = (N + eps) / (sum N + K eps) * sum N
         weights = (N + LAPLACE_EPS) / (total + self.n_codes * LAPLACE_EPS) * total
         embeddings = z_avg / weights[:, None]
+        keep_old = nonfinite > 0  # (1,), decided on the device
         if not self.no_random_restart:
-            # N is identical on all ranks after the all-reduce, so every rank restarts the same codes
-            dead = (N < self.restart_thres).nonzero().squeeze(1)  # (R,)
-            if dead.numel() > 0:
-                embeddings[dead] = self.random_vectors(flat, dead.numel())
+            # N is identical on all ranks after the all-reduce, so every rank restarts the same codes.
+            # The restart needs the number of dead codes on the host (it sizes the random draw); it is
+            # read together with the non-finite flag: one device-to-host sync per step.
+            dead = N < self.restart_thres  # (K,)
+            skip, n_dead = torch.cat([nonfinite, dead.sum().reshape(1).float()]).tolist()
+            if skip > 0:
+                return
+            if n_dead > 0:
+                # the j-th dead code (in index order) gets the j-th random vector, without a nonzero()
+                vectors = self.random_vectors(flat, int(n_dead))  # (R, D)
+                slot = (dead.cumsum(0) - 1).clamp_(min=0)  # (K,): j for the j-th dead code
+                embeddings = torch.where(dead[:, None], vectors[slot], embeddings)
+            keep_old = None
         if keep_old is not None:
             N = torch.where(keep_old, self.N, N)
             z_avg = torch.where(keep_old, self.z_avg, z_avg)

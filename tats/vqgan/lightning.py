@@ -48,8 +48,10 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-from tats.faults import DEFAULT_MAX_NONFINITE_STEPS, NonFiniteGuard
+from tats.distributed import broadcast, is_distributed
+from tats.faults import DEFAULT_MAX_NONFINITE_STEPS, NonFiniteGuard, nonfinite_flag
 from tats.precision import autocast_off
 from tats.vqgan.config import VQGANConfig
 from tats.vqgan.losses import VQGANLoss, select_frames
@@ -178,6 +180,7 @@ class VQGANModule(pl.LightningModule):
         self.loss = VQGANLoss(cfg, allow_random_lpips=allow_random_lpips, lpips_cache_dir=lpips_cache_dir)
         speed_up(self.vqgan, self.loss, activation_checkpointing, channels_last, compile)
         self._last_batch_time: float | None = None
+        self._norm_buffers: list[torch.Tensor] | None = None  # see _share_norm_statistics
 
     # ------------------------------------------------------------------------------- optimizers
     def configure_optimizers(self):
@@ -214,14 +217,35 @@ class VQGANModule(pl.LightningModule):
         with block() if block is not None else contextlib.nullcontext():
             self.manual_backward(loss)
 
-    def _fp16_overflow(self, loss: torch.Tensor) -> bool:
-        """True under ``16-mixed`` when ``loss`` is non-finite on any rank (all ranks then rerun alike)."""
-        if self.trainer.precision != "16-mixed":
-            return False
-        return self.nonfinite_ae.any_fn(not bool(torch.isfinite(loss.detach()).all()), loss.device)
+    @torch.no_grad()
+    def _share_norm_statistics(self) -> None:
+        """Copy rank 0's running statistics of the BatchNorm layers that are not SyncBatchNorm (CPU
+        processes) to every rank, in one broadcast per dtype. The trainer runs DDP without its own
+        per-step broadcast of every buffer: the codebook keeps its buffers identical by all-reduce
+        (16,384 x 256 codes would cost 32 MiB a step), SyncBatchNorm on GPUs keeps its statistics
+        identical, and only these need copying."""
+        if not is_distributed():
+            return
+        if self._norm_buffers is None:
+            self._norm_buffers = [buf for m in self.modules()
+                                  if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                                  and not isinstance(m, torch.nn.SyncBatchNorm)
+                                  for buf in m.buffers()]
+        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+        for buf in self._norm_buffers:
+            by_dtype.setdefault(buf.dtype, []).append(buf)
+        for bufs in by_dtype.values():
+            flat = broadcast(_flatten_dense_tensors(bufs), 0)
+            for buf, new in zip(bufs, _unflatten_dense_tensors(flat, bufs)):
+                buf.copy_(new)
+
+    def _nonfinite(self, loss: torch.Tensor) -> bool:
+        """True when ``loss`` is non-finite on any rank: tested on the device, read back once."""
+        return self.nonfinite_ae.any_fn(nonfinite_flag(loss), loss.device)
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor | None:
         x = batch["video"]  # (B, C, T, H, W) in [-0.5, 0.5]
+        self._share_norm_statistics()
         opt_ae, opt_disc = self.optimizers()
         acc = max(int(self.hparams.accumulate_grad_batches), 1)
         update = (batch_idx + 1) % acc == 0 or self.trainer.is_last_batch
@@ -235,7 +259,8 @@ class VQGANModule(pl.LightningModule):
         frame_idx = self.loss.random_frame_index(x)  # (B,) shared by both steps
         self.toggle_optimizer(opt_ae)  # discriminator params frozen: no grads from the GAN terms
         ae_loss, logs = self.loss.generator_loss(x, out["recon"], out["commitment_loss"], step, frame_idx)
-        if self._fp16_overflow(ae_loss):
+        bad = self._nonfinite(ae_loss)  # the one host read of this loss (fp16 overflow and the guard)
+        if bad and fp16:
             # fp16 overflowed in the forward; the loss scaler only scales the backward, so it cannot help.
             # Rerun the batch in fp32 from the buffers it started with: its statistics count once.
             _restore_buffers(self, start)
@@ -244,11 +269,12 @@ class VQGANModule(pl.LightningModule):
                 ae_loss, logs = self.loss.generator_loss(x, out["recon"], out["commitment_loss"], step,
                                                          frame_idx)
             self.fp32_fallbacks += 1
+            bad = self._nonfinite(ae_loss)
         # A non-finite loss on any rank skips the batch everywhere (NonFiniteGuard decides over all ranks, so
         # DDP stays in step; too many in a row stop the run): no backward, no step, global_step does not
         # advance. The codebook already refused the batch's statistics; gradients accumulated in this
         # window are dropped too, so a bad batch never leaks into an update.
-        if self.nonfinite_ae.check(ae_loss, step, "autoencoder loss"):
+        if self.nonfinite_ae.record(bad, step, "autoencoder loss"):
             opt_ae.zero_grad(set_to_none=True)
             opt_disc.zero_grad(set_to_none=True)
             self.untoggle_optimizer(opt_ae)
@@ -265,12 +291,14 @@ class VQGANModule(pl.LightningModule):
             self.toggle_optimizer(opt_disc)
             d_start = _buffers(self.loss) if fp16 else None
             d_loss, d_logs = self.loss.discriminator_loss(x, out["recon"], step, frame_idx)
-            if self._fp16_overflow(d_loss):
+            d_bad = self._nonfinite(d_loss)
+            if d_bad and fp16:
                 _restore_buffers(self.loss, d_start)
                 with autocast_off(x.device.type):
                     d_loss, d_logs = self.loss.discriminator_loss(x, out["recon"].float(), step, frame_idx)
                 self.fp32_fallbacks += 1
-            d_bad = self.nonfinite_disc.check(d_loss, step, "discriminator loss")
+                d_bad = self._nonfinite(d_loss)
+            d_bad = self.nonfinite_disc.record(d_bad, step, "discriminator loss")
             if d_bad:
                 opt_disc.zero_grad(set_to_none=True)  # drop this window's discriminator gradients
             else:
