@@ -1,18 +1,8 @@
 """Do overlapping decodes of one long code sequence agree? (TATS issue 31: decoding latent frames 1-4
-together and 2-5 together gives different frames for 2-4.)
+together and 2-5 together gives different frames for 2-4.) Windows and chunks decoded alone, with
+context and cross-faded, against one whole decode, in uint8 levels (docs/long_videos.md).
 
     python benchmarks/bench_decode_seams.py --gpt_ckpt demo_output/transformer/checkpoints/last.ckpt
-
-Samples ``--videos`` long code sequences of ``--latent_frames`` latent frames with the GPT (or encodes
-nothing and draws uniform random codes without ``--gpt_ckpt``), then measures, in uint8 levels:
-
-- overlapping windows of the training length, each decoded on its own (the baseline: how the release
-  decoded clips) against the same windows decoded with the decoder's reach of context on both sides (the
-  long-video decode of :func:`tats.vqgan.decode.decode_codes`): max and mean difference over shared frames;
-- chunked decodes of the whole sequence (chunks of ``--chunk`` latent frames) against one whole decode:
-  without context (seams), with the decoder's reach (the default), and cross-faded (``--decode_blend``);
-- the seam itself: the mean change between consecutive frames across chunk borders over the mean change
-  elsewhere (1 = no visible border).
 """
 
 from __future__ import annotations

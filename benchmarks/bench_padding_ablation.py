@@ -1,18 +1,11 @@
-"""The TATS paper's ablation, runnable: a time-agnostic VQGAN (replicate padding, the release's default)
-against a zero-padded one (``--padding_type constant``), each followed by its own GPT, both trained on the
-built-in moving digits with the same budget, and the quality over time of their long videos in one plot.
+"""The TATS paper's padding ablation, runnable: a time-agnostic VQGAN (replicate padding, the release's
+default) against a zero-padded one (``--padding_type constant``), each with its own GPT trained on the
+moving digits with the same budget, and the quality over time of their long videos in one plot.
 
     python benchmarks/bench_padding_ablation.py --minutes 60 --out runs/padding_ablation   # 2 CPU cores
     python benchmarks/bench_padding_ablation.py --minutes 240 --eval_videos 128 --out runs/ablation_gpu
 
-The paper (https://arxiv.org/abs/2204.03638, Sec. 3.1 and Fig. 5) argues that zero padding lets the VQGAN
-encode where a frame sits in its clip, so codes of the same content differ by position; a transformer
-sliding its window then meets codes it never saw at those places, and quality falls off along the video.
-Each arm is a whole run of ``scripts/demo.py`` (``--minutes / 2`` each, in ``OUT/replicate`` and
-``OUT/constant``; a rerun continues or reuses them; the replicate arm is the default demo, so a finished
-``scripts/demo.py --minutes M/2`` run copied to ``OUT/replicate`` is reused); this script adds the shared plot
-(``padding_ablation.png``) and the figures of both (``padding_ablation.json``): per window, digit
-accuracy and FVD/KVD against the same real windows, and the last window's figures over the first's.
+docs/long_videos.md has the paper's argument, what each arm runs and the figures.
 """
 
 from __future__ import annotations

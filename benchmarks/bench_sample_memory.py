@@ -1,16 +1,5 @@
-"""Peak memory of ``sample_short_videos.py`` at benchmark scale: streaming vs keeping every video.
-
-``tats.cli.sample.main`` streams: each batch is decoded, converted to uint8 and appended to
-``samples.npy`` with plain file writes (and fed to the FVD feature extractor), so its memory should
-not grow with ``--n_sample`` (a memory map would: its written pages stay resident in the process).
-The baseline, written here, keeps every decoded uint8 video in a Python list and stacks and saves
-them at the end (how a script that collects all samples before evaluating behaves).
-
-Each (mode, n_sample) runs in a fresh subprocess, which reports its peak resident set size
-(``VmHWM`` from ``/proc/self/status``); a "floor" run loads the models and samples nothing. The
-models are tiny (one GPT layer; 16 tokens per video), but the videos have benchmark-like pixel
-sizes (``--frames`` x ``--resolution``^2, default 16 x 32 x 32), so memory can grow with the videos.
-FVD feature extraction is skipped (it keeps 400 float64 features per video either way).
+"""Peak memory of ``sample_short_videos.py`` at benchmark scale: streaming (ours) vs keeping every video
+until the end, each run in a fresh subprocess (docs/benchmarks.md says how).
 
     python benchmarks/bench_sample_memory.py                       # n_sample 64, 256, 1024
     python benchmarks/bench_sample_memory.py --sizes 64 256 --resolution 64   # slower decode

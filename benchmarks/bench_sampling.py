@@ -1,48 +1,12 @@
-"""Sampling throughput: our samplers (eager and compiled, fp32 and bf16) vs the release's sampler,
-with the memory-traffic bound of each configuration.
-
-The baseline (``tests/reference_impls.py``, where the suite checks it against ours) decodes the way the
-release's sampler does, on the same weights in the same run: step 0 feeds the whole window with
-full-vocabulary logits at every position; every later step feeds one token and regrows the past
-(``torch.stack`` / ``torch.cat`` of every step's keys and values), explicit attention, then the
-full-vocabulary top-k / top-p filter (sort of the whole vocabulary), a softmax and a multinomial draw.
-Long videos: the release's fast sliding window (the first p latent frames as a short sample, then one
-latent frame per window that restarts at position 0).
-
-Ours (:func:`tats.sampling.sample_short` / :func:`tats.sampling.sample_long`):
-- eager: preallocated KV cache, fused query/key/value, last-position float32 head (oneDNN-packed on the
-  CPU from batch 4), the draw among the k survivors (numpy introselect on the CPU);
-- compiled (``compile=True``, :mod:`tats.sampling.compiled`): the prefill and the one-token step with
-  the draw inside, compiled once per batch size and precision (inductor's C++ GEMM templates on frozen
-  weights on the CPU, CUDA graphs on a GPU); the compile time is reported apart;
-- bf16: autocast to bfloat16 with a bfloat16 KV cache; the head and the draw stay float32. Compiled on a
-  CPU without AMX, only the prefill runs under autocast: the one-token step keeps float32 weights and
-  arithmetic and reads the bfloat16 cache.
-
-Each row is the median over ``--repeats`` runs of every sampler, interleaved round-robin with the
-baseline of the same batch size and mode, so machine load hits all alike. Columns: tokens/s, ms per
-token step (one token for each of the B videos), the ratio to the baseline's wall time, and the
-memory-traffic bound: the bytes a step must read (every weight once, at the precision the kernels read
-it: float32 for eager autocast, which casts per call, and for a compiled bf16 step on a CPU without AMX,
-which keeps float32 weights (:func:`tats.sampling.compiled.float32_step_weights`); bfloat16 for other
-compiled bf16 steps, whose frozen weights are cast once; the float32 head; and the keys and values
-written so far, at the cache's precision),
-averaged over the sample's steps, divided by the memory bandwidth measured here (a read of a 512 MiB
-tensor, best of 5). "x bound" = measured / bound time per step: 1.0 is the limit; the weights (30 MB in
-fp32 for 4 x 256 with a 16k head) partly stay in a 32 MB L3, so the DRAM bound is not a hard floor.
-The prefills (compute-bound matrix products, the same in both samplers) are in the measured times.
-
-Before timing, greedy decoding of ours is compared with the baseline's token for token (eager and
-compiled fp32); "bf16 argmax differs" is the share of positions whose bf16 next-token argmax differs
-from float32's, teacher-forced on the float32 greedy sample (its first ``--argmax_positions``).
-
-Compiled kernels and their autotuned choices are cached under ``TORCHINDUCTOR_CACHE_DIR`` and reused by
-later runs, also a choice autotuned while other jobs loaded the CPU: measure with a fresh cache.
+"""Sampling throughput: our samplers (eager and compiled, fp32 and bf16) vs the release's sampler on the
+same weights in the same run, with the memory-traffic bound of each configuration.
 
     TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) python benchmarks/bench_sampling.py --threads 2 --repeats 3
     python benchmarks/bench_sampling.py --batch_sizes 16 --modes short --dtypes fp32 --impls compiled
     python benchmarks/bench_sampling.py --device cuda --n_layer 24 --n_embd 1024 --n_head 16 \\
         --batch_sizes 16 --dtypes bf16 --impls eager compiled            # TATS-base size on a GPU
+
+docs/benchmarks.md says what each sampler does, how rows are timed and what the columns mean.
 """
 
 from __future__ import annotations

@@ -1,20 +1,10 @@
-"""VQGAN codebook efficiency: our chunked/bincount EMA codebook vs a one-hot baseline.
-
-Two measurements, each for both codebooks, the rest of the model identical:
-
-- ``train``: VQGAN training steps (forward, L1 + commitment loss, backward, Adam) -> steps/s and
-  peak memory of the step;
-- ``codebook``: the codebook alone in training mode (search + EMA + restarts) on N latent vectors.
-
-The baseline (``tests/reference_impls.py``, where the suite checks it does the same maths) is the
-straightforward formulation: a full ``(N, n_codes)`` distance matrix, a
-``(N, n_codes)`` float one-hot, EMA sums as ``flat.T @ one_hot`` and the tiled batch materialised for
-restarts. On CPU every variant runs in its own subprocess so peak RSS (``ru_maxrss``) is its own;
-``--mem_limit_gb`` caps each worker's address space so a blow-up is reported as OOM instead of
-swamping the machine. On CUDA the peak is ``torch.cuda.max_memory_allocated``.
+"""VQGAN codebook efficiency: our chunked/bincount EMA codebook vs a one-hot baseline, the rest of the
+model identical: whole training steps (``--mode train``) and the codebook alone (``--mode codebook``).
 
     python benchmarks/bench_vqgan.py --mode all
     python benchmarks/bench_vqgan.py --mode codebook --n_vectors 65536 --n_codes 16384 --dim 256 --steps 1
+
+docs/benchmarks.md has the baseline, how memory is measured and the figures.
 """
 
 from __future__ import annotations

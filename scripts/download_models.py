@@ -1,16 +1,9 @@
-"""Download the checkpoints published with the TATS release into the cache, by name.
+"""Download the checkpoints published with the TATS release into the cache, by name (docs/models.md).
 
     python scripts/download_models.py --list              # the registry, and which files are cached
     python scripts/download_models.py ucf101 ucf101-base  # these (cached ones are verified)
     python scripts/download_models.py --all               # every published checkpoint
     TATS_CACHE=/shared/tats python scripts/download_models.py --all   # or --cache_dir /shared/tats
-
-Every `--*_ckpt` flag, `--vqvae`, `--stft_vqvae`, the hierarchical sampler's `--ckpt1/--ckpt2/--vqgan`,
-`tats.load_vqgan(name)` and `tats.load_transformer(name, vqgan_ckpt=name)` take these names and fetch
-on first use; `--i3d release` is the release's I3D for FVD. Files go to `$TATS_CACHE/models` (default
-`~/.cache/tats/models`): downloads resume, are checked to be weights-only checkpoints of the right
-kind before they enter the cache, and a cached copy that no longer matches the sha256 recorded when it
-was first verified is fetched again. `--force` downloads again and accepts a file the publisher replaced.
 """
 
 from __future__ import annotations

@@ -1,22 +1,11 @@
 """How the choice of real clips moves FVD: the release's real set (clips drawn at random over every
-training window) against itself, and against the selection this project used before (the first
-videos in sorted path order, one clip each), which on a class-per-folder dataset holds only the
-alphabetically first classes.
+training window) against a second draw of it, and against the first videos in sorted path order, one
+clip each, which on a class-per-folder dataset hold only the alphabetically first classes.
 
     python scripts/fetch_weights.py --i3d                                  # once
     python scripts/fvd_real_draw.py --out runs/fvd_real_draw               # about 15 min on 2 CPU cores
-    python scripts/fvd_real_draw.py --n 2048 --videos 8000 --device cuda   # the release's 2048 clips
 
-The built-in moving digits (20 classes: digit x motion) are written as a video folder,
-``<out>/data/train/<class>/<i>.mp4`` (and a small ``test/``), ``--videos`` training videos of
-``--frames`` frames. Three sets of ``--n`` clips of 16 frames go through I3D (protocol ``tats``):
-
-- ``A``: the release's draw (``selection="random"``, seed 0) over every 16-frame training window;
-- ``B``: the same draw with seed 1 (a second sample of the same distribution);
-- ``old``: the first ``--n`` videos in sorted path order, one random window each.
-
-Prints and writes ``<out>/fvd_real_draw.json``: FVD/KVD of A vs A (0 by construction), A vs B (the
-sampling noise at this ``--n``) and A vs old, and the classes each set covers.
+docs/evaluation.md has the sets it compares and the figures.
 """
 
 from __future__ import annotations

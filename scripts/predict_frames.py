@@ -1,20 +1,10 @@
-"""Video prediction: continue the first frames of real clips and score the predicted frames.
-
-Latent Video Transformer style protocols, e.g. BAIR (1 observed -> 15 predicted frames) and
-Kinetics (5 -> 11)::
+"""Video prediction: continue the first frames of real clips and score the predicted frames, in Latent
+Video Transformer style protocols (BAIR: 1 observed -> 15 predicted frames, Kinetics: 5 -> 11)::
 
     python scripts/predict_frames.py --gpt_ckpt GPT.ckpt --vqgan_ckpt VQGAN.ckpt --data_path bair.h5 \\
         --n_observed 1 --n_frames 16 --n_sample 256 --batch_size 16
 
-Clips of ``--n_frames`` frames are read from the dataset (``--split test`` by default, the
-dataset's evaluation clip of each video); the first ``--n_observed`` frames are encoded and the rest
-sampled with :func:`tats.sampling.predict_frames` (beyond the training length with the sliding
-window). Label / text models are conditioned on the clip's own label / caption.
-
-Outputs in ``--save/--save_name``: ``predicted.npy`` and ``real.npy`` (uint8 ``(N, T, H, W, C)``; the
-predicted clips keep the real observed frames), ``grid.mp4`` / ``grid.gif`` / ``contact_sheet.png``
-of ``real | predicted`` side by side (first batch), and ``metrics.json`` with PSNR / SSIM (and LPIPS
-when its weights are cached) of the predicted frames only, per clip and averaged.
+docs/sampling.md has which clips it reads and what it writes.
 """
 
 from __future__ import annotations

@@ -4,21 +4,7 @@ README's command::
     python scripts/sample_audio_cond.py --gpt_ckpt GPT.ckpt --vqgan_ckpt VQGAN.ckpt \\
         --stft_vqgan_ckpt STFT.ckpt --dataset drum --n_sample 10 --data_path DRUMS/
 
-``--data_path`` is the release's AudioSet-Drums layout (``DRUMS/stft/{train,test}/*.pickle`` with
-``DRUMS/video/{train,test}/*.mp4``; pass ``DRUMS/stft`` or ``DRUMS``: :mod:`tats.data.stft_pickles`,
-pickles read with the numpy-only unpickler) or, for new data, a folder of videos with sound
-(``train/`` and ``test/``, class sub-folders; STFT computed from each clip's own audio track,
-:mod:`tats.data.audio`). Default ``data/drums``: the release's default pointed at its own drums folder.
-One clip per video (the first window of each, in path order); its STFT features (``(1, T, 64, 16)`` in
-[-1, 1]) are encoded by the STFT VQGAN
-(``--stft_vqgan_ckpt``, default: the one inside ``--gpt_ckpt``) into the audio tokens that condition
-the transformer (the release, "Token ids": audio codes first, video codes shifted by the audio
-codebook size). ``--top_k`` / ``--top_p`` default to the release's 2048 / 0.92.
-
-Outputs in ``--save/--save_name``: ``samples.npy`` (generated) and ``real.npy`` (the clips whose audio
-was used), uint8 ``(N, T, H, W, C)``; ``grid.mp4`` / ``grid.gif`` / ``contact_sheet.png`` of the
-generated videos and ``side_by_side/`` with the same of ``real | generated`` (first batch);
-``sources.json`` (the file of every sample); ``summary.json``.
+docs/sampling.md has the data it reads, how the audio conditions the transformer and what it writes.
 """
 
 from __future__ import annotations

@@ -1,19 +1,10 @@
-"""Text-to-video with a text-conditioned transformer (MUGEN-style models)::
+"""Text-to-video with a text-conditioned transformer (MUGEN-style models), for captions given with
+``--text`` or a dataset's own (docs/sampling.md has the sources and what it writes)::
 
     python scripts/sample_text_cond.py --gpt_ckpt GPT.ckpt --vqgan_ckpt VQGAN.ckpt \\
         --text "Mugen jumps over a gap" --text "Mugen walks to the right" --n_sample 4 \\
         --top_k 2048 --top_p 0.8
-
-Captions come from ``--text`` or from a dataset's own descriptions (``--data_path``: a MUGEN /
-CoinRun folder, the release's text HDF5, or an HDF5 file with captions; the first ``--n_captions``
-videos of ``--split``)::
-
     python scripts/sample_text_cond.py --gpt_ckpt GPT.ckpt --data_path data/coinrun --n_captions 4
-
-Each caption is tokenized with the CLIP BPE (the release, "Token ids": text ids first, video codes
-shifted by 49408) and ``--n_sample`` videos are sampled for it. Outputs in ``--save/--save_name``:
-``samples.npy`` uint8 (n_captions * n_sample, T, H, W, C), caption-major; ``captions.json`` (the
-caption of every sample); grids and contact sheet of the first batch; ``summary.json``.
 """
 
 from __future__ import annotations

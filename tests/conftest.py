@@ -4,7 +4,8 @@ scripts imported from their files (``load_script``).
 Tests of one stage live in its folder (``vqgan/``, ``gpt/``, ``sampling/``, ``train/``, ``data/``,
 ``metrics/``, ``io/``); whole-pipeline and layout checks stay here. Helpers shared by several folders
 sit beside this file: ``tiny_models`` (tiny checkpoints), ``reference_impls`` (what results are compared
-against), ``numerics``, ``local_http`` / ``file_hosts`` / ``weights_fixtures`` (offline downloads).
+against), ``numerics``, ``local_http`` / ``file_hosts`` / ``weights_fixtures`` (downloads served from
+127.0.0.1, and the real metric weights fetched once).
 """
 
 from __future__ import annotations

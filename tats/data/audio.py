@@ -1,22 +1,9 @@
 """Audio conditioning inputs: STFT features computed from a clip's own audio track.
 
-The release trained its audio-conditioned (AudioSet-Drums) model on precomputed STFT pickles, one
-spectrogram slice per video frame, scaled to [-1, 1] and resized to 64 x 16 before the STFT VQGAN
-(input ``(B, 1, T, 64, 16)``). We compute the same kind of tensor directly from the video file, so
-no side files are needed (``--stft_data``):
-
-1. decode the audio of the clip's time span ``[start_frame / fps, (start_frame + T*s) / fps)`` with
-   PyAV, resampled to ``sample_rate`` Hz, mono, float in [-1, 1];
-2. magnitude STFT (``torch.stft``, periodic Hann window of ``n_fft`` samples, ``center=True``), hop
-   chosen so that about ``steps_per_frame`` columns fall in each video frame; magnitudes divided by
-   ``sum(window) / 2`` so a full-scale sine peaks at ~1.0;
-3. log scaling: ``dB = 20 log10(max(mag, 1e-10))`` mapped linearly from ``[min_db, 0]`` to [0, 1]
-   (clamped), then to [-1, 1] as the release did (``2x - 1``);
-4. the 257 linear-frequency bins are area-averaged down to ``n_freq`` rows (averaging, unlike
-   bilinear sampling, cannot skip a narrow peak), the columns linearly resampled to exactly
-   ``T * steps_per_frame`` and split per video frame -> ``(1, T, n_freq, steps_per_frame)``.
-
-Example::
+The release trained its audio-conditioned (AudioSet-Drums) model on precomputed STFT pickles
+(:mod:`tats.data.stft_pickles`); this computes the same kind of tensor, ``(1, T, n_freq,
+steps_per_frame)`` in [-1, 1], directly from the video file, so new data needs no side files
+(docs/data.md lists the steps)::
 
     feats = clip_stft_features("clip.mp4", start_frame=0, n_frames=16)   # (1, 16, 64, 16) in [-1, 1]
 """
@@ -48,7 +35,7 @@ class NoAudioError(ValueError):
 
 @dataclass
 class STFTConfig:
-    """How audio becomes a (1, T, n_freq, steps_per_frame) feature tensor; see the module docstring."""
+    """How audio becomes a (1, T, n_freq, steps_per_frame) feature tensor; see docs/data.md."""
 
     sample_rate: int = 22050  # Hz after resampling
     n_fft: int = 512  # window and FFT length in samples (23 ms at 22.05 kHz); n_fft // 2 + 1 bins

@@ -1,19 +1,9 @@
 """Precomputed VQGAN codes: the HDF5 file written by ``scripts/extract_codes.py`` and its dataset.
 
-Training the transformer only needs the VQGAN's codes of each clip, so encoding the dataset once
-(as Latent Video Transformer does) removes the frozen VQGAN's forward pass from every training step
-(``train_transformer.py --vtokens --data_path codes.h5``).
-
-File layout (one file, both splits)::
-
-    {split}_codes   (N, t, h, w) int16 (int32 when n_codes > 32767)   VQGAN codes per clip
-    {split}_labels  (N,) int64                                        class ids (0 without labels)
-    {split}_text    (N,) utf-8 strings, optional                       captions
-    attrs: format="tats-codes-v1", n_codes, latent_shape (t, h, w), n_classes, vqgan_ckpt,
-           vqgan_sha256, vqgan_config (JSON), data_path, sequence_length, resolution,
-           sample_every_n_frames, clips_per_video, encoded_on (device; encoding runs without TF32)
-
-with ``split`` in ``train`` / ``test``.
+Training the transformer only needs each clip's codes, so encoding the dataset once (as Latent Video
+Transformer does) removes the frozen VQGAN's forward pass from every training step
+(``train_transformer.py --vtokens --data_path codes.h5``). docs/data.md has the file layout
+(``format = "tats-codes-v1"``).
 """
 
 from __future__ import annotations

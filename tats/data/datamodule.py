@@ -1,20 +1,11 @@
 """``VideoDataModule``: picks the dataset from ``--data_path`` and serves train/val loaders (DDP-aware).
 
-``--data_path`` may be a ``.h5``/``.hdf5`` file (release HDF5 layout), a folder of frame folders with
-``--image_folder``, or a folder of videos; left out, the built-in moving-digits demo data is
-generated on first use into ``$TATS_CACHE/demo`` (default ``~/.cache/tats/demo``). The release's own
-formats (MUGEN/CoinRun folders, text HDF5, STFT pickles, semantic-map pairs, token files) are chosen by
-its flags first (:mod:`tats.data.release`); ``--balanced_sampler`` draws CoinRun v2 training clips
-class by class (:mod:`tats.data.samplers`).
-
-Items per epoch follow the release (``--clips_per_video`` changes them, :mod:`tats.data.windows`):
-every window of every video for video folders, one random window per video for HDF5 files and
-frame folders. Both loaders shuffle, as the release's did; the validation order is one seeded
-permutation, the same at every validation, so that ``--limit_val_batches`` always sees the same
-random subset of the test windows (not the first videos in path order).
-
-Batches: ``dict(video=float32 (B, C, T, H, W) in [-0.5, 0.5], label=LongTensor (B,), ...)`` plus
-``text=list[str]`` for captioned data and ``path`` / ``index`` identifying each clip.
+The dataset is an HDF5 file, frame folders (``--image_folder``), a folder of videos, the demo data
+when ``--data_path`` is left out, or one of the release's own formats chosen by its flags first
+(:mod:`tats.data.release`). Both loaders shuffle, as the release's did; validation reuses one seeded
+order so that ``--limit_val_batches`` always sees the same random subset. Batches:
+``dict(video=float32 (B, C, T, H, W) in [-0.5, 0.5], label=LongTensor (B,), ...)`` plus ``text`` for
+captioned data and ``path`` / ``index`` identifying each clip (docs/data.md).
 """
 
 from __future__ import annotations

@@ -1,18 +1,7 @@
-"""Built-in demo data: bouncing digits with captions and labels, generated offline in seconds.
-
-In the spirit of the moving-MNIST caption sets of Sync-DRAW / GODIVA: each clip shows one or two
-digits bouncing off the frame borders, "left and right", "up and down" (optionally "diagonally").
-Glyphs are Pillow's built-in scalable font (no download), varied per clip in height, width, stroke
-thickness, rotation and brightness.
-
-Labels: ``label = digit * len(motions) + motion`` of the FIRST digit of the clip, so the default 2
-motions give 20 classes, ``label_names[label] == "digit 3 moving up and down"``. A two-digit clip's
-second digit is described only by its caption, e.g.
-``"digit 3 is moving up and down and digit 7 is moving left and right"``; one-digit clips read
-``"the digit 3 is moving left and right"``.
-
-Stored in the release HDF5 layout (see :mod:`tats.data.hdf5`) with ``*_label`` and ``*_caption``,
-``attrs["label_names"]`` (JSON list) and ``attrs["tats_demo"]`` (JSON of the generator parameters).
+"""Built-in demo data: bouncing digits with captions and labels, generated offline in seconds (in the
+spirit of the moving-MNIST caption sets of Sync-DRAW / GODIVA), stored in the release HDF5 layout
+(:mod:`tats.data.hdf5`) with ``*_label``, ``*_caption``, ``attrs["label_names"]`` and
+``attrs["tats_demo"]`` (JSON of the generator parameters). docs/data.md has the labels and captions.
 """
 
 from __future__ import annotations

@@ -1,18 +1,10 @@
-"""Videos stored as folders of frame images (Sky Time-lapse, Taichi-HD; the release's ``--image_folder``).
+"""Videos stored as folders of frame images (Sky Time-lapse, Taichi-HD; the release's ``--image_folder``):
+``root/<video_id>/<frame>.jpg|png`` (the release's: every folder holding images is one video, training
+and validation read the same folders), or ``root/{train,test}/<video_id>/...`` with each split its own.
 
-Layouts::
-
-    root/<video_id>/<frame>.jpg|png          the release's: every folder under root holding images is one
-                                             video; training and validation read the same folders
-    root/train/<video_id>/<frame>.jpg|png    with both train/ and test/ present (what datasets/prepare_*.py
-    root/test/<video_id>/<frame>.jpg|png     write), each split reads its own folder
-
-Folders may nest to any depth. Frames are ordered numerically by the numbers in their names
-(``img_2.jpg`` before ``img_10.jpg``). As in the release (the release, "Data and evaluation
-protocol"): one item per folder with more than ``sequence_length * n`` frames, a random start in
-``0 .. len - 1 - sequence_length * n``, then ``sequence_length`` frames ``n`` apart (``T =
-sequence_length``); each frame is centre-cropped to a square and resized with PIL's antialiasing
-filter. These datasets carry no classes: every item has label 0 and ``n_classes`` is 1.
+As in the release: one item per folder with more than ``sequence_length * n`` frames, a random start,
+``sequence_length`` frames ``n`` apart, each centre-cropped to a square and resized with PIL's
+antialiasing filter. Frames are ordered by the numbers in their names; no classes (docs/data.md).
 """
 
 from __future__ import annotations

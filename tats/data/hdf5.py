@@ -1,23 +1,21 @@
 """The release's HDF5 video layout: reader (a clip dataset) and an incremental writer.
 
-Layout (``split`` is ``train`` or ``test``)::
-
     {split}_data     uint8 (N_frames, H, W, C)   every frame of every video, concatenated
     {split}_idx      int   (N_videos,)           start frame of each video in {split}_data
     {split}_label    int   (N_videos,)           optional class id per video
     {split}_caption  utf-8 string (N_videos,)    optional caption per video
     attrs["label_names"]                         optional JSON list of class names
+    attrs["tats_idx"]                            "starts": written by HDF5VideoWriter
 
-A clip never crosses a video boundary: video ``i`` spans ``idx[i] .. idx[i+1]`` (the last one runs to
-the end of ``{split}_data``). As in the release, one item per video: a window of ``sequence_length``
-frames at a random start, thinned to every ``sample_every_n_frames``-th frame
-(``T = ceil(sequence_length / n)``); ``clips_per_video`` changes that (:mod:`tats.data.windows`).
+``split`` is ``train`` or ``test``. Clips never cross a video boundary; one item per video, as in the
+release, unless ``clips_per_video`` (docs/data.md).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Union
 
@@ -31,14 +29,39 @@ from tats.data.windows import ClipsPerVideo
 HDF5_SUFFIXES = (".h5", ".hdf5")
 
 
+#: Files already warned about their index of starts only (one warning per file and process).
+_WARNED_STARTS_ONLY: set[str] = set()
+
+
 def _video_bounds(idx: np.ndarray, n_frames: int, path: str, prefix: str) -> np.ndarray:
-    """``(N_videos, 2)`` start/end frame of every video, validating the index."""
+    """``(N_videos, 2)`` start/end frame of every video, validating the index.
+
+    A last entry equal to ``n_frames`` is the end of the last video, not a video, as the release reads
+    it. An index of starts only keeps every video (the caller warns, :func:`_warn_starts_only`)."""
     idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+    if len(idx) > 1 and idx[-1] == n_frames:
+        idx = idx[:-1]
     ends = np.append(idx[1:], n_frames)
     if len(idx) and (idx[0] < 0 or np.any(ends < idx) or ends[-1] > n_frames):
         raise ValueError(f"{path}: {prefix}_idx must be non-decreasing start frames within {prefix}_data "
                          f"({n_frames} frames)")
     return np.stack([idx, ends], axis=1)
+
+
+def _warn_starts_only(path: Path, prefix: str) -> None:
+    """Once per file: its index is read as starts only where the release reads it differently.
+
+    The release's ``HDF5Dataset`` drops the last entry of every index, so it reads an index of starts
+    only as one video fewer, the last two merged. That quirk is NOT followed: our own HDF5 files (demo
+    data, ``datasets/prepare_bair.py``, sample files) hold starts only and the documented figures were
+    measured reading every video; this warning says so instead (docs/data.md)."""
+    key = str(path.resolve())
+    if key in _WARNED_STARTS_ONLY:
+        return
+    _WARNED_STARTS_ONLY.add(key)
+    warnings.warn(f"{path}: {prefix}_idx holds video starts only (no last entry equal to the "
+                  f"{prefix}_data length): every video is read, where the release's HDF5Dataset drops the "
+                  "last entry and reads the last two videos as one (docs/data.md)", UserWarning, stacklevel=3)
 
 
 def _read_labels_info(f: h5py.File) -> tuple[list[str], bool]:
@@ -110,7 +133,10 @@ class HDF5VideoDataset(HDF5Handle, ClipDataset):
             if data.ndim not in (3, 4) or data.dtype != np.uint8:
                 raise ValueError(f"{self.path}: {self.prefix}_data must be uint8 (N, H, W, C), "
                                  f"got {data.dtype} {data.shape}")
-            bounds = _video_bounds(f[f"{self.prefix}_idx"][:], data.shape[0], str(self.path), self.prefix)
+            idx = f[f"{self.prefix}_idx"][:]
+            bounds = _video_bounds(idx, data.shape[0], str(self.path), self.prefix)
+            if len(idx) and idx[-1] != data.shape[0] and f.attrs.get("tats_idx") != "starts":
+                _warn_starts_only(self.path, self.prefix)
             self.classes, self.has_labels = _read_labels_info(f)
             labels = f[f"{self.prefix}_label"][:] if f"{self.prefix}_label" in f else None
             self.has_captions = f"{self.prefix}_caption" in f
@@ -220,6 +246,7 @@ class HDF5VideoWriter:
         """Write the index, labels and captions, and close the file."""
         if self.file is None:
             return
+        self.file.attrs["tats_idx"] = "starts"  # read as such without a warning (module docstring)
         for split, meta in self._meta.items():
             n = len(meta["idx"])
             self.file.create_dataset(f"{split}_idx", data=np.asarray(meta["idx"], dtype=np.int64))

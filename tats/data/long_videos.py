@@ -1,16 +1,9 @@
-"""Long videos that were already generated, read in batches for evaluation along their length.
-
-A set is one of:
-
-- a ``.npy`` of uint8 ``(N, T, H, W, C)`` (what ``sample_long_videos.py`` writes as ``samples.npy``;
-  a ``labels.npy`` beside it gives each video's class);
-- an HDF5 file in the layout of :mod:`tats.data.hdf5` (one video per ``{split}_idx`` entry, with the
-  optional ``{split}_label``), as ``scripts/eval_long_videos.py`` writes its samples;
-- a folder of video files (any depth; frame counts from the containers' metadata).
-
-Every video of a set must have the same length: windows are compared position by position, so a set
-of mixed lengths is an error that names the lengths, never a silently shorter evaluation. Files that
-cannot be read are skipped with one warning that names and counts them.
+"""Long videos that were already generated, read in batches for evaluation along their length: a ``.npy``
+of uint8 ``(N, T, H, W, C)`` (``samples.npy``; a ``labels.npy`` beside it gives the classes), an HDF5
+file in the layout of :mod:`tats.data.hdf5` (with the optional ``{split}_label``), or a folder of
+video files. Every video of a set must have the same length (windows are compared position by
+position); a set of mixed lengths is an error naming them, and unreadable files are skipped with one
+warning that names and counts them.
 """
 
 from __future__ import annotations

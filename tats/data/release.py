@@ -1,19 +1,8 @@
-"""The release's data formats, selected by the release's flags (its ``VideoData._dataset`` order):
-
-1. a folder whose path contains ``coinrun``: MUGEN episodes (:mod:`tats.data.coinrun`), with
-   ``--smap_cond`` (frames + semantic maps), else ``--text_cond`` (frames, or with ``--smap_only``
-   semantic maps, + text), else ``--smap_only`` (semantic maps as the video), else frames;
-2. ``--vtokens`` with the release's token file: :class:`tats.data.release_hdf5.TokenHDF5Dataset`
-   (our own codes files are read by :mod:`tats.data.codes`);
-3. ``--image_folder``: frame folders (:mod:`tats.data.frame_folder`);
-4. ``--stft_data`` with ``*.pickle`` files: :class:`tats.data.stft_pickles.StftPickleDataset` (a folder
-   of videos with sound and no pickles: STFT from the audio, :mod:`tats.data.audio`);
-5. ``--smap_cond``: :class:`tats.data.release_hdf5.SmapHDF5Dataset` (``--data_path`` + ``--data_path2``);
-6. ``--text_cond`` with ``{split}_text_description.txt`` beside the HDF5 file:
-   :class:`tats.data.release_hdf5.TextHDF5Dataset` (without it: the file's own ``{split}_caption``);
-7. anything else: videos, frame folders and HDF5 files (:func:`tats.data.sources.open_dataset`).
-
-:func:`release_dataset` returns the dataset of cases 1, 2, 4, 5 and 6, None otherwise.
+"""The release's data formats, selected by the release's flags in its order (its ``VideoData._dataset``):
+a ``coinrun`` folder (:mod:`tats.data.coinrun`), ``--vtokens`` with the release's token file,
+``--image_folder``, ``--stft_data`` with pickles, ``--smap_cond``, ``--text_cond`` with a descriptions
+file, then videos, frame folders and HDF5 files (:func:`tats.data.sources.open_dataset`).
+:func:`release_dataset` returns the dataset of the release-only cases, None otherwise (docs/data.md).
 """
 
 from __future__ import annotations
@@ -83,7 +72,7 @@ def _flag(args: Any, name: str, default: Any = None) -> Any:
 
 
 def coinrun_dataset(args: Any, path: Path, train: bool) -> CoinRunDataset:
-    """The CoinRun dataset the release builds for these flags (case 1 of the module docstring)."""
+    """The CoinRun dataset the release builds for these flags (a ``coinrun`` folder, docs/data.md)."""
     options = CoinRunOptions.from_args(args)
     if _flag(args, "smap_cond"):
         # release behaviour, kept: --smap_cond wins over --text_cond (no text then), and no transformer of

@@ -1,28 +1,11 @@
-"""The release's other HDF5 layouts (``tats/data.py``): captions beside the file, semantic-map pairs and
-precomputed video tokens.
+"""The release's other HDF5 layouts (``tats/data.py``): captions beside the file (``--text_cond``,
+:class:`TextHDF5Dataset`), semantic-map pairs (``--smap_cond``, :class:`SmapHDF5Dataset`) and
+precomputed video tokens (``--vtokens``, :class:`TokenHDF5Dataset`).
 
-Layouts (``split`` is ``train`` or ``test``):
-
-- text (``--text_cond``, :class:`TextHDF5Dataset`): ``file.h5`` with ``{split}_data`` uint8 ``(N, H, W, C)``
-  and ``{split}_idx``, plus ``{split}_text_description.txt`` beside it: line ``i`` holds the
-  descriptions of video ``i`` separated by tabs, one drawn at random per item.
-- semantic maps (``--smap_cond``, :class:`SmapHDF5Dataset`): ``--data_path`` and ``--data_path2``, two
-  files of the same frames (``{split}_data``, the index read from the first); a file with
-  ``--image_channels1`` / ``--image_channels2`` = 3 is RGB video, any other count C makes its frames
-  (labels ``(N, H, W)``, or the first of 3 channels) one-hot with C channels.
-- tokens (``--vtokens``, :class:`TokenHDF5Dataset`): ``{split}_data`` integer tokens ``(N, h, w)``, one
-  latent frame per row, and ``{split}_idx``.
-
-Video boundaries, as the release reads them: the text and token readers use ``{split}_idx`` without
-its last entry, so a file whose index ends with the total length (N + 1 entries) has N videos, video
-``i`` running to the next start and the last one to the end of ``{split}_data`` (the release's rule, kept:
-an index of starts only merges the last two videos). The semantic-map reader takes every window of
-``--sequence_length`` frames between consecutive index entries (the last entry closes the last video).
-
-Clips: the text and token readers draw one start per video in ``[0, len - seq)`` (the release's upper
-bound excludes the last window; evaluation takes the first window, as every layout here); the
-semantic-map reader serves every window, as the release did. Videos too short for a clip are skipped
-with one warning that counts them.
+Video boundaries and clips follow the release's readers: the text and token readers drop the last
+entry of ``{split}_idx`` and draw one start per video in ``[0, len - seq)``; the semantic-map reader
+serves every window between consecutive index entries. docs/data.md has the layouts and the quirks
+kept; videos too short for a clip are skipped with one warning that counts them.
 """
 
 from __future__ import annotations
@@ -78,7 +61,7 @@ def caption_lines(path: Path) -> list[str]:
 
 
 class TextHDF5Dataset(HDF5Handle, ClipDataset):
-    """Release text HDF5 (see the module docstring). Items: ``dict(video=(C, T, H, W) in [-0.5, 0.5],
+    """Release text HDF5 (docs/data.md). Items: ``dict(video=(C, T, H, W) in [-0.5, 0.5],
     text=str, index=int)``; the transformer tokenizes ``text`` to ``--text_seq_len`` CLIP BPE ids."""
 
     n_classes = 0
@@ -159,7 +142,7 @@ def onehot_clip(frames: np.ndarray, n_classes: int, resolution: int, where: str 
 
 
 class SmapHDF5Dataset(ClipDataset):
-    """Release semantic-map pairs (see the module docstring): every window of both files.
+    """Release semantic-map pairs (docs/data.md): every window of both files.
 
     Items: ``video`` (the 3-channel file, ``(3, T, R, R)``) and ``video_smap`` (the other, one-hot
     ``(C, T, R, R)``), both in [-0.5, 0.5], plus ``index``.

@@ -1,23 +1,11 @@
-"""The release's AudioSet-Drums layout: precomputed STFT pickles with their mp4 twins (``--stft_data``).
+"""The release's AudioSet-Drums layout: precomputed STFT pickles with their mp4 twins (``--stft_data``,
+the release's ``StftDataset``), ``DRUMS/stft/{train,test}/<name>.pickle`` beside
+``DRUMS/video/{train,test}/<name>.mp4``, read with ``--data_path DRUMS/stft``.
 
-Layout (the release's ``StftDataset``)::
-
-    DRUMS/stft/{train,test}/<name>.pickle     one numpy array (frames, F, W) per video, values in [0, 1]
-    DRUMS/video/{train,test}/<name>.mp4       the video: its path is the pickle's with /stft/ -> /video/
-
-with ``--data_path DRUMS/stft``. Each video holds (at least) the release's 90-frame clip; an item is
-``--sequence_length`` consecutive frames of it at a start drawn in ``[0, 90 - seq]`` (evaluation: 0, as
-every layout here), the video's frames thinned by ``--sample_every_n_frames`` (the STFT rows are not:
-release behaviour, kept) and preprocessed like any clip at 96 x 96 pixels: the release's reader passes
-no resolution, so its frames are always 96 (release behaviour, kept; ``--resolution`` is overridden).
-The STFT rows of the same frames are scaled to [-1, 1] (``2 x - 1``) and bilinearly resized
-(``align_corners=False``) to 64 x 16 per frame: ``stft`` is ``(1, seq, 64, 16)``.
-
-Pickles are code: they are read by :func:`tats.io.checkpoint.load_plain_pickle`, which accepts numpy
-arrays and plain containers only and refuses anything else naming the file, before it runs.
-A pickle without its mp4, a video shorter than 90 frames, or an unreadable pair is skipped with one
-warning that counts them. Our own audio path (STFT computed from each mp4's own sound track,
-:mod:`tats.data.audio`) is the option for new data: a folder of videos with sound and no pickles.
+Items are ``video`` (96 x 96 frames, as the release's reader always makes them) and ``stft``
+``(1, seq, 64, 16)``; docs/data.md has the rules and the quirks kept. Pickles are code: they are read by
+:func:`tats.io.checkpoint.load_plain_pickle`, which refuses anything but numpy arrays and plain
+containers, naming the file, before it runs.
 """
 
 from __future__ import annotations
@@ -71,7 +59,7 @@ def stft_rows(array: np.ndarray, start: int, length: int, where: str = "") -> to
 
 
 class StftPickleDataset(ClipDataset):
-    """AudioSet-Drums STFT pickles and their videos (see the module docstring).
+    """AudioSet-Drums STFT pickles and their videos (see the module docstring and docs/data.md).
 
     Items: ``dict(video=(3, T, 96, 96) in [-0.5, 0.5], stft=(1, seq, 64, 16) in [-1, 1], path=str,
     start=int)``; ``T = ceil(seq / sample_every_n_frames)``.

@@ -1,21 +1,11 @@
-"""A folder of video files with ``train/`` and ``test/`` splits and class sub-folders (UCF-101 layout).
+"""A folder of video files with ``train/`` and ``test/`` splits and class sub-folders (UCF-101 layout:
+``root/{train,test}/<Class>/<name>.avi|mp4|webm``).
 
-Layout::
-
-    root/train/<Class>/<name>.avi|mp4|webm
-    root/test/<Class>/<name>.avi|mp4|webm
-
-The class of a file is its parent folder (relative to the split folder); the sorted union of the
-class folders of both splits gives the ids, so train and test agree. As in the release (torchvision
-``VideoClips`` with step 1), every window of ``sequence_length`` consecutive frames of every file is
-an item, in sorted file order, in both splits; a clip is the window's every
-``sample_every_n_frames``-th frame (``T = ceil(sequence_length / n)``). ``clips_per_video=N`` serves N
-random windows per video instead (:mod:`tats.data.windows`). Frame counts come from the cached
-metadata index (:mod:`tats.data.clip_index`): building the dataset decodes nothing.
-
-``frame_rate`` (``--frame_rate``) resamples every file to that many frames per second first, as
-``VideoClips(frame_rate=...)`` does: a file of ``n`` frames at ``f`` fps becomes ``ceil(n * r / f)``
-frames, frame ``k`` being the file's frame ``floor(k * f / r)`` (repeated when ``r > f``).
+As in the release (torchvision ``VideoClips``, step 1), every window of ``sequence_length`` frames of
+every file is an item, thinned to every ``sample_every_n_frames``-th frame; the class is the parent
+folder, ids from the sorted class folders of both splits; ``frame_rate`` resamples files first, as
+``VideoClips(frame_rate=...)`` does. Frame counts come from the cached metadata index
+(:mod:`tats.data.clip_index`): building the dataset decodes nothing. docs/data.md has the rules.
 """
 
 from __future__ import annotations

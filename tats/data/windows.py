@@ -1,18 +1,10 @@
 """Which clips a dataset serves: every window of every video, or a few random windows per video.
 
-the release, "Data and evaluation protocol": the release's video folders (torchvision ``VideoClips``,
-step 1) make every window of ``sequence_length`` consecutive frames an item, so an epoch visits every
-window once; its HDF5 and frame-folder datasets serve one item per video with a random start.
-``--clips_per_video`` chooses between the two for any layout:
-
-- ``"all"``: every valid start of every video is an item, in file order then start order;
-- ``N`` (an integer >= 1): ``N`` items per video, each drawn at a random valid start in training
-  (evenly spaced deterministic starts in evaluation).
-
-A video of ``L`` frames has ``n_starts(L)`` valid starts (the dataset's rule). :class:`WindowIndex` keeps
-only these counts and their prefix sums: building it decodes nothing (the frame counts come from
-container metadata, :mod:`tats.data.clip_index`), ``len()`` is O(1) and an item is found by a binary
-search over the prefix sums, so a dataset of millions of windows costs a few bytes per video.
+The release's video folders make every window an item, its HDF5 and frame-folder datasets one random
+window per video; ``--clips_per_video`` (``"all"`` or ``N``) chooses for any layout. A video of ``L``
+frames has ``n_starts(L)`` valid starts (the dataset's rule); :class:`WindowIndex` keeps only these
+counts and their prefix sums, so ``len()`` is O(1), an item is a binary search, and building it decodes
+nothing (docs/data.md).
 """
 
 from __future__ import annotations

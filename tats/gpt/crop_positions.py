@@ -1,16 +1,12 @@
 """The release's ``--vtokens_pos``: absolute positions of cropped token windows.
 
 With ``--vtokens`` the release trains on random ``--spatial_length`` squares cropped from each clip's
-token grid (``--resolution`` x ``--resolution``, ``--sequence_length`` latent frames). ``--vtokens_pos``
-adds a learned embedding per cell of that full grid, ``vtokens_pos_emb (1, seq, res, res, E)`` (zeros at
-start, stored under ``transformer.vtokens_pos_emb`` as the release's state dict has it), so the model
-knows where its crop lies: the embeddings of the crop's cells, flattened in (t, h, w) order, are added
-to the inputs at positions ``0 .. L - 1`` on top of ``pos_emb``. Input ``i`` then carries the grid
-position of the token it predicts (the release's layout, with one condition token first).
-
-The GPT's own forward is left as it is: the embedding is added to the token embeddings' output by a
-forward hook on ``tok_emb``, with the batch's crop boxes ``(B, 4) = [y0, y1, x0, x1]`` set around the
-call (:meth:`CropPositions.boxes_for`).
+token grid; ``--vtokens_pos`` adds a learned embedding per cell of the full grid,
+``vtokens_pos_emb (1, seq, res, res, E)`` (zeros at start, the release's name), so the model knows
+where its crop lies: the crop's cells, flattened in (t, h, w) order, are added to the inputs at
+positions ``0 .. L - 1`` on top of ``pos_emb`` (input ``i`` carries the place of the token it
+predicts). A forward hook on ``tok_emb`` adds them, with the batch's boxes ``(B, 4) = [y0, y1, x0, x1]``
+set around the call (:meth:`CropPositions.boxes_for`), so the GPT's forward is left as it is.
 """
 
 from __future__ import annotations

@@ -1,16 +1,11 @@
 """Load a transformer checkpoint (the release's or ours) with its frozen VQGAN(s).
 
-Release files (the release, "Checkpoint files"): ``hyper_parameters = {"args": Namespace(...),
-...}`` with the training flags, the GPT under ``transformer.``, the whole video VQGAN under
-``first_stage_model.`` and, for audio conditioning, the audio VQGAN under ``cond_stage_model.``.
-The Namespace's ``vqvae`` path points at the author's machine and is ignored.
-
-Our files (written by :mod:`tats.gpt.lightning`): ``hyper_parameters["config"]`` = a
-:class:`GPTConfig` dict, optionally ``vqgan_config`` / ``cond_vqgan_config`` (VQGAN config dicts);
-the GPT under ``transformer.``, the VQGAN under ``vqgan.``, the audio VQGAN under
-``cond_stage_model.``. ``hyper_parameters["objective"] = "masked"`` (:mod:`tats.gpt.masked_lightning`)
-marks the masked-token model, rebuilt as a :class:`tats.gpt.masked.MaskedTransformer` in the same
-:class:`VideoTransformer`; files without the key hold a GPT.
+Release files: the training flags in ``hyper_parameters["args"]`` (a Namespace whose ``vqvae`` path
+points at the author's machine and is ignored), the GPT under ``transformer.``, the video VQGAN under
+``first_stage_model.``, an audio VQGAN under ``cond_stage_model.``. Ours (:mod:`tats.gpt.lightning`):
+``hyper_parameters["config"]`` (a :class:`GPTConfig` dict), optional ``vqgan_config`` /
+``cond_vqgan_config``, the VQGAN under ``vqgan.``; ``hyper_parameters["objective"] = "masked"`` marks
+the masked-token model (:class:`tats.gpt.masked.MaskedTransformer`), files without it hold a GPT.
 """
 
 from __future__ import annotations

@@ -1,21 +1,12 @@
 """The bidirectional masked-token transformer (MaskGIT, Chang et al. 2022) over the same VQGAN codes.
 
 Where the GPT predicts the next token from the ones before it, this model sees the whole clip at once,
-some of its codes replaced by a ``[MASK]`` id, and predicts the codes under the masks. Sampling fills a
-clip in a few parallel steps (:mod:`tats.sampling.masked`) instead of one step per token.
-
-Token layout: the GPT's (:mod:`tats.gpt.conditioning`): ``n_cond_tokens`` condition ids, then the
-``t*h*w`` codes shifted by ``n_cond_vocab``, the null condition of classifier-free guidance
-(``null_cond``) at ``n_cond_vocab + n_codes``, and one more id, :attr:`MaskedConfig.mask_id` =
-``vocab_size``, for a masked code. The input is the whole sequence (``block_size = n_cond_tokens +
-t*h*w``, one more than the GPT's); the head predicts the ``n_codes`` codes (unshifted) at the video
-positions only.
-
-Training masks (:func:`training_mask`): a clip's share of masked codes is ``cos(pi/2 * u)``,
-``u ~ U[0, 1)`` (MaskGIT's cosine schedule, :func:`cosine_schedule`: on average ``2/pi`` of the codes);
-with probability ``frame_cond_prob`` the first ``k ~ U{1 .. t-1}`` latent frames are given whole and
-only the later frames are masked, which is what sliding-window sampling and frame-conditioned
-prediction ask of the model (the new latent frames after given ones).
+some codes replaced by a ``[MASK]`` id, and predicts the codes under the masks, so sampling fills a
+clip in a few parallel steps (:mod:`tats.sampling.masked`). Token layout: the GPT's
+(:mod:`tats.gpt.conditioning`) plus :attr:`MaskedConfig.mask_id` = ``vocab_size``; the input is the
+whole sequence (``block_size = n_cond_tokens + t*h*w``) and the head predicts the unshifted codes at
+the video positions only. Training masks (:func:`training_mask`, :func:`cosine_schedule`): see
+docs/training.md.
 """
 
 from __future__ import annotations

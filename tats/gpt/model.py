@@ -1,17 +1,13 @@
 """The time-sensitive GPT of TATS: attention, blocks, a preallocated KV cache.
 
-Module and parameter names follow the release's state dict (the release, "Transformer";
-``gpt_*_state_dict.tsv`` under the ``transformer.`` prefix): ``tok_emb``, ``pos_emb``,
-``blocks.N.{ln1, ln2, attn.{key, query, value, proj, mask}, mlp.{0, 2}}``, ``ln_f``, ``head``.
-Those names are kept only for checkpoint compatibility.
-
-Decoding uses an explicit :class:`KVCache` per block: ``set_kv_cache`` allocates
-``(B, n_head, max_len, head_dim)`` key/value buffers once, and ``forward(idx, input_pos)`` writes the
-new keys/values at their absolute positions with ``index_copy_``; no per-token ``torch.cat``.
-While a cache is set, decoding also uses two derived copies of weights (never in the state dict):
-the query/key/value weights stacked into one ``(3E, E)`` matmul, and on CPU the head weight in the
-layout fastest for the cache's batch size (:func:`cpu_decode_head`; the head is the largest matmul
-of a decoding step).
+Module and parameter names follow the release's state dict (``gpt_*_state_dict.tsv`` under the
+``transformer.`` prefix: ``tok_emb``, ``pos_emb``, ``blocks.N.{ln1, ln2, attn.{key, query, value,
+proj, mask}, mlp.{0, 2}}``, ``ln_f``, ``head``) only for checkpoint compatibility. Decoding uses an
+explicit :class:`KVCache` per block: ``set_kv_cache`` allocates ``(B, n_head, max_len, head_dim)``
+buffers once and ``forward(idx, input_pos)`` writes new keys/values at their absolute positions (no
+per-token ``torch.cat``). While a cache is set, decoding also uses derived weights that are never in
+the state dict: query/key/value stacked into one ``(3E, E)`` matmul and, on CPU, the head packed for
+the cache's batch size (:func:`cpu_decode_head`).
 """
 
 from __future__ import annotations

@@ -1,19 +1,12 @@
-"""CLIP-style byte-level BPE tokenizer for text-conditioned transformers.
+"""CLIP-style byte-level BPE tokenizer for text-conditioned transformers (text ids first, codes shifted
+by 49408). Vocabulary: ids 0..255 the byte symbols (in the byte-to-unicode table's order), 256..511
+the same with the end-of-word marker ``</w>``, 512..49405 one per merge of
+``bpe_simple_vocab_16e6.txt.gz`` (48894 merges, in order; package data, origin and license in
+``LICENSE-bpe-vocab.txt``), 49406 ``<|startoftext|>``, 49407 ``<|endoftext|>``. Written from the
+published description of the scheme::
 
-Text conditioning in TATS (the release, "Transformer": "text = BPE ids first, codes shifted by
-49408") uses the CLIP tokenizer: a 49408-token vocabulary made of
-
-* ids 0..255       the 256 byte symbols (in the byte-to-unicode table's order),
-* ids 256..511     the same symbols with the end-of-word marker ``</w>``,
-* ids 512..49405   one token per merge of ``bpe_simple_vocab_16e6.txt.gz`` (48894 merges, in order),
-* id 49406         ``<|startoftext|>``, id 49407 ``<|endoftext|>``.
-
-The merge list is package data (see ``LICENSE-bpe-vocab.txt`` for its origin and license); the code
-here is written from the published description of the scheme::
-
-    tok = BPETokenizer()
-    tok.encode("a photo of a cat")          # [320, 1125, 539, 320, 2368]
-    tokenize(["a cat"], context_length=8)   # LongTensor (1, 8): [49406, 320, 2368, 49407, 0, 0, 0, 0]
+    BPETokenizer().encode("a photo of a cat")   # [320, 1125, 539, 320, 2368]
+    tokenize(["a cat"], context_length=8)       # LongTensor (1, 8): [49406, 320, 2368, 49407, 0, 0, 0, 0]
 """
 
 from __future__ import annotations

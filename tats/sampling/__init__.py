@@ -1,26 +1,13 @@
 """Sampling: pure functions over a :class:`tats.gpt.video_transformer.VideoTransformer` with a static
 KV cache.
 
-- :mod:`tats.sampling.core`: what every sampler shares: :class:`SamplingOptions` (how a token is
-  drawn, in which precision), :func:`kv_cache` and the token loop :func:`generate_tokens`.
-- :func:`sample_short`: one training-length clip of codes ``(B, t, h, w)``.
-- :func:`sample_long`: the temporal (and optional spatial) sliding window, ``(B, n, H, W)``.
-  Both dispatch on the model: a masked-token model (``--objective masked``) is decoded in parallel
-  (:mod:`tats.sampling.masked`: :func:`masked_decode`, :func:`sample_short_masked`,
-  :func:`sample_long_masked`; ``SamplingOptions.steps``).
-- :mod:`tats.sampling.guidance`: classifier-free guidance for both (``SamplingOptions.cfg_scale``,
-  :func:`guide_logits`).
-- :func:`sample_hierarchical`: sparse AR frames, then the interpolation transformer.
-- :func:`predict_frames`: continue the first frames of real videos.
-- :func:`decode_codes`: VQGAN decoding of long code sequences in temporal chunks
-  (:mod:`tats.vqgan.decode`; a model's :meth:`~tats.gpt.video_transformer.VideoTransformer.decode`).
-- :func:`filter_logits` / :func:`sample_next`: temperature, top-k, top-p; ``release_compat=True``
-  reproduces the release's rule that ``top_k=None`` disables top-p too; with top-k the draw works
-  on the k survivors only (:func:`top_k_top_p_probs`; on the CPU :func:`draw_filtered_cpu`), the
-  same distribution as the full filter.
-
-Greedy sampling reproduces the release's greedy samplers token for token
-(tests/sampling/test_sampling_long.py).
+:mod:`tats.sampling.core` holds what every sampler shares (:class:`SamplingOptions`, :func:`kv_cache`,
+the token loop :func:`generate_tokens`); :func:`sample_short` and :func:`sample_long` (the sliding
+window) dispatch on the model (a masked-token model is decoded in parallel, :mod:`tats.sampling.masked`);
+then :func:`sample_hierarchical`, :func:`predict_frames`, classifier-free guidance
+(:mod:`tats.sampling.guidance`), :func:`decode_codes` (chunked VQGAN decoding) and the logit filters
+(:func:`filter_logits`, :func:`sample_next`). Greedy sampling reproduces the release's greedy samplers
+token for token (docs/sampling.md).
 """
 
 from tats.sampling.core import SamplingOptions, generate_tokens, kv_cache, precision

@@ -1,28 +1,10 @@
 """Logit filtering and next-token sampling (the release, "Sampling").
 
 Order: ``logits / temperature``, then top-k, then top-p (nucleus), then a multinomial draw; greedy
-takes the argmax. Top-p sorts descending and drops tokens whose cumulative softmax probability
-exceeds ``p``, always keeping the first token past the threshold (and so at least one).
-
-Release quirk (``release_compat=True``; off by default, the sampling scripts' ``--release_filtering``
-turns it on): the release's sampler runs the filter only when ``top_k`` is given, so ``top_k=None``
-disables top-p as well, while ``top_k=0`` disables only top-k. With ``release_compat=False`` (the
-default) the two are independent: ``top_k`` None/0 skips top-k, ``top_p`` None or >= 1 skips top-p.
-The short, long and audio samplers default to the release's ``--top_k 2048 --top_p 0.92``, where both
-rules give the same filter.
-
-Speed (:func:`sample_next`): when top-k is active the draw works on the k survivors only
-(``torch.topk``, already sorted descending, then top-p on those k, then a multinomial over k
-probabilities) instead of cloning, sorting and renormalising the whole vocabulary every step. This
-is the same distribution as :func:`filter_logits` on the full vocabulary: the filtered-out tokens
-have probability 0 there, so the survivors' softmax, their descending order and hence their
-cumulative sums are the same (tests/sampling/test_sampling_filtering.py compares the two). When the
-k-th value is tied with tokens outside the k (the release keeps such ties) the full path is used.
-
-On the CPU (:func:`draw_filtered_cpu`) the k survivors are found with numpy's introselect
-(``np.partition``, values only) and sorted with its SIMD sort, 5-10x faster there than
-``torch.topk``; the draw inverts the survivors' cumulative distribution with one uniform number per
-row and maps the drawn value back to its token id (uniformly among exactly tied tokens).
+takes the argmax. ``release_compat=True`` (``--release_filtering``) keeps the release's rule that
+``top_k=None`` disables top-p as well. With top-k the draw works on the k survivors only
+(:func:`sample_next`; on the CPU :func:`draw_filtered_cpu`), the same distribution as
+:func:`filter_logits` on the whole vocabulary. docs/sampling.md has the rules and why they agree.
 """
 
 from __future__ import annotations

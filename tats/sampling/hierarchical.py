@@ -1,19 +1,7 @@
-"""Hierarchical long videos: a sparse AR transformer, then an interpolation transformer.
-
-Procedure (the release's TATS-hierarchical models, README of the TATS release):
-
-1. The AR transformer was trained with ``sample_every_n_latent_frames = s`` (it sees every s-th
-   latent frame). :func:`sample_long` with it gives K sparse latent frames (the sliding window
-   extends it beyond its training length).
-2. The interpolation transformer (``n_unmasked = n > 0``) was trained on windows of ``s + 1``
-   consecutive latent frames ``[first, s - 1 missing frames, last]``. Its mask (the release,
-   "Transformer") lets every query see the first ``n + 1`` positions, i.e. the condition token(s)
-   and the whole first frame (``n = n_cond + h*w - 1``), and the last ``n - 1`` positions, i.e.
-   the last frame without its final token (which is never an input). Those two ends attend only
-   to each other, so they are prefilled once into the KV cache at their absolute positions; the
-   missing frames are then decoded token by token, each seeing the ends and the middle so far.
-3. Every consecutive pair of sparse frames is filled with s - 1 frames: the result has
-   ``(K - 1) * s + 1`` latent frames.
+"""Hierarchical long videos (the release's TATS-hierarchical models): a sparse AR transformer samples every
+s-th latent frame, then an interpolation transformer fills the s - 1 frames between each pair, so K
+sparse frames give ``(K - 1) * s + 1`` latent frames. The interpolation model's two given ends are
+prefilled once into the KV cache at their absolute positions (docs/sampling.md has the attention mask).
 """
 
 from __future__ import annotations

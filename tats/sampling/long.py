@@ -1,23 +1,10 @@
 """Long videos with the temporal (and optionally spatial) sliding window.
 
-Temporal rule (the release, "Long videos", the release's fast path): the first
-``temporal_sample_pos`` (= p) latent frames are sampled as a short video; every further latent frame
-f is sampled as ``h*w`` tokens after the condition tokens and the previous p latent frames
-``f-p .. f-1``, placed at window positions from 0 (the window restarts at position 0 for every
-frame, so the model always sees the absolute positions it was trained on). Each window is prefilled
-in one batched forward through the static KV cache, then decoded one token per step.
-
-Spatial rule (``sample_resolution`` larger than the trained latent h x w, our choice; the release
-sampled only at the trained size): every token (y, x) of frame f is drawn from a trained-size crop
-whose origin is centred on the token and clamped to the grid,
-``oy = clamp(y - h//2, 0, H - h)``, ``ox = clamp(x - w//2, 0, W - w)``; the window holds the
-condition, the same crop of the context frames, and the crop of frame f up to the token in raster
-order (all already generated). Consecutive tokens with the same crop reuse the cache; a new crop
-is prefilled afresh.
-
-A masked-token model slides the same window with parallel decoding
-(:func:`tats.sampling.masked.sample_long_masked`). Guidance (``cfg_scale != 1``) runs every window on
-2B rows, the second half with the null condition (:mod:`tats.sampling.guidance`).
+Temporal rule (the release's fast path): the first ``temporal_sample_pos`` (= p) latent frames are a
+short sample; every further latent frame is sampled after the condition and the previous p latent
+frames, in a window that restarts at position 0. Spatial rule (``sample_resolution`` larger than the
+trained h x w; the release sampled only at the trained size): each token is drawn from a trained-size
+crop centred on it. docs/sampling.md has both rules in full.
 """
 
 from __future__ import annotations
@@ -164,7 +151,7 @@ def _temporal_only(gpt, ids, cond_ids, p, n_known, options, init_options, progre
 
 
 def _spatial_window(gpt, ids, cond_ids, p, n_known, window, options, init_options, progress) -> None:
-    """Fill ``ids (B, n, H, W)`` token by token with trained-size crops (see module docstring)."""
+    """Fill ``ids (B, n, H, W)`` token by token with trained-size crops (see docs/sampling.md)."""
     B, n, H, W = ids.shape
     h, w = window
     n_cond = cond_ids.shape[1]

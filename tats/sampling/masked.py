@@ -1,27 +1,9 @@
 """Iterative parallel decoding of a masked-token model (MaskGIT, Chang et al. 2022), short and long.
 
-One window is the model's whole sequence: the condition ids, then ``t*h*w`` codes of which some are
-given and the rest start as ``[MASK]``. :func:`masked_decode` fills the ``N`` masked codes in
-``steps`` forward passes (default 12). At step ``s = 0 .. S-1``:
-
-1. one forward pass gives the logits of every still-masked code (with guidance, ``2B`` rows: the
-   conditional ones and the same with the null condition, :mod:`tats.sampling.guidance`);
-2. a code is drawn at each of them as the GPT draws a token (``temperature``, then top-k, then top-p,
-   :mod:`tats.sampling.filtering`; greedy: the argmax), and its confidence is its log-probability
-   under that filtered distribution plus Gumbel noise of temperature
-   ``mask_temperature * (1 - (s+1)/S)``, annealed linearly to 0 (MaskGIT's choice temperature);
-3. the ``floor(N * cos(pi/2 * (s+1)/S))`` least confident draws are masked again (the cosine
-   schedule, :func:`remaining_masked`; at least one code is kept per step and none is left after the
-   last), and the others are final.
-
-Given codes are never changed, and a window with nothing masked is returned as it is, without a
-forward pass.
-
-Long videos (:func:`sample_long_masked`) use the GPT's sliding window (:mod:`tats.sampling.long`):
-the first window is a whole training clip (after any given frames); each further window holds the
-previous ``p = temporal_sample_pos`` latent frames as given context and fills the next ``t - p``
-latent frames in parallel (the GPT fills one frame per window: with ``p = t - 1`` the two slide
-alike). Frames of a window past the requested length are filled and dropped.
+:func:`masked_decode` fills the ``[MASK]`` codes of one window in ``steps`` forward passes: each pass
+draws a code at every masked position as the GPT draws a token, keeps the most confident draws and
+masks the others again on a cosine schedule (:func:`remaining_masked`). :func:`sample_long_masked`
+slides the GPT's window with it. docs/sampling.md has the rules (confidence, schedule, long videos).
 """
 
 from __future__ import annotations
@@ -190,7 +172,7 @@ def sample_long_masked(
     sample_resolution: None | int | Sequence[int] = None,
     **sampling: Any,
 ) -> torch.Tensor:
-    """``n_latent_frames`` latent frames from a masked model with the sliding window (module docstring):
+    """``n_latent_frames`` latent frames from a masked model with the sliding window (docs/sampling.md):
     codes ``(B, n, h, w)``; arguments as :func:`tats.sampling.sample_long` (``top_k_init`` /
     ``top_p_init`` for the first window). ``prefix_codes (B, k, h, w)``: given first latent frames."""
     options = SamplingOptions.of(options, **sampling)

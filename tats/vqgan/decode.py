@@ -1,19 +1,11 @@
 """Decode long code sequences with the VQGAN in bounded memory: the one decoding route of samples
 (:meth:`tats.gpt.video_transformer.VideoTransformer.decode` calls :func:`decode_codes`).
 
-A long sample (e.g. 256 latent frames = 1024 pixel frames) does not fit through the 3D decoder at
-once. We decode temporal chunks of ``chunk_size`` latent frames, each widened by ``overlap`` latent
-frames of context on both sides (where they exist), and keep only the chunk's own ``chunk_size * dt``
-pixel frames. Video ends are decoded with the same replicate padding as a whole decode.
-
-Exactness: the decoder is convolutional in time, so a chunk equals the matching slice of a whole
-decode when ``overlap`` covers the decoder's temporal receptive radius (in latent frames) and the
-norm layers are per-position in eval mode (the released checkpoints use batch norm). Decoding
-overlapping windows each on its own (the release's training-length clips, or ``overlap=0``) gives
-different frames for the same time steps near the windows' ends, where replicate padding stands in for
-the neighbours (:func:`overlapping_window_difference` measures it; TATS issue 31). With group norm,
-statistics are taken over each decoded chunk, so chunks only approximate a whole decode and neighbouring
-chunks can differ at their border: ``blend=True`` cross-fades the overlaps instead of cutting them.
+Temporal chunks of ``chunk_size`` latent frames are decoded, each widened by ``overlap`` latent frames of
+context on both sides, and only the chunk's own frames kept; with ``overlap`` covering the decoder's
+temporal reach and per-position norms (batch norm in eval mode) this equals one whole decode. Windows
+decoded alone differ near their ends (TATS issue 31, :func:`overlapping_window_difference`);
+``blend=True`` cross-fades overlaps for group norm. docs/long_videos.md has the measurements.
 """
 
 from __future__ import annotations

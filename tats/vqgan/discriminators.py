@@ -1,16 +1,12 @@
 """PatchGAN discriminators of the VQGAN: a 2D one on single frames and a 3D one on clips.
 
-Layout (the release, "Discriminators"; keys ``model0..model{n+1}`` as in the release's state dict):
-``model0`` = conv(k4, s2, p2) + LeakyReLU(0.2); ``model1..model{n-1}`` = conv(k4, s2, p2, channels
-doubling, at most 512) + norm + LeakyReLU; ``model{n}`` = conv(k4, s1, p2) + norm + LeakyReLU;
-``model{n+1}`` = conv(k4, s1, p2) to 1 channel.
-
-The release's discriminators use BatchNorm (the default ``norm_type="batch"``; the reference layout
-``vqgan_state_dict.tsv`` shows ``running_mean`` in them); ``"group"`` (GroupNorm 32) is offered for
-experiments only and is not checkpoint-compatible with released files.
-
-The convolutions are :class:`Conv2d` / :class:`Conv3d`, ``nn.Conv2d`` / ``nn.Conv3d`` with the same
-parameters and keys that work around a PyTorch CPU bug under bf16 (see :func:`pad_small_dims`).
+Layout (the release, "Discriminators"; keys ``model0..model{n+1}`` as in its state dict): ``model0`` =
+conv(k4, s2, p2) + LeakyReLU(0.2); ``model1..model{n-1}`` = conv(k4, s2, p2, channels doubling, at
+most 512) + norm + LeakyReLU; ``model{n}`` = conv(k4, s1, p2) + norm + LeakyReLU; ``model{n+1}`` =
+conv(k4, s1, p2) to 1 channel. The release's norm is BatchNorm (``norm_type="batch"``); ``"group"``
+(GroupNorm 32) is for experiments and not checkpoint-compatible. :class:`Conv2d` / :class:`Conv3d`
+keep ``nn.Conv*``'s parameters and keys and work around a PyTorch CPU bug under bf16
+(:func:`pad_small_dims`).
 """
 
 from __future__ import annotations

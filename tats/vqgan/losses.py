@@ -1,26 +1,9 @@
 """Training losses of the VQGAN: L1 + LPIPS + image/video GAN + feature matching + commitment.
 
-The formula is the release's "Losses" (generator step)::
-
-    l1_weight * L1(x_rec, x) + perceptual_weight * LPIPS(frame, frame_rec)
-    + disc_factor * (image_gan_weight * -mean(D2(frame_rec)) + video_gan_weight * -mean(D3(x_rec)))
-    + disc_factor * gan_feat_weight * (sum_i L1(D2_i(frame_rec), D2_i(frame))
-                                       + sum_i L1(D3_i(x_rec), D3_i(x)))
-    + commitment
-
-with ``frame`` one random frame per clip, ``disc_factor = 1`` from ``discriminator_iter_start`` on
-and 0 before, feature-matching terms of weight 1 each over every discriminator block but the last
-(the logits), the image terms present only when ``image_gan_weight > 0`` and the video terms only when
-``video_gan_weight > 0`` (the release multiplies each by that indicator). The discriminator step is
-``disc_factor * (image_gan_weight * d(D2) + video_gan_weight * d(D3))`` with ``d`` hinge or vanilla.
-
-Precision: under a bf16/fp16 autocast the networks run in half precision, but every loss term is reduced
-in float32 (logits, features and reconstructions are cast up before their means and L1s; LPIPS computes its
-distances in float32), so the terms and their sum are float32 whatever the autocast.
-
-Savings that leave the values unchanged: LPIPS is neither built nor run when ``perceptual_weight`` is 0,
-and a discriminator is not run while its term is multiplied by zero (before ``discriminator_iter_start``
-or with a zero GAN weight); the release ran them all and multiplied by 0.
+The formula is the release's "Losses" (docs/training.md writes it out): the generator step's terms and
+the discriminator step's hinge or vanilla loss, each GAN term present only when its weight is positive
+and switched on at ``discriminator_iter_start``. Every term is reduced in float32 whatever the autocast,
+and networks whose terms are multiplied by zero are not run (the release ran them and multiplied by 0).
 """
 
 from __future__ import annotations

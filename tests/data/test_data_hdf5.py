@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 
 import h5py
 import numpy as np
@@ -75,7 +76,8 @@ def test_unlabelled_and_bad_files(tmp_path):
     with h5py.File(path, "w") as f:  # the release's minimal layout: data + idx only
         f["train_data"] = np.zeros((10, 8, 8, 3), np.uint8)
         f["train_idx"] = np.array([0, 4])
-    ds = HDF5VideoDataset(path, train=True, sequence_length=4, resolution=8)
+    with pytest.warns(UserWarning, match="train_idx holds video starts only"):
+        ds = HDF5VideoDataset(path, train=True, sequence_length=4, resolution=8)
     assert ds.n_classes == 1 and ds[1]["label"] == 0 and "text" not in ds[1]
     with pytest.raises(ValueError, match="test_data"):
         HDF5VideoDataset(path, train=False)
@@ -99,3 +101,37 @@ def test_random_flip_only_in_training(tmp_path):
     assert left(HDF5VideoDataset(path, train=True, sequence_length=4, resolution=4)[0]["video"])
     test = HDF5VideoDataset(path, train=False, sequence_length=4, resolution=4, random_flip=True)
     assert all(left(test[0]["video"]) for _ in range(10))
+
+
+def test_index_of_starts_only_keeps_every_video_and_warns_once(tmp_path):
+    # three videos of 6, 5 and 7 frames; frame j of a split has grey level j. Written with h5py, not our
+    # writer: a starts-only index [0, 6, 11] (VideoGPT's BAIR layout) and starts plus end [0, 6, 11, 18]
+    frames = np.arange(18, dtype=np.uint8)[:, None, None, None].repeat(4, 1).repeat(4, 2).repeat(3, 3)
+    starts_only, with_end = tmp_path / "starts.h5", tmp_path / "with_end.h5"
+    for path, idx in ((starts_only, [0, 6, 11]), (with_end, [0, 6, 11, 18])):
+        with h5py.File(path, "w") as f:
+            for split in ("train", "test"):
+                f[f"{split}_data"], f[f"{split}_idx"], f[f"{split}_label"] = frames, idx, [0, 1, 2]
+
+    def first_frames(ds):
+        return [levels(ds[i]["video"])[0] for i in range(len(ds))]
+
+    # our rule: every entry starts a video, the last runs to the end: 0..6, 6..11, 11..18 (the release's
+    # HDF5Dataset drops the last entry: 0..6 and 6..18, two videos)
+    with pytest.warns(UserWarning, match=r"starts\.h5: train_idx holds video starts only.*release"):
+        train = HDF5VideoDataset(starts_only, train=True, sequence_length=5, resolution=4)
+    assert len(train) == 3 and [train[i]["label"] for i in range(3)] == [0, 1, 2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per file: not again, nor for its other split
+        test = HDF5VideoDataset(starts_only, train=False, sequence_length=5, resolution=4)
+        assert first_frames(test) == [0, 6, 11]
+        # a last entry equal to the frame count is the end, as the release reads it: the same 3 videos
+        end = HDF5VideoDataset(with_end, train=False, sequence_length=5, resolution=4)
+        assert first_frames(end) == [0, 6, 11]
+        # files our writer made hold starts only by design (attrs["tats_idx"]): read without a warning
+        ours = tmp_path / "ours.h5"
+        with HDF5VideoWriter(ours, (4, 4, 3)) as w:
+            for a, b in ((0, 6), (6, 11), (11, 18)):
+                w.add("test", frames[a:b])
+        written = HDF5VideoDataset(ours, train=False, sequence_length=5, resolution=4)
+        assert first_frames(written) == [0, 6, 11]

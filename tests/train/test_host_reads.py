@@ -33,7 +33,8 @@ def test_vqgan_step_reads_three_values(tmp_path):
     demo = make_demo_data(tmp_path / "demo.h5", n_train=8, n_test=2, sequence_length=8, resolution=16,
                           progress=False)
     with counting_method(VQGANModule, "training_step") as calls:
-        train_vqgan.main([*COMMON, *VQGAN, "--data_path", str(demo), "--default_root_dir", str(tmp_path / "v")])
+        train_vqgan.main([*COMMON, *VQGAN, "--data_path", str(demo), "--default_root_dir",
+                          str(tmp_path / "v")])
     assert len(calls) == 3
     totals = [sum(c.values()) for c in calls]
     # + at the first step the codebook's init flag (read, and read again at the second step, since the

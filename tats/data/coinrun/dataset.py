@@ -1,35 +1,11 @@
 """MUGEN / CoinRun datasets: episodes rendered to clips, semantic maps and text descriptions.
 
-Two layouts, as the release reads them (``tats/coinrun/coinrun_data.py`` and ``coinrun_data_v2.py``);
-the release picks them for a ``--data_path`` folder whose name contains ``coinrun``:
-
-- v1 (default): ``root/{train,test}/<episode>.json``, one item per episode file (sorted names).
-  Text: a manual description from ``--text_path`` (a JSON ``{episode name: [texts]}``, one drawn at
-  random) where there is one, else the automatic description of the clip's frames
-  (:mod:`tats.data.coinrun.text`); ``--use_manual_annotation_only`` keeps only annotated episodes.
-- v2 (``--coinrun_v2_dataloader``): ``root/{train,test}.json`` =
-  ``{"metadata": {"type", "data_folder", "characters", "game_events"}, "data": [{"video":
-  {"json_file", "num_frames", ...}, "annotations": [{"text", "type"}, ...]}]}``; episodes with more
-  than ``(seq - 1) * n`` frames are kept. Text: one of the entry's annotations at random (index 0 is
-  the automatic one; ``--use_manual_annotation_only`` draws from the others), or for a ``"full"``
-  metadata type the automatic description. ``--balanced_sampler`` draws items class by class
-  (:class:`tats.data.samplers.BalancedClassSampler`): for a full file the clip then starts where the
-  drawn character or event is on screen.
-
-A clip is ``--sequence_length`` frames ``--sample_every_n_frames`` apart, starting at a random frame in
-``[0, len - (seq - 1) * n)`` (``--fixed_start_idx``: 0; evaluation: 0, as every layout here), rendered at
-``--resolution`` (:mod:`tats.data.coinrun.render`). Items (keys as the release's):
-
-- ``video``: game frames, float ``(3, T, R, R)`` in [-0.5, 0.5]; with ``--smap_only`` the semantic map;
-- ``video_smap`` (``--smap_cond``): the semantic map, one-hot ``(max_label + 1, T, R, R)`` in [0, 1]
-  with ``--use_onehot_smap``, else ``label / max_label - 0.5`` repeated on ``--image_channels`` channels;
-- ``text`` (``--text_cond``): the description (a string; the transformer tokenizes it to
-  ``--text_seq_len`` CLIP BPE ids, 256 for this layout as the release's default);
-- ``path``, ``start``.
-
-``--random_alien`` draws the character from the release's lists (18 for training, 3 for test) and names
-it in the automatic text. ``--check_game_length`` drops episodes too short for a clip when the dataset
-is built (v1; else such an episode is skipped when read, with a warning).
+Two layouts, as the release reads them (``tats/coinrun/coinrun_data.py`` and ``coinrun_data_v2.py``),
+for a ``--data_path`` folder whose name contains ``coinrun``: v1, one JSON file per episode, and v2
+(``--coinrun_v2_dataloader``), an index file per split. Items (keys as the release's): ``video``
+``(3, T, R, R)`` in [-0.5, 0.5] (or the semantic map with ``--smap_only``), ``video_smap``
+(``--smap_cond``), ``text`` (``--text_cond``), ``path``, ``start``. docs/data.md has the layouts,
+flags and rules.
 """
 
 from __future__ import annotations
@@ -96,7 +72,7 @@ class CoinRunOptions:
 
 
 class CoinRunDataset(Dataset):
-    """MUGEN episodes as clips (see the module docstring).
+    """MUGEN episodes as clips (see the module docstring and docs/data.md).
 
     Args:
         root: the CoinRun folder (``train/``, ``test/`` or ``train.json``, ``test.json``).

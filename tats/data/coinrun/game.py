@@ -1,25 +1,7 @@
-"""MUGEN / CoinRun episodes: the per-episode JSON game state, parsed into plain dataclasses.
-
-An episode file (the release's ``tats/coinrun/game.py`` reads the same fields) holds the level and one
-state per video frame::
-
-    {"zoom": 5.5, "bgzoom": 0.4, "maze_w": 64, "maze_h": 13, "video_res": 1024,
-     "world_theme_n": 0, "agent_theme_n": 0,
-     "background_themes": ["backgrounds/.../x.png", ...],   # image paths under the asset folder
-     "ground_themes": ["Planet", ...], "agent_themes": ["Yellow", ...],
-     "monster_names": {"ground": [...], "walking": [...], "flying": [...]},
-     "maze": ["SSSS...", ...],                                # maze[y][x], row 0 at the bottom
-     "frames": [{"state_time": 0, "coins_eaten": [[x, y], ...],
-                 "agent": {"x", "y", "vx", "vy", "time_alive", "ladder", "spring", "is_killed",
-                           "killed_animation_frame_cnt", "power_up_mode", ...},
-                 "monsters": [{"m_id", "x", "y", "vx", "vy", "theme", "is_jumping", "is_dead",
-                               "time", "anim_freq", "monster_dying_frame_cnt", ...}, ...]}, ...]}
-
-Derived states follow the release's rules: the agent faces right unless ``vx < 0``, alternates its two
-walk/climb images every 5 ``time_alive`` steps, and its pose is the first of hit (killed), climb (on a
-ladder), jump (``vy != 0``), duck (``spring != 0``), stand (``vx == 0``), walk. A monster shows its
-``_move`` image on odd ``time // anim_freq`` (a jumping monster: whenever ``vy != 0``). Monster
-``theme`` indexes the ground + walking + flying names in that order.
+"""MUGEN / CoinRun episodes: the per-episode JSON game state (the fields the release's
+``tats/coinrun/game.py`` reads), parsed into plain dataclasses, and the states derived from it by the
+release's rules (the agent's facing and pose, a monster's image, a monster's theme name).
+docs/data.md ("MUGEN / CoinRun episodes") shows the file and the rules.
 """
 
 from __future__ import annotations
@@ -113,7 +95,7 @@ def _pick(cls: type, data: dict[str, Any]) -> Any:
 
 @dataclass
 class Game:
-    """One episode: level, themes and per-frame states (see the module docstring for the JSON)."""
+    """One episode: level, themes and per-frame states (docs/data.md shows the JSON)."""
 
     maze: list[str]
     frames: list[Frame]

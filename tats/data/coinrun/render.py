@@ -1,35 +1,9 @@
 """Render MUGEN / CoinRun frames and semantic maps from episode states and the game's asset images.
 
-The asset folder has the layout of the release's ``tats/coinrun/assets`` (Kenney sprites)::
-
-    backgrounds/<theme>/<image>.png                  (paths named by the episode's background_themes)
-    kenney/Ground/<Theme>/<theme>{Center,Mid,Cliff_left,Cliff_right}.png
-    kenney/Tiles/{boxCrate,boxCrate_double,boxCrate_single,boxCrate_warning,lava,lavaTop_low,ladderMid}.png
-    kenneyLarge/Items/{coinGold,gemRed}.png
-    kenneyLarge/Players/128x256_no_helmet/<Colour>/alien<Colour>_<pose>.png   (the agent, 8 poses)
-    kenneyLarge/Enemies/<monster>{,_move,_dead}.png
-    bubble_shield.png
-
-A missing image falls back to the same name without its last ``_suffix`` (``bee_dead.png`` ->
-``bee.png``), as the release's loader does. The facts below are the release's
-(``tats/coinrun/construct_from_json.py``); the code is written from them.
-
-Geometry, for a square frame of ``R = video_res`` pixels: one maze cell is ``k = zoom * R / maze_w``
-pixels; the camera follows the agent horizontally (``dx = -agent.x * k + c - k/2`` with ``c = (R-1)//2``)
-and is fixed vertically (``dy = -c + r * k``, ``r`` = 5.0, 6.5, 5.5, 4.5 for zoom 5.5, 4.3, 5.0, 6.0).
-Cell ``(x, y)`` is drawn at ``(k x + dx, R - k y + dy)``. Tiles are ``ceil(k + .5)`` pixels (drawn
-0.1 px larger on each side), monsters ``ceil(k)``, the agent ``ceil(k)`` wide and ``aspect * k`` high,
-the shield ``1.15 k x 2.1 k``; the background image, scaled to ``zoom * R``, is tiled with parallax
-``bgzoom``. Lava scrolls horizontally with ``state_time``. Draw order: background, tiles (cells within
-``1 + maze_w / zoom`` of the agent), monsters, agent, shield.
-
-Every sprite but the background is loaded once with its alpha made binary (any alpha > 0 becomes
-255), for the game frames as for the semantic maps: the release renders both from that one set.
-Resizing uses PIL's bicubic filter (nearest for palette images), PIL's default since Pillow 7.
-
-Semantic maps (``--max_label`` 18: the v1 game; 21 / 22: v2, the shield sharing the agent's label or
-not) paint each object's label through its mask; ``--bbox_smap_for_agent`` / ``--bbox_smap_for_monsters``
-paint boxes instead (the agent's box without its top 80%-of-width rows, the shield's without 45%).
+The facts are the release's (``tats/coinrun/construct_from_json.py``); the code is written from them:
+the asset folder's layout (the release's ``tats/coinrun/assets``, Kenney sprites), the camera and cell
+geometry for a square frame of ``video_res`` pixels, the draw order, sprites with binary alpha, and the
+semantic maps' labels and boxes. docs/data.md ("MUGEN / CoinRun episodes") writes them out.
 """
 
 from __future__ import annotations

@@ -1,22 +1,9 @@
 """Automatic text descriptions of MUGEN / CoinRun clips, from the episode's game states.
 
-The rules are the release's (``tats/coinrun/generate_text_desc.py``), written here from its behaviour:
-
-1. The frames ``[start, end)`` are cut into runs of the same pose kind: ``ground`` (walk, duck, stand),
-   ``climb``, ``jump``, ``hit``. A run's start / end positions come from the frame before it and its own
-   last frame (a jump: the frame before, clamped at 0, and the frame after it, where it lands); the last
-   run ends at the last frame. Release quirk, kept: for a non-jump run starting at frame 0 "the frame
-   before" is the episode's *last* frame (Python's index -1).
-2. Jumps separated by a head bump (a ground run of at most 1 frame with nothing below) merge; then
-   two same-level jumps (height change <= 0.5) around a ground run of < 5 frames merge.
-3. Each run gets a phrase if it lasts at least 5 frames: ``killed by a <monster>`` (the nearest monster
-   at the run's start), ``climbs up/down on a ladder``, ``walks to the left/right`` (``a bit`` when it
-   moved <= 0.5), ``jumps up/down [a few times] [to the left/right] [over a <monster>] [to the ground /
-   a platform / a crate / a ladder]``, plus ``and collects a coin / a few coins / a gem ... [to turn on
-   the shield ...]`` and ``and killed a <monster>``.
-4. The description is ``"<alien> " + ", and ".join(phrases)``.
-
-Example: ``Mugen walks to the right, and jumps up to the right to a platform and collects a coin``.
+The rules are the release's (``tats/coinrun/generate_text_desc.py``), written here from its behaviour
+(docs/data.md, "MUGEN / CoinRun episodes"): the clip's frames are cut into runs of one pose kind, runs
+are merged, each long enough run gets a phrase, and the description joins them, e.g.
+``Mugen walks to the right, and jumps up to the right to a platform and collects a coin``.
 """
 
 from __future__ import annotations
