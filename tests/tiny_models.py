@@ -76,10 +76,11 @@ def build_vqgan(config: VQGANConfig | None = None, seed: int = 0) -> VQGAN:
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-        model.codebook.embeddings.copy_(torch.randn(model.codebook.embeddings.shape, generator=gen))
-        model.codebook.z_avg.copy_(model.codebook.embeddings)
-        model.codebook.N.fill_(1.0)
-        model.codebook.initialized.fill_(True)
+        if config.quantizer == "vq":  # (FSQ and LFQ have no codebook)
+            model.codebook.embeddings.copy_(torch.randn(model.codebook.embeddings.shape, generator=gen))
+            model.codebook.z_avg.copy_(model.codebook.embeddings)
+            model.codebook.N.fill_(1.0)
+            model.codebook.initialized.fill_(True)
     return model.eval()
 
 

@@ -133,6 +133,10 @@ def latent_shape_of(vqgan: VQGAN, frames: int, resolution: int) -> tuple[int, in
     return frames // dt, resolution // dh, resolution // dw
 
 
+#: the largest code vocabulary the GPT's dense output head takes (2**20 codes x 1024 = 1G head weights)
+MAX_DENSE_VOCAB = 2**20
+
+
 def build_gpt_config(
     args: argparse.Namespace,
     full_latent_shape: Sequence[int],
@@ -148,6 +152,11 @@ def build_gpt_config(
     kind = cond_type_of(args)
     if args.vocab_size is not None and args.vocab_size != n_codes:
         raise SystemExit(f"--vocab_size {args.vocab_size} differs from the VQGAN's codebook size {n_codes}")
+    if n_codes > MAX_DENSE_VOCAB:
+        raise SystemExit(
+            f"the VQGAN (--vqvae {args.vqvae}) has {n_codes} codes: the GPT's dense output head takes at "
+            f"most 2**20 = {MAX_DENSE_VOCAB} (n_embd x vocabulary weights); train the VQGAN with fewer "
+            "--lfq_bits (<= 20) or smaller --fsq_levels")
     s = args.sample_every_n_latent_frames
     t, h, w = full_latent_shape
     latent_shape = (kept_latent_frames(t, s), h, w)

@@ -74,6 +74,17 @@ def add_vqgan_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    choices=("replicate", "constant", "reflect", "circular"))
     g.add_argument("--no_random_restart", action="store_true", help="never restart unused codes")
     g.add_argument("--restart_thres", type=float, default=d.restart_thres)
+    g.add_argument("--quantizer", choices=("vq", "fsq", "lfq"), default=d.quantizer,
+                   help="vq: the release's EMA codebook; fsq: finite scalar quantization (--fsq_levels); "
+                        "lfq: lookup-free quantization (--lfq_bits). fsq/lfq set --n_codes, --embedding_dim")
+    g.add_argument("--fsq_levels", type=int, nargs="+", default=None, metavar="L",
+                   help="levels per latent channel for --quantizer fsq, e.g. 8 8 8 5 5 5 (64,000 codes)")
+    g.add_argument("--lfq_bits", type=int, default=None,
+                   help="channels (one bit each) for --quantizer lfq: 2**bits codes")
+    g.add_argument("--lfq_entropy_weight", type=float, default=d.lfq_entropy_weight)
+    g.add_argument("--lfq_commitment_weight", type=float, default=d.lfq_commitment_weight)
+    g.add_argument("--lfq_diversity_gamma", type=float, default=d.lfq_diversity_gamma,
+                   help="weight of the batch entropy in LFQ's penalty")
     g.add_argument("--disc_channels", type=int, default=d.disc_channels)
     g.add_argument("--disc_layers", type=int, default=d.disc_layers)
     g.add_argument("--disc_loss_type", type=str, default=d.disc_loss_type, choices=("hinge", "vanilla"))

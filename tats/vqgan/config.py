@@ -17,6 +17,8 @@ from tats.io.checkpoint import config_from_dict, config_to_dict
 NORM_TYPES = ("group", "batch")
 PADDING_TYPES = ("replicate", "constant", "reflect", "circular")
 DISC_LOSS_TYPES = ("hinge", "vanilla")
+QUANTIZERS = ("vq", "fsq", "lfq")
+MAX_QUANTIZER_BITS = 30  # FSQ/LFQ vocabularies up to 2**30 codes (ids and usage counts stay cheap)
 
 
 def _is_power_of_two(n: int) -> bool:
@@ -41,6 +43,14 @@ class VQGANConfig:
     # codebook
     no_random_restart: bool = False
     restart_thres: float = 1.0  # codes whose EMA count falls below this are restarted
+    # quantizer (ours): "vq" the release's EMA codebook; "fsq" / "lfq" (tats.vqgan.quantizers) have no
+    # codebook, and their levels / bits fix n_codes and embedding_dim
+    quantizer: str = "vq"
+    fsq_levels: tuple[int, ...] = ()
+    lfq_bits: int = 0
+    lfq_entropy_weight: float = 0.1  # MAGVIT-v2's entropy penalty weight
+    lfq_commitment_weight: float = 0.25
+    lfq_diversity_gamma: float = 1.0  # weight of the batch entropy inside the penalty
     # discriminators and losses (used by tats.vqgan.losses)
     disc_channels: int = 64
     disc_layers: int = 3
@@ -59,6 +69,11 @@ class VQGANConfig:
 
     def __post_init__(self) -> None:
         self.downsample = tuple(int(d) for d in self.downsample)  # type: ignore[assignment]
+        self.fsq_levels = tuple(int(v) for v in self.fsq_levels or ())  # type: ignore[assignment]
+        if self.quantizer == "fsq" and self.fsq_levels:
+            self.n_codes, self.embedding_dim = math.prod(self.fsq_levels), len(self.fsq_levels)
+        elif self.quantizer == "lfq" and self.lfq_bits > 0:
+            self.n_codes, self.embedding_dim = 2 ** int(self.lfq_bits), int(self.lfq_bits)
         self.validate()
 
     def validate(self) -> None:
@@ -79,6 +94,7 @@ class VQGANConfig:
             raise ValueError(
                 f"--disc_loss_type must be one of {DISC_LOSS_TYPES}, got {self.disc_loss_type!r}"
             )
+        self._validate_quantizer()
         if self.n_codes < 1 or self.embedding_dim < 1 or self.n_hiddens < 1:
             raise ValueError("--n_codes, --embedding_dim and --n_hiddens must be positive")
         # the narrowest normalised layer has 2 * n_hiddens channels (n_hiddens without down blocks)
@@ -99,6 +115,24 @@ class VQGANConfig:
                 f"--resolution {self.resolution} is not divisible by the spatial downsample factors "
                 f"{dh} and {dw} (--downsample {dt} {dh} {dw})"
             )
+
+    def _validate_quantizer(self) -> None:
+        if self.quantizer not in QUANTIZERS:
+            raise ValueError(f"--quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
+        if self.quantizer != "fsq" and self.fsq_levels:
+            raise ValueError(f"--fsq_levels is for --quantizer fsq, not {self.quantizer}")
+        if self.quantizer != "lfq" and self.lfq_bits:
+            raise ValueError(f"--lfq_bits is for --quantizer lfq, not {self.quantizer}")
+        if self.quantizer == "fsq":
+            if len(self.fsq_levels) < 1 or min(self.fsq_levels) < 3:
+                raise ValueError(f"--quantizer fsq needs --fsq_levels, each at least 3 (e.g. 8 8 8 5 5 5), "
+                                 f"got {list(self.fsq_levels)}")
+            if self.n_codes > 2**MAX_QUANTIZER_BITS:
+                raise ValueError(f"--fsq_levels {' '.join(map(str, self.fsq_levels))} give {self.n_codes} "
+                                 f"codes, more than 2**{MAX_QUANTIZER_BITS}")
+        if self.quantizer == "lfq" and not 1 <= self.lfq_bits <= MAX_QUANTIZER_BITS:
+            raise ValueError(f"--quantizer lfq needs --lfq_bits between 1 and {MAX_QUANTIZER_BITS}, "
+                             f"got {self.lfq_bits}")
 
     @property
     def n_down_blocks(self) -> int:

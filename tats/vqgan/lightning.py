@@ -310,6 +310,8 @@ class VQGANModule(pl.LightningModule):
             logs.update(d_logs)
 
         logs.update(perplexity=out["perplexity"], usage=out["usage"])
+        if "entropy_loss" in out:
+            logs["entropy_loss"] = out["entropy_loss"]
         if fp16:
             logs["fp32_fallbacks"] = torch.tensor(float(self.fp32_fallbacks))
         now = time.perf_counter()
@@ -335,6 +337,8 @@ class VQGANModule(pl.LightningModule):
                                                select_frames(out["recon"], frame_idx))
         logs = dict(recon_loss=l1 * self.config.l1_weight, l1=l1, perceptual_loss=perceptual,
                     commitment_loss=out["commitment_loss"], perplexity=out["perplexity"], usage=out["usage"])
+        if "entropy_loss" in out:
+            logs["entropy_loss"] = out["entropy_loss"]
         self.log_dict({f"val/{k}": v.float() for k, v in logs.items()}, on_step=False, on_epoch=True,
                       sync_dist=True, batch_size=x.shape[0], prog_bar=False)
 

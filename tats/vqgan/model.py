@@ -1,7 +1,7 @@
-"""The time-agnostic 3D VQGAN autoencoder (stage 1): encoder, 1x1x1 convs around an EMA codebook,
-decoder. Children are named as the release's state dict: ``encoder``, ``decoder``, ``pre_vq_conv``,
-``post_vq_conv``, ``codebook``. Discriminators and losses live in ``discriminators.py`` /
-``losses.py``; this module holds only the autoencoder.
+"""The time-agnostic 3D VQGAN autoencoder (stage 1): encoder, 1x1x1 convs around a quantizer (the
+release's EMA codebook, or FSQ / LFQ), decoder. Children are named as the release's state dict:
+``encoder``, ``decoder``, ``pre_vq_conv``, ``post_vq_conv``, ``codebook``. Discriminators and losses
+live in ``discriminators.py`` / ``losses.py``; this module holds only the autoencoder.
 """
 
 from __future__ import annotations
@@ -13,6 +13,20 @@ from tats.precision import no_tf32
 from tats.vqgan.codebook import Codebook
 from tats.vqgan.config import VQGANConfig
 from tats.vqgan.modules import Decoder, Encoder, SamePadConv3d
+from tats.vqgan.quantizers import FSQ, LFQ
+
+
+def build_quantizer(config: VQGANConfig) -> nn.Module:
+    """The release's EMA :class:`Codebook` (``quantizer="vq"``) or a codebook-free
+    :class:`~tats.vqgan.quantizers.FSQ` / :class:`~tats.vqgan.quantizers.LFQ`; all map latents
+    ``(B, D, t, h, w)`` to integer codes and back with the same interface."""
+    if config.quantizer == "fsq":
+        return FSQ(config.fsq_levels)
+    if config.quantizer == "lfq":
+        return LFQ(config.lfq_bits, entropy_weight=config.lfq_entropy_weight,
+                   commitment_weight=config.lfq_commitment_weight, diversity_gamma=config.lfq_diversity_gamma)
+    return Codebook(config.n_codes, config.embedding_dim, no_random_restart=config.no_random_restart,
+                    restart_thres=config.restart_thres)
 
 
 class VQGAN(nn.Module):
@@ -34,9 +48,7 @@ class VQGAN(nn.Module):
         width = self.encoder.out_channels
         self.pre_vq_conv = SamePadConv3d(width, config.embedding_dim, 1, padding_type=config.padding_type)
         self.post_vq_conv = SamePadConv3d(config.embedding_dim, width, 1)
-        self.codebook = Codebook(config.n_codes, config.embedding_dim,
-                                 no_random_restart=config.no_random_restart,
-                                 restart_thres=config.restart_thres)
+        self.codebook = build_quantizer(config)  # named as the release's child: its state-dict keys
         self.channels_last_3d = channels_last_3d
         if channels_last_3d:
             self.to(memory_format=torch.channels_last_3d)
@@ -88,10 +100,13 @@ class VQGAN(nn.Module):
         commitment_loss=scalar, perplexity=scalar, usage=scalar)``. In training mode the codebook
         EMA, init and restarts run (see :class:`~tats.vqgan.codebook.Codebook`)."""
         vq = self.codebook(self.encode_latents(video))
-        return dict(
+        out = dict(
             recon=self.decode_latents(vq["embeddings"]),
             codes=vq["encodings"],
             commitment_loss=vq["commitment_loss"],
             perplexity=vq["perplexity"],
             usage=vq["usage"],
         )
+        if "entropy_loss" in vq:  # LFQ's penalty (already inside commitment_loss), for the logs
+            out["entropy_loss"] = vq["entropy_loss"]
+        return out
