@@ -1,17 +1,10 @@
 """Sampling throughput of the two decoders: the GPT (one token per step, KV cache) vs the masked-token
 model (parallel decoding, ``--steps`` forward passes per clip), on the same latent grid and sizes.
 
-Both fill short clips (the training length) for the same conditions at the same batch size; each model
-runs ``--repeats`` times, the two alternating (GPT, masked, GPT, ...) in this process so that machine
-load hits both alike. Reported per model: the median wall time and process CPU time, tokens per second
-(codes of the batch / time), and the sequential forward passes per clip (the GPT: one per code after a
-prefill; the masked model: one per step). The GPT reads one new position per forward through its cache;
-the masked model reads the whole window ``steps`` times, so it does about ``steps * (1 + n_cond / L)``
-times the GPT's arithmetic in ``L / steps`` times fewer sequential passes: parallel hardware turns the
-latter into speed, while a CPU core with little arithmetic to spare pays the former (see README, Demo).
+Reports per model the median wall and CPU time, tokens per second and the sequential forward passes
+per clip; how it measures: docs/benchmarks.md.
 
     python benchmarks/bench_decoders.py                        # random weights, the demo's sizes, CPU
-    python benchmarks/bench_decoders.py --threads 1 --repeats 5 --batch_size 16
     python benchmarks/bench_decoders.py --gpt_ckpt GPT.ckpt --masked_ckpt MASKED.ckpt   # trained models
 """
 

@@ -1,46 +1,12 @@
 """Training speed and memory: our VQGAN and GPT training steps vs the release's, same weights and batches.
 
-Each variant trains through Lightning (``Trainer.fit``, the modules ``train_vqgan.py`` and
-``train_transformer.py`` build) in its own subprocess, on the same seeded weights and the same batches:
+Each variant (``side:precision[+option...]``, e.g. ``release:fp32``, ``ours:bf16+ckpt+compile``) trains
+through Lightning in its own subprocess; the table gives the median seconds per step, the peak memory
+and the ratios to the release. ``--losses N`` prints the losses of N steps side by side instead.
+Variants, timing and memory: docs/benchmarks.md.
 
-- ``release``: the release's steps, written in ``tests/reference_impls.py`` from its rules (the suite
-  checks them). VQGAN (:class:`ReleaseVQGANModule`): Lightning 1.5 ran ``training_step`` once per
-  optimizer, so every batch runs the whole VQGAN forward twice, once for the autoencoder's step and
-  once more for the discriminators'. GPT (:class:`ReleaseTransformerModule`): no cache, explicit
-  attention ``softmax(q k^T / sqrt(d)) v`` masked with the stored mask buffer, cross-entropy on the
-  logits as they come.
-- ``ours``: :class:`tats.vqgan.lightning.VQGANModule` (one forward serves both optimizers) and
-  :class:`tats.gpt.lightning.TransformerModule` (scaled-dot-product attention), with the options of
-  the variant's name: ``+ckpt`` activation checkpointing, ``+cl`` channels-last, ``+compile``
-  ``torch.compile`` (VQGAN: encoder, decoder, discriminators; GPT: the transformer).
-
-A variant is ``side:precision[+option...]``, e.g. ``release:fp32``, ``ours:bf16+ckpt+compile``; ``fp32``
-is Lightning's ``32-true``, ``bf16`` its ``bf16-mixed`` (autocast) on CPU and GPU alike.
-
-Timing: ``--warmup`` steps (compilation happens there), then ``--steps`` timed steps; the table gives the
-median wall seconds and the median process CPU seconds per step (on a shared machine CPU time is the
-steadier number). ``--repeats`` runs every variant again, in the opposite order each time, so changing
-machine load hits all alike; every run's row is printed, then the medians. Memory: on the CPU the peak
-resident set during the timed steps (``VmHWM``, reset after warm-up) minus the resident set when
-training started (model and data built, before the first step: optimizer states, gradients,
-activations, autocast weight copies and allocator slack all count); on CUDA
-``max_memory_allocated`` minus the memory allocated when training started. Ratios: speed = baseline
-time / ours, memory = ours / baseline, against the release at the same precision and at fp32 (the
-release's default).
-
-``--losses N`` instead trains each variant N steps from the same start (no warm-up) and prints the
-losses of every step side by side (VQGAN: the autoencoder's total and the discriminators' loss; GPT: the
-cross-entropy), with each bf16 run's relative difference from the fp32 run of the same side. The
-``rounded`` option starts from the weights rounded to bf16 once: ``ours:fp32+rounded`` shows how far
-fp32 training itself drifts from so small a perturbation (GAN training amplifies it), the noise that
-bf16's differences are to be read against.
-
-    python benchmarks/bench_train_step.py                                  # the issue's sizes, CPU
     python benchmarks/bench_train_step.py --model vqgan --repeats 2
-    python benchmarks/bench_train_step.py --model gpt --variants release:fp32 ours:bf16
     python benchmarks/bench_train_step.py --losses 20 --variants ours:fp32 ours:fp32+rounded ours:bf16+ckpt+cl
-    python benchmarks/bench_train_step.py --device cuda --preset ucf101 --variants release:bf16 \\
-        ours:bf16+compile
 """
 
 from __future__ import annotations

@@ -1,15 +1,9 @@
 """Convert BAIR robot pushing (TFRecords) into the release's HDF5 layout.
 
-Input (http://rail.eecs.berkeley.edu/datasets/bair_robot_pushing_dataset_v0.tar)::
-
-    softmotion30_44k/train/traj_*.tfrecords
-    softmotion30_44k/test/traj_*.tfrecords
-
-Each record is one 30-frame 64x64 RGB video stored as raw bytes under ``<i>/image_aux1/encoded``.
-
-Output: one ``.h5`` file with ``train_data`` uint8 (N*30, 64, 64, 3), ``train_idx`` (N,) and the same
-for ``test_`` (see ``tats/data/hdf5.py``). Reading TFRecords needs TensorFlow
-(``pip install tensorflow-cpu``); nothing else in this project does. Example::
+Input: ``softmotion30_44k/{train,test}/traj_*.tfrecords`` from
+http://rail.eecs.berkeley.edu/datasets/bair_robot_pushing_dataset_v0.tar. Output: one ``.h5`` file of
+30-frame 64x64 videos (``{train,test}_data``, ``{train,test}_idx``). Reading TFRecords needs TensorFlow
+(``pip install tensorflow-cpu``). The layouts: docs/data.md, "Preparing public datasets".
 
     python datasets/prepare_bair.py --src softmotion30_44k --out data/bair.h5
 """

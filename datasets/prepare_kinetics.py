@@ -1,21 +1,12 @@
 """Trim and resize Kinetics videos into the train/test class-folder layout (PyAV, H.264).
 
-Input: downloaded Kinetics videos, either already trimmed clips or full videos plus the official
-annotation CSVs (``label,youtube_id,time_start,time_end,split``)::
-
-    kinetics/<split>/<label>/<youtube_id>_<start:06d>_<end:06d>.mp4     (trimmed clips), or
-    kinetics/raw/<youtube_id>.mp4 + --annotations train.csv validate.csv  (full videos)
-
-Output (shorter side resized to ``--size``, even dimensions, ``validate`` -> ``test``)::
-
-    <out>/train/<label>/<youtube_id>_<start>_<end>.mp4
-    <out>/test/<label>/<youtube_id>_<start>_<end>.mp4
-
-Examples::
+Input: trimmed clips ``kinetics/<split>/<label>/<youtube_id>_<start:06d>_<end:06d>.mp4``, or full
+videos ``kinetics/raw/<youtube_id>.mp4`` with ``--annotations`` (the official CSVs). Output:
+``<out>/{train,test}/<label>/<youtube_id>_<start>_<end>.mp4``, shorter side ``--size``. The layouts:
+docs/data.md, "Preparing public datasets".
 
     python datasets/prepare_kinetics.py --src kinetics --out data/k400 --size 128
-    python datasets/prepare_kinetics.py --src kinetics/raw --annotations train.csv validate.csv \
-        --out data/k400
+    python datasets/prepare_kinetics.py --src kinetics/raw --annotations train.csv validate.csv --out k400
 """
 
 from __future__ import annotations

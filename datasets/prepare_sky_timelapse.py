@@ -1,16 +1,8 @@
 """Arrange Sky Time-lapse frames into the ``--image_folder`` layout.
 
-Input (https://github.com/weixiong-ur/mdgan)::
-
-    sky_timelapse/sky_train/<video_id>/<clip_id>/<frame>.jpg
-    sky_timelapse/sky_test/<video_id>/<clip_id>/<frame>.jpg
-
-Output (one folder per clip, frames linked, names kept; frames are ordered by the numbers in them)::
-
-    <out>/train/<video_id>_<clip_id>/<frame>.jpg
-    <out>/test/<video_id>_<clip_id>/<frame>.jpg
-
-Train with ``--data_path <out> --image_folder``. Example::
+Input (https://github.com/weixiong-ur/mdgan): ``sky_timelapse/{sky_train,sky_test}/<video_id>/<clip_id>/``.
+Output: ``<out>/{train,test}/<video_id>_<clip_id>/``, one linked folder per clip; train with
+``--data_path <out> --image_folder``. The layouts: docs/data.md, "Preparing public datasets".
 
     python datasets/prepare_sky_timelapse.py --src sky_timelapse --out data/sky
 """

@@ -1,19 +1,8 @@
 """Arrange Taichi-HD into the ``--image_folder`` layout (train with ``--sample_every_n_frames 4``).
 
-Input: the output of the first-order-model loader
-(https://github.com/AliaksandrSiarohin/first-order-model/blob/master/data/taichi-loading/README.md),
-either frame folders or video files::
-
-    taichi/train/<video_id>.mp4/0000000.png ...     (frame folders, as that loader writes them)
-    taichi/train/<video_id>.mp4                     (or video files)
-    taichi/test/...
-
-Output::
-
-    <out>/train/<video_id>/<frame>.png              (folders linked; videos decoded with PyAV)
-    <out>/test/<video_id>/<frame>.png
-
-Example::
+Input: ``taichi/{train,test}/<video_id>.mp4`` as the first-order-model loader writes them (frame
+folders or video files). Output: ``<out>/{train,test}/<video_id>/<frame>.png`` (folders linked, videos
+decoded with PyAV). The loader and the layouts: docs/data.md, "Preparing public datasets".
 
     python datasets/prepare_taichi.py --src taichi --out data/taichi [--size 128]
 """

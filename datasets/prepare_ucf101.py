@@ -1,16 +1,8 @@
 """Arrange UCF-101 into the train/test class-folder layout read by ``--data_path``.
 
-Input (the official release, https://www.crcv.ucf.edu/data/UCF101.php)::
-
-    UCF-101/<Class>/v_<Class>_gXX_cYY.avi          (UCF101.rar extracted)
-    ucfTrainTestlist/trainlist01.txt, testlist01.txt (UCF101TrainTestSplits-RecognitionTask.zip)
-
-Output::
-
-    <out>/train/<Class>/v_<Class>_gXX_cYY.avi
-    <out>/test/<Class>/v_<Class>_gXX_cYY.avi
-
-Files are symlinked by default (``--mode hardlink`` or ``copy`` otherwise). Example::
+Input: the official release (https://www.crcv.ucf.edu/data/UCF101.php), ``UCF-101/`` and
+``ucfTrainTestlist/``. Output: ``<out>/{train,test}/<Class>/v_<Class>_gXX_cYY.avi``, symlinked by
+default. The layouts: docs/data.md, "Preparing public datasets".
 
     python datasets/prepare_ucf101.py --videos UCF-101 --splits ucfTrainTestlist --out data/ucf101 --split 1
 """

@@ -3,44 +3,10 @@
     bash scripts/gpu_check.sh               # every check on this machine's GPUs
     bash scripts/gpu_check.sh --cpu-smoke   # the checks' CPU paths at tiny sizes (part of the test suite)
 
-Prints one line per check, ``PASS name (seconds): detail``, ``FAIL name (seconds): reason`` or
-``SKIP name: why``, then the same lines again as a summary; exits with 1 when a check failed. Later
-checks reuse the files of earlier ones (under ``--work``, a temporary folder unless given):
-
-1. ``cuda-tests``: ``pytest -m cuda`` (``tests/test_cuda.py``).
-2. ``vqgan-16-mixed``, ``vqgan-bf16-mixed``: 30 VQGAN steps on the demo digits with the GAN losses and
-   LPIPS on from step 0 (fp16 with 2 accumulated micro-batches and a loss scaler per optimizer). No step
-   may be skipped as non-finite; fp16 forwards rerun in fp32 are reported.
-3. ``extract-codes``: ``scripts/extract_codes.py`` on the GPU; each test code equals the CPU's, or
-   differs only at a near-tie (the two codes' distances within 1e-4 relative on the CPU).
-4. ``transformer-compile-bf16``: ``train_transformer.py --vtokens --compile --activation_checkpointing
-   --precision bf16-mixed`` on those codes; FAIL on a graph break or when Dynamo's recompile limit is
-   reached (it would fall back to eager); both counts are printed.
-5. ``long-sampling``: greedy long sampling in fp32 on the GPU equals the CPU's token for token, for a
-   seeded transformer with well-separated logits, the release fixture (tests/fixtures) and
-   the trained one (which may diverge only at a near-tie); bf16 sampling gives valid codes.
-6. ``predict-frames-lpips``: ``scripts/predict_frames.py`` on the GPU with LPIPS; its per-clip LPIPS
-   equals the CPU's on the clips it wrote (1e-4 relative).
-7. ``fvd-gpu-vs-cpu``: I3D features of the demo test clips on the GPU and on the CPU and the FVD between
-   their halves from each; relative differences printed (and the features' with TF32 on, for contrast).
-   PASS when the features agree within 1e-4 and FVD within 1e-3 (relative).
-8. ``ddp-nccl-vqgan`` (2+ GPUs): two NCCL ranks train the VQGAN with SyncBatchNorm, fp16 and 2 accumulated
-   micro-batches, then the GPT in bf16 with 2 (``tests/_ddp_driver.py``); every tensor identical on both.
-9. ``host-syncs``: host reads of tensor values per training step (syncs on a GPU), VQGAN (fp16 on a
-   GPU) and GPT, within the guards' budget (``scripts/gpu_check_more.py``).
-10. ``sampling-sync-free``: short sampling, eager and compiled fp32 greedy equal; bf16 top-k/top-p token
-    loops under ``torch.cuda.set_sync_debug_mode("error")``; inductor's ``cudagraph_skips`` is 0.
-11. ``speed-sampling``: TATS-base (24 x 1024, 16,384 codes, 1,024 tokens) tokens/s at batch 1, 16, 48,
-    bf16 eager and compiled, against the release-style sampler and the bandwidth bound; the masked
-    decoder against the GPT at batch 16.
-12. ``train-step-ratios``: VQGAN fp16 and bf16 + activation checkpointing + channels-last, GPT bf16
-    eager and compiled and fp16: step time as a speed-up over fp32 eager in the same run.
-
-Weights: LPIPS uses the converted weights when cached (``fetch_weights.py --lpips``), else seeded random
-VGG weights written to the work folder; I3D the fetched TF-hub weights when cached, else a seeded random
-I3D (device agreement needs no trained weights); nothing is downloaded (``$TATS_OFFLINE`` defaults to 1).
-With ``--cpu-smoke`` the device is the CPU, GPU-only checks are skipped after their command lines were
-parsed, and FVD uses a small stand-in for I3D.
+Prints ``PASS name (seconds): detail``, ``FAIL name (seconds): reason`` or ``SKIP name: why`` per
+check, then a summary; exits with 1 when a check failed. Later checks use the files of earlier ones
+(under ``--work``). Nothing is downloaded. The checks, what each must hold, and the weights they
+use: docs/gpu_check.md.
 """
 
 from __future__ import annotations

@@ -1,16 +1,10 @@
 """Stage-2 training: the GPT over a frozen VQGAN's codes, as a thin LightningModule.
 
-the release, "Transformer": a training sequence is the condition ids followed by the video codes
-(flattened in (t, h, w) order, shifted by the condition vocabulary; see :mod:`tats.gpt.conditioning`);
-the input is the sequence without its last token, and the logits from the last condition position
-on are scored with cross-entropy against the (shifted) video ids. AdamW with betas (0.9, 0.95),
-weight decay 0.01 on Linear weights only.
-
-Our checkpoints hold ``transformer.*`` (the GPT, release key names), ``vqgan.*`` (the frozen video
-VQGAN) and, for audio conditioning, ``cond_stage_model.*`` (the STFT VQGAN, under the release's
-name so one loader path reads both); ``hyper_parameters`` holds plain dicts (``config`` =
-GPTConfig, ``vqgan_config``, ``cond_vqgan_config``, ``cond_stage_key``) so that
-:func:`tats.gpt.load.load_transformer` rebuilds everything without flags.
+The release's objective: a sequence is the condition ids followed by the video codes (see
+:mod:`tats.gpt.conditioning`), scored with cross-entropy from the last condition position on; AdamW
+on the release's settings. The checkpoint holds the GPT, the frozen VQGAN(s) and their configs as
+plain dicts, so :func:`tats.gpt.load.load_transformer` rebuilds everything without flags. The details
+(sequence, optimizer, checkpoint keys): docs/training.md.
 """
 
 from __future__ import annotations

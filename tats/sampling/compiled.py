@@ -1,28 +1,11 @@
 """Decoding with ``torch.compile``: the prefill and the one-token step, each with its draw, as graphs.
 
-A step is embedding, every layer with its KV-cache write and attention, the last position's head and
-the draw (:func:`tats.sampling.filtering.draw_with_uniform`) in one graph, so the per-token cost is the
-arithmetic and memory traffic, not Python and dispatch. The prefill (the condition tokens, or a sliding
-window's context) is a second graph. Both are built once per GPT, batch size, precision and draw rule
-(:func:`decoder_for`) and reused for every window and every batch of a run; the KV cache they write is
-allocated once with them.
-
-- CPU: inductor's C++ backend with its GEMM templates (``max_autotune``) on frozen, prepacked weights,
-  and a C++ wrapper around each graph's kernels (``cpp_wrapper``: less Python per step). The window
-  length is dynamic (one graph for every position): it travels as the size of an empty placeholder
-  tensor marked dynamic, and each step attends over the written slots only. In bf16 on a CPU without
-  AMX the step keeps float32 weights over the bf16 cache (:func:`float32_step_weights`).
-- CUDA: CUDA graphs (``mode="reduce-overhead"``) need fixed shapes, so every step attends over the
-  whole cache with the stored mask rows (``GPT.static_kv``); inputs and outputs stay on the device and
-  the token loop never waits for the host.
-
-From a window's second step on, dynamo checks only the guards on the inputs' tensor properties
-(:meth:`CompiledDecoder.warm`), not the ones on every weight.
-
-Uniform numbers for the draws are drawn up front from the sampler's generator (one tensor per call).
-Rows whose k-th logit ties with a token outside the k are redrawn over the full vocabulary from the
-same number: on the CPU after the graph (checking is free there), on CUDA inside it for every row,
-selected without a host sync.
+A step (embedding, every layer with its KV-cache write and attention, the last position's head and
+the draw of :func:`tats.sampling.filtering.draw_with_uniform`) is one graph, so a token costs its
+arithmetic and memory traffic, not Python and dispatch. The graphs and their KV cache are built once
+per GPT, batch size, precision and draw rule (:func:`decoder_for`) and reused for every window and
+batch: on the CPU inductor's C++ GEMM templates over a dynamic window length, on CUDA CUDA graphs over
+a fixed-size cache. Backend by backend: docs/sampling.md, "How compiled decoding works".
 """
 
 from __future__ import annotations

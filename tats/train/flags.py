@@ -1,28 +1,10 @@
 """Training flags: the release's Lightning-1.5 command lines on Lightning 2, and YAML recipes.
 
-The release was trained with pytorch-lightning 1.5 and its READMEs use that era's flags
-(``--gpus 8 --sync_batchnorm --progress_bar_refresh_rate 500 ...``). :func:`add_trainer_args`
-accepts them unchanged and :func:`trainer_kwargs` maps them onto Lightning 2's ``Trainer`` arguments:
-
-=====================================  ============================================================
-release flag                           Lightning 2
-=====================================  ============================================================
-``--gpus 0`` / absent                  ``accelerator="cpu"`` (absent: ``"auto"``), ``devices=1``
-``--gpus N`` (N > 0), ``--gpus 0,1``   ``accelerator="gpu"``, ``devices=N`` (or the id list)
-``--gpus -1``                          ``accelerator="gpu"``, ``devices=-1`` (all)
-``--gpus N --accelerator cpu``         an error (it would otherwise train on GPUs)
-devices * num_nodes > 1                ``strategy="ddp"``; when the module has unused parameters every
-                                       DDP flavour becomes ``<name>_find_unused_parameters_true``
-                                       (``--devices auto`` / ``--gpus -1`` count the visible GPUs)
-``--terminate_on_nan``                 ``--max_nonfinite_steps 0`` (stop at the first NaN/inf loss)
-``--precision 16`` / ``bf16`` / ``32``  ``"16-mixed"`` / ``"bf16-mixed"`` / ``"32-true"``
-``--progress_bar_refresh_rate 0``      ``enable_progress_bar=False``
-``--progress_bar_refresh_rate N``      ``TQDMProgressBar(refresh_rate=N)``
-``--val_check_interval 0.5`` / ``2``   fraction of an epoch (float) / every 2 training batches (int)
-=====================================  ============================================================
-
-``--config recipe.yaml`` supplies defaults (:func:`parse_args_with_config`); the command line wins.
-The Trainer itself is built from these flags by :func:`tats.train.trainer.build_trainer`.
+The release's READMEs use pytorch-lightning 1.5's flags (``--gpus 8 --sync_batchnorm
+--progress_bar_refresh_rate 500 ...``): :func:`add_trainer_args` accepts them unchanged and
+:func:`trainer_kwargs` maps them onto Lightning 2's ``Trainer`` arguments (the table is in
+docs/training.md). ``--config recipe.yaml`` supplies defaults (:func:`parse_args_with_config`); the
+command line wins. The Trainer itself is built by :func:`tats.train.trainer.build_trainer`.
 """
 
 from __future__ import annotations

@@ -2,16 +2,10 @@
 VQGAN, and :func:`fit_transformer`.
 
 ``train_transformer.py`` (and the fork's ``train_gpt.py``) is :func:`build_parser`, then
-:func:`fit_transformer`. Conditioning: ``--unconditional``, class labels (default, ``--cond_stage_key
-label``), captions (``--cond_stage_key text`` or ``--text_cond``: MUGEN/CoinRun episodes, the release's
-text HDF5, or our HDF5 captions) or audio (``--cond_stage_key stft --stft_vqvae STFT_VQGAN.ckpt``: the
-release's STFT pickles, or STFT computed from the videos' own audio). ``--vtokens`` trains from
-precomputed codes: a codes file written by ``scripts/extract_codes.py`` or the release's token file
-(with ``--spatial_length`` crops and ``--vtokens_pos``), skipping the VQGAN. The data layouts are
-those of :mod:`tats.data.release` and :mod:`tats.data.datamodule`. The model it trains is
-:class:`tats.gpt.lightning.TransformerModule`, or with ``--objective masked`` the masked-token model's
-:class:`tats.gpt.masked_lightning.MaskedTransformerModule`; ``--cond_drop`` trains either for
-classifier-free guidance.
+:func:`fit_transformer`, which trains :class:`tats.gpt.lightning.TransformerModule` or, with
+``--objective masked``, :class:`tats.gpt.masked_lightning.MaskedTransformerModule` on the data of
+:mod:`tats.data.release` and :mod:`tats.data.datamodule`. Conditioning, ``--vtokens`` and
+``--cond_drop``: docs/training.md.
 """
 
 from __future__ import annotations

@@ -1,41 +1,12 @@
 """Lightning wiring of stage 1: :class:`VQGANModule` (VQGAN + losses + two Adam optimizers).
 
 Manual optimization (Lightning 2 has no ``optimizer_idx``): each batch runs the VQGAN once, steps the
-autoencoder on :meth:`VQGANLoss.generator_loss` and then, from ``discriminator_iter_start`` on, the
-discriminators on :meth:`VQGANLoss.discriminator_loss` of the same (detached) reconstruction. The
-release (Lightning 1.5, automatic optimization with two optimizers) ran the VQGAN a second time for the
-discriminator step; reusing the reconstruction saves that forward pass.
-
-Deliberate difference: because the release's training forward ran twice per batch (Lightning 1.5 called
-``training_step`` once per optimizer, both in training mode), its codebook EMA (counts ``N``, sums
-``z_avg``), random restarts and BatchNorm running statistics were updated TWICE per batch with the same
-data. Here they are updated once per batch: the EMA decay 0.99 then means what it says per batch, the
-restart threshold counts each clip once, and training is faster. A run reproducing the release's
-dynamics exactly would see its EMA move about twice as fast per step.
-
-Mixed precision: gradients are clipped in :meth:`VQGANModule.on_before_optimizer_step`, which Lightning
-calls after the AMP plugin has unscaled them. Under ``16-mixed`` each optimizer has its own loss scaler
-(:class:`tats.train.scalers.PerOptimizerGradScaler`), so gradient accumulation works, and a forward pass
-that overflows fp16 (a non-finite loss, which no loss scale can prevent) is rerun in fp32 from the
-buffers the batch started with (``train/fp32_fallbacks``) instead of being skipped. ``16-true`` /
-``bf16-true`` are refused (:func:`tats.train.vqgan.check_vqgan_training_flags`); ``bf16-mixed`` works on
-CPU and GPU.
-Losses still non-finite are skipped and counted by :class:`tats.faults.NonFiniteGuard`
-(``--max_nonfinite_steps``). On several devices BatchNorm always becomes SyncBatchNorm
-(:func:`tats.train.vqgan.sync_batchnorm_if_needed`), as the release's norm was.
-
-Gradient accumulation under DDP: the backward passes of every micro-batch but the last of a window run
-inside ``trainer.strategy.block_backward_sync()`` (DDP's ``no_sync``), so gradients are all-reduced
-once per optimizer step, not once per micro-batch (:meth:`VQGANModule._backward`).
-
-``global_step`` counts autoencoder steps only, as in the release (one step per accumulated batch):
-Lightning 2 counts every ``optimizer.step()`` of a manually optimized module, so the discriminator's
-step is taken without counting (see :func:`_step_uncounted`). ``--max_steps``,
-``--ckpt_every_n_steps`` and ``discriminator_iter_start`` therefore mean what they meant in the release.
-
-State-dict keys: ``vqgan.{encoder,decoder,pre_vq_conv,post_vq_conv,codebook}.*`` and
-``loss.{image_discriminator,video_discriminator,perceptual_model}.*``, i.e. the release's keys with a
-prefix (:func:`remap_release_state_dict`). ``hyper_parameters["config"]`` is the VQGANConfig as a dict.
+autoencoder on :meth:`VQGANLoss.generator_loss`, then the discriminators on
+:meth:`VQGANLoss.discriminator_loss` of the same, detached reconstruction. The release ran the
+forward once per optimizer; one forward is faster and updates the codebook EMA and BatchNorm
+statistics once per batch. ``global_step`` counts autoencoder steps only (:func:`_step_uncounted`).
+Precision, gradient accumulation, DDP and the checkpoint's keys (:func:`remap_release_state_dict`):
+docs/training.md.
 """
 
 from __future__ import annotations
