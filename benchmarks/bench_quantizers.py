@@ -97,7 +97,7 @@ def run_arm(demo, args: argparse.Namespace, quantizer: str, seed: int) -> dict[s
     if args.vqgan_steps:
         argv += ["--max_steps", str(args.vqgan_steps), "--transformer_steps", str(args.transformer_steps)]
     t0 = time.perf_counter()
-    if seed == 0:
+    if seed == 0 and not args.vqgan_only:
         summary = demo.main(argv)
         vq = summary["vqgan"]
         row = dict(eval=summary["eval"], over_time=summary["over_time"],
@@ -207,6 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--disc_start", type=int, default=DISC_START,
                    help="--discriminator_iter_start of every VQGAN")
     p.add_argument("--eval_videos", type=int, default=32)
+    p.add_argument("--vqgan_only", action="store_true", help="train and measure the tokenizers only")
     p.add_argument("--report_only", action="store_true",
                    help="rewrite the table and figures from --out/summary.json without training")
     p.add_argument("--long_frames", type=int, default=256)
