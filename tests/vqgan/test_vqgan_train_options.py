@@ -171,7 +171,7 @@ class _Losses(pl.Callback):
         self.seen.append((float(outputs["loss"]), float(trainer.callback_metrics["train/d_loss"])))
 
 
-def test_bf16_training_follows_fp32():
+def test_bf16_training_follows_fp32(tmp_path):
     """Ten steps with both GANs and LPIPS on from step 0, 16-frame clips (the video discriminator's
     ``model3`` sees 3 frames), from the same weights and batches. GAN training amplifies any difference,
     so "bf16 noise" is measured here: an fp32 run whose starting weights were rounded to bf16 once drifts
@@ -188,7 +188,9 @@ def test_bf16_training_follows_fp32():
     for name, precision in (("fp32", "32-true"), ("rounded", "32-true"), ("bf16", "bf16-mixed")):
         torch.manual_seed(0)
         with pytest.warns(UserWarning, match="RANDOM"):
-            module = VQGANModule(_cfg(lr=1e-4), allow_random_lpips=True, activation_checkpointing=True)
+            # (an empty weights folder: random VGG weights even where the real ones are cached)
+            module = VQGANModule(_cfg(lr=1e-4), allow_random_lpips=True, lpips_cache_dir=str(tmp_path),
+                                 activation_checkpointing=True)
         if name == "rounded":
             with torch.no_grad():
                 for p in module.parameters():
