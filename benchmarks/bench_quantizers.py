@@ -97,18 +97,18 @@ def run_arm(demo, args: argparse.Namespace, quantizer: str, seed: int) -> dict[s
     if args.vqgan_steps:
         argv += ["--max_steps", str(args.vqgan_steps), "--transformer_steps", str(args.transformer_steps)]
     t0 = time.perf_counter()
+    dargs = demo.parse_args(argv)
     if seed == 0 and not args.vqgan_only:
         summary = demo.main(argv)
         vq = summary["vqgan"]
         row = dict(eval=summary["eval"], over_time=summary["over_time"],
                    gpt_steps=summary["transformer"]["steps"])
     else:
-        dargs = demo.parse_args(argv)
         dargs.out.mkdir(parents=True, exist_ok=True)
         demo.stage_data(dargs)
         vq = demo.stage_vqgan(dargs, demo.BUDGET_SHARES["vqgan"] * args.minutes * 60)
         row = {}
-    clips = demo.real_clips(demo.parse_args(argv), 32, 8)["video"]
+    clips = demo.real_clips(dargs, 32, 8)["video"]
     row.update(quantizer=quantizer, seed=seed, disc_start=args.disc_start, vqgan_steps=vq["steps"],
                psnr_db=vq["test_psnr_db"],
                ssim=vq["test_ssim"], perplexity=vq["test_perplexity"], codes_used=vq["codes_used"],

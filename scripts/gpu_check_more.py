@@ -18,16 +18,8 @@ BASE_SIZE = ["--n_layer", "24", "--n_embd", "1024", "--n_head", "16", "--n_codes
 VQGAN_READS, GPT_READS = 3, 1
 
 
-#: the gpu_check module that runs these checks (it sets this): its Skip, flag builders and Context
+#: the gpu_check module that runs these checks (it sets this): its Skip and flag builders
 base = None
-
-
-class Skip(Exception):
-    """Raised as the running gpu_check's Skip (see :func:`_skip`)."""
-
-
-def _skip(why: str) -> Exception:
-    return (base.Skip if base is not None else Skip)(why)
 
 
 @contextlib.contextmanager
@@ -83,7 +75,7 @@ def check_sampling_sync_free(ctx) -> str:
 
     model = load_transformer(ctx.need("gpt_ckpt"), with_vqgan=False)
     if ctx.device.type != "cuda":
-        raise _skip("CUDA graphs and CUDA's sync debug mode need a GPU (model loaded)")
+        raise base.Skip("CUDA graphs and CUDA's sync debug mode need a GPU (model loaded)")
     import torch._dynamo
 
     seeded = copy.deepcopy(model).to(ctx.device).eval()
@@ -130,7 +122,7 @@ def check_speed_sampling(ctx) -> str:
             "--device", "cuda"]
     dec_argv = [*BASE_SIZE, "--batch_size", "16", "--repeats", "1", "--device", "cuda"]
     if ctx.device.type != "cuda":
-        raise _skip("TATS-base speed is measured on a GPU")
+        raise base.Skip("TATS-base speed is measured on a GPU")
     rows = bench_sampling.main(argv)
     parts = []
     for r in rows:
@@ -151,7 +143,7 @@ def check_train_step_ratios(ctx) -> str:
     vq = ["ours:fp32", "ours:fp16", "ours:bf16+ckpt+cl"]
     gpt = ["ours:fp32", "ours:bf16", "ours:bf16+compile", "ours:fp16"]
     if ctx.device.type != "cuda":
-        raise _skip("fp16 and the step-time ratios are measured on a GPU")
+        raise base.Skip("fp16 and the step-time ratios are measured on a GPU")
     parts = []
     for model, variants in (("vqgan", vq), ("gpt", gpt)):
         runs = bench_train_step.main(["--model", model, "--variants", *variants, "--device", "cuda",

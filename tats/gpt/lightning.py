@@ -243,7 +243,7 @@ class TransformerModule(pl.LightningModule):
             cond = _encode_fp32(self.cond_stage_model, stft).flatten(1)  # (B, n_cond_tokens)
         return cond_tokens(self.config, cond, batch_size, device=self.device,
                            truncate=self.hparams.get("truncate_captions", True),
-                           check_range=kind != "label" or not self.training)  # see on_before_batch_transfer
+                           check_range=not self.training)  # labels: see on_before_batch_transfer
 
     def sequence(self, batch: Mapping[str, Any]) -> torch.Tensor:
         """Full token sequence ``(B, n_cond_tokens + t*h*w)``: condition ids, then shifted codes."""

@@ -186,8 +186,12 @@ class Codebook(nn.Module):
         # Laplace smoothing (as in the release): w = (N + eps) / (sum N + K eps) * sum N
         weights = (N + LAPLACE_EPS) / (total + self.n_codes * LAPLACE_EPS) * total
         embeddings = z_avg / weights[:, None]
-        keep_old = nonfinite > 0  # (1,), decided on the device
-        if not self.no_random_restart:
+        if self.no_random_restart:  # skipped on the device (torch.where): no sync per step
+            keep_old = nonfinite > 0  # (1,)
+            N = torch.where(keep_old, self.N, N)
+            z_avg = torch.where(keep_old, self.z_avg, z_avg)
+            embeddings = torch.where(keep_old, self.embeddings, embeddings)
+        else:
             # N is identical on all ranks after the all-reduce, so every rank restarts the same codes.
             # The restart needs the number of dead codes on the host (it sizes the random draw); it is
             # read together with the non-finite flag: one device-to-host sync per step.
@@ -200,11 +204,6 @@ class Codebook(nn.Module):
                 vectors = self.random_vectors(flat, int(n_dead))  # (R, D)
                 slot = (dead.cumsum(0) - 1).clamp_(min=0)  # (K,): j for the j-th dead code
                 embeddings = torch.where(dead[:, None], vectors[slot], embeddings)
-            keep_old = None
-        if keep_old is not None:
-            N = torch.where(keep_old, self.N, N)
-            z_avg = torch.where(keep_old, self.z_avg, z_avg)
-            embeddings = torch.where(keep_old, self.embeddings, embeddings)
         self.N.copy_(N)
         self.z_avg.copy_(z_avg)
         self.embeddings.copy_(embeddings)

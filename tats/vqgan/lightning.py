@@ -151,7 +151,7 @@ class VQGANModule(pl.LightningModule):
         self.loss = VQGANLoss(cfg, allow_random_lpips=allow_random_lpips, lpips_cache_dir=lpips_cache_dir)
         speed_up(self.vqgan, self.loss, activation_checkpointing, channels_last, compile)
         self._last_batch_time: float | None = None
-        self._norm_buffers: list[torch.Tensor] | None = None  # see _share_norm_statistics
+        self._unsynced_norms: list[torch.nn.Module] | None = None  # see _share_norm_statistics
 
     # ------------------------------------------------------------------------------- optimizers
     def configure_optimizers(self):
@@ -197,22 +197,24 @@ class VQGANModule(pl.LightningModule):
         identical, and only these need copying."""
         if not is_distributed():
             return
-        if self._norm_buffers is None:
-            self._norm_buffers = [buf for m in self.modules()
-                                  if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-                                  and not isinstance(m, torch.nn.SyncBatchNorm)
-                                  for buf in m.buffers()]
+        if self._unsynced_norms is None:
+            self._unsynced_norms = [m for m in self.modules()
+                                    if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                                    and not isinstance(m, torch.nn.SyncBatchNorm)]
         by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-        for buf in self._norm_buffers:
-            by_dtype.setdefault(buf.dtype, []).append(buf)
+        for m in self._unsynced_norms:  # (the buffers themselves are read anew: a .to() replaces them)
+            for buf in m.buffers():
+                by_dtype.setdefault(buf.dtype, []).append(buf)
         for bufs in by_dtype.values():
             flat = broadcast(_flatten_dense_tensors(bufs), 0)
             for buf, new in zip(bufs, _unflatten_dense_tensors(flat, bufs)):
                 buf.copy_(new)
 
-    def _nonfinite(self, loss: torch.Tensor) -> bool:
-        """True when ``loss`` is non-finite on any rank: tested on the device, read back once."""
-        return self.nonfinite_ae.any_fn(nonfinite_flag(loss), loss.device)
+    @staticmethod
+    def _nonfinite(loss: torch.Tensor, guard: NonFiniteGuard) -> bool:
+        """True when ``loss`` is non-finite on any rank (``guard``'s cross-rank decision): tested on the
+        device, read back once."""
+        return guard.any_fn(nonfinite_flag(loss), loss.device)
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor | None:
         x = batch["video"]  # (B, C, T, H, W) in [-0.5, 0.5]
@@ -230,7 +232,8 @@ class VQGANModule(pl.LightningModule):
         frame_idx = self.loss.random_frame_index(x)  # (B,) shared by both steps
         self.toggle_optimizer(opt_ae)  # discriminator params frozen: no grads from the GAN terms
         ae_loss, logs = self.loss.generator_loss(x, out["recon"], out["commitment_loss"], step, frame_idx)
-        bad = self._nonfinite(ae_loss)  # the one host read of this loss (fp16 overflow and the guard)
+        # the one host read of this loss: it serves the fp16 overflow test and the guard alike
+        bad = self._nonfinite(ae_loss, self.nonfinite_ae)
         if bad and fp16:
             # fp16 overflowed in the forward; the loss scaler only scales the backward, so it cannot help.
             # Rerun the batch in fp32 from the buffers it started with: its statistics count once.
@@ -240,7 +243,7 @@ class VQGANModule(pl.LightningModule):
                 ae_loss, logs = self.loss.generator_loss(x, out["recon"], out["commitment_loss"], step,
                                                          frame_idx)
             self.fp32_fallbacks += 1
-            bad = self._nonfinite(ae_loss)
+            bad = self._nonfinite(ae_loss, self.nonfinite_ae)
         # A non-finite loss on any rank skips the batch everywhere (NonFiniteGuard decides over all ranks, so
         # DDP stays in step; too many in a row stop the run): no backward, no step, global_step does not
         # advance. The codebook already refused the batch's statistics; gradients accumulated in this
@@ -262,13 +265,13 @@ class VQGANModule(pl.LightningModule):
             self.toggle_optimizer(opt_disc)
             d_start = _buffers(self.loss) if fp16 else None
             d_loss, d_logs = self.loss.discriminator_loss(x, out["recon"], step, frame_idx)
-            d_bad = self._nonfinite(d_loss)
+            d_bad = self._nonfinite(d_loss, self.nonfinite_disc)
             if d_bad and fp16:
                 _restore_buffers(self.loss, d_start)
                 with autocast_off(x.device.type):
                     d_loss, d_logs = self.loss.discriminator_loss(x, out["recon"].float(), step, frame_idx)
                 self.fp32_fallbacks += 1
-                d_bad = self._nonfinite(d_loss)
+                d_bad = self._nonfinite(d_loss, self.nonfinite_disc)
             d_bad = self.nonfinite_disc.record(d_bad, step, "discriminator loss")
             if d_bad:
                 opt_disc.zero_grad(set_to_none=True)  # drop this window's discriminator gradients
