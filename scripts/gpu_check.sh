@@ -10,10 +10,15 @@ if [ -z "${PY:-}" ]; then
   if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 fi
 if compgen -G ".whl/*.whl" > /dev/null; then  # wheels the device image lacks (scripts/gpu_wheels.sh)
-  if [ ! -d .whl/site ]; then
-    "$PY" -m pip install --quiet --disable-pip-version-check --no-index --no-deps --target .whl/site .whl/*.whl
+  # one folder per Python version: the wheels are built for one (cp312), and another Python must not
+  # import them (pip refuses to install them there, and the check then runs without them)
+  site=".whl/site-$("$PY" -c 'import sys; print("%d%d" % sys.version_info[:2])')"
+  if [ ! -d "$site" ] && ! "$PY" -m pip install --quiet --disable-pip-version-check --no-index --no-deps \
+      --target "$site" .whl/*.whl 2> /dev/null; then
+    echo "note: the wheels in .whl/ are not for $("$PY" --version); running without them" >&2
+    rm -rf "$site"
   fi
-  export PYTHONPATH=".whl/site${PYTHONPATH:+:$PYTHONPATH}"
+  if [ -d "$site" ]; then export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"; fi
 fi
 for arg in "$@"; do  # the smoke run's tiny ops: one thread each (no spinning on a shared CPU)
   if [ "$arg" = "--cpu-smoke" ]; then

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetch into .whl/ the wheels the lent GPU image lacks, for CPython 3.12 on x86-64 Linux: PyAV (reading
 # video files), ftfy + wcwidth and regex (caption tokenizer). That image has no network; the work tree
-# carries .whl/ there and scripts/gpu_check.sh installs it (pip --no-index --target .whl/site).
+# carries .whl/ there and scripts/gpu_check.sh installs it (pip --no-index --target .whl/site-312).
 # imageio-ffmpeg (68 MB, writing mp4) is left out: no check writes video, and the carry limit is 64 MiB.
 #   bash scripts/gpu_wheels.sh            # then run the device command with carry [".whl"]
 set -euo pipefail
